@@ -1,0 +1,160 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "fedmedclip-hub.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Release-qualified name; suffixes such as "-postgresql" are added to it, hence 52. */}}
+{{- define "fedmedclip-hub.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "fedmedclip-hub.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Labels following the Helm and Kubernetes conventions.
+Call with (dict "ctx" $ "component" "aggregator").
+*/}}
+{{- define "fedmedclip-hub.labels" -}}
+helm.sh/chart: {{ include "fedmedclip-hub.chart" .ctx }}
+{{ include "fedmedclip-hub.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: fedmedclip
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- end -}}
+
+{{- define "fedmedclip-hub.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "fedmedclip-hub.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- if .component }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- end -}}
+
+{{- define "fedmedclip-hub.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "fedmedclip-hub.secretName" -}}
+{{- include "fedmedclip-hub.fullname" . -}}
+{{- end -}}
+
+{{- define "fedmedclip-hub.adminTokenSecret" -}}
+{{- default (include "fedmedclip-hub.secretName" .) .Values.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "fedmedclip-hub.postgresqlName" -}}
+{{- printf "%s-postgresql" (include "fedmedclip-hub.fullname" .) -}}
+{{- end -}}
+
+{{- define "fedmedclip-hub.postgresqlPasswordSecret" -}}
+{{- default (include "fedmedclip-hub.secretName" .) .Values.postgresql.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "fedmedclip-hub.postgresqlPasswordKey" -}}
+{{- if .Values.postgresql.auth.existingSecret -}}
+{{- .Values.postgresql.auth.existingSecretKey -}}
+{{- else -}}
+postgres-password
+{{- end -}}
+{{- end -}}
+
+{{- define "fedmedclip-hub.databaseUrlSecret" -}}
+{{- default (include "fedmedclip-hub.secretName" .) .Values.externalDatabase.existingSecret -}}
+{{- end -}}
+
+{{- define "fedmedclip-hub.databaseUrlKey" -}}
+{{- if .Values.externalDatabase.existingSecret -}}
+{{- .Values.externalDatabase.existingSecretKey -}}
+{{- else -}}
+database-url
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the chart's own Secret has anything to hold. */}}
+{{- define "fedmedclip-hub.createSecret" -}}
+{{- if or (not .Values.auth.existingSecret) (and .Values.postgresql.enabled (not .Values.postgresql.auth.existingSecret)) (and (not .Values.postgresql.enabled) (not .Values.externalDatabase.existingSecret)) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+Environment of every container that runs the aggregator code (server, migrations Job,
+migrate init container). With the bundled database the URL is assembled by Kubernetes from
+the password in the Secret ($(VAR) expansion), so the password is never in a ConfigMap.
+*/}}
+{{- define "fedmedclip-hub.aggregatorEnv" -}}
+{{- if .Values.postgresql.enabled }}
+- name: DATABASE_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "fedmedclip-hub.postgresqlPasswordSecret" . }}
+      key: {{ include "fedmedclip-hub.postgresqlPasswordKey" . }}
+- name: FEDMEDCLIP_AGG_DATABASE_URL
+  value: {{ printf "postgresql+psycopg://%s:$(DATABASE_PASSWORD)@%s:%d/%s" .Values.postgresql.auth.username (include "fedmedclip-hub.postgresqlName" .) (int .Values.postgresql.service.port) .Values.postgresql.auth.database | quote }}
+{{- else }}
+- name: FEDMEDCLIP_AGG_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "fedmedclip-hub.databaseUrlSecret" . }}
+      key: {{ include "fedmedclip-hub.databaseUrlKey" . }}
+{{- end }}
+- name: FEDMEDCLIP_AGG_ADMIN_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "fedmedclip-hub.adminTokenSecret" . }}
+      key: admin-token
+- name: FEDMEDCLIP_AGG_DATA_DIR
+  value: /var/lib/fedmedclip/aggregator
+- name: FEDMEDCLIP_AGG_AUTO_MIGRATE
+  value: "false"
+- name: FEDMEDCLIP_AGG_MAX_UPLOAD_BYTES
+  value: {{ .Values.aggregator.maxUploadBytes | int64 | quote }}
+- name: FEDMEDCLIP_AGG_DEFAULT_DEADLINE_SECONDS
+  value: {{ .Values.aggregator.defaultDeadlineSeconds | int64 | quote }}
+- name: FEDMEDCLIP_AGG_LOG_JSON
+  value: {{ .Values.aggregator.logJson | quote }}
+{{- with .Values.aggregator.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Writable scratch space: the root filesystem is read-only. */}}
+{{- define "fedmedclip-hub.scratchVolumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: data
+  mountPath: /var/lib/fedmedclip/aggregator
+{{- end -}}
+
+{{- define "fedmedclip-hub.scratchVolumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 1Gi
+- name: data
+  emptyDir:
+    sizeLimit: 1Gi
+{{- end -}}
+
+{{- define "fedmedclip-hub.podSpecCommon" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.serviceAccountName }}
+serviceAccountName: {{ . }}
+{{- end }}
+automountServiceAccountToken: false
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end -}}

@@ -1,0 +1,69 @@
+"""Node settings from ``FEDMEDCLIP_NODE_*`` environment variables (see docs/architecture.md).
+
+The API process and the Celery worker read the same variables, so a site configures both
+from one environment (one ConfigMap in the Helm chart).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class NodeSettings(BaseSettings):
+    """Everything the node API, its agent and its worker need to know."""
+
+    model_config = SettingsConfigDict(env_prefix="FEDMEDCLIP_NODE_", extra="ignore")
+
+    aggregator_url: str = Field("http://127.0.0.1:8100", description="The hub.")
+    node_token: str = Field("", description="This node's bearer token from the hub.")
+    admin_token: str = Field("", description="Site admin token for the node API.")
+    broker_url: str = Field("", description="Redis URL for Celery; empty = in-process jobs.")
+    data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Folders datasets may live in (comma-separated)."
+    )
+    data_dir: Path = Field(Path("./var/node"), description="Node database and feature cache.")
+    database_url: str = Field(
+        "", description="SQLAlchemy URL of the node database; empty = SQLite in data_dir."
+    )
+    model_store_dir: Path = Field(
+        Path("./var/node/model_store"), description="Model store shared with the inference API."
+    )
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    backbone_weights: str = Field("none", description="open_clip tag, checkpoint path or none.")
+    auto_join: bool = Field(False, description="Start a job for every open round.")
+    poll_seconds: float = Field(5.0, gt=0, description="Agent poll period.")
+    log_json: bool = Field(False, description="JSON logs.")
+    # Operational knobs with safe defaults (not needed in a normal install).
+    hub_retries: int = Field(5, ge=0, le=20, description="Retries of a failed hub call.")
+    hub_backoff_seconds: float = Field(
+        0.5, ge=0, description="First retry delay; doubles on every retry (capped at 30 s)."
+    )
+    hub_timeout_seconds: float = Field(30.0, gt=0, description="Timeout of one hub request.")
+    job_stale_seconds: float = Field(
+        60.0, gt=0, description="A running job without a heartbeat for this long has failed."
+    )
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        """Accept the documented comma-separated form as well as a list."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("aggregator_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    def sqlalchemy_url(self) -> str:
+        """The node database URL (SQLite under ``data_dir`` unless one is configured)."""
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'node.db'}"
+
+    @property
+    def feature_cache_dir(self) -> Path:
+        return self.data_dir / "feature_cache"

@@ -1,0 +1,68 @@
+"""Prometheus metrics of one app instance.
+
+Each app gets its own ``CollectorRegistry``: several apps in one process (tests, the demo)
+would otherwise collide on metric names in the global default registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class InferenceMetrics:
+    """The service's counters and histograms, registered in a private registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        prefix = "fedmedclip_inference"
+        self.requests = Counter(
+            f"{prefix}_requests",
+            "HTTP requests by route and status code.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            f"{prefix}_request_seconds",
+            "HTTP request latency by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            f"{prefix}_batch_size",
+            "Images per forward pass (micro-batching groups concurrent requests).",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            f"{prefix}_errors",
+            "Refused or failed requests by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.predictions = Counter(
+            f"{prefix}_predictions",
+            "Images classified.",
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            f"{prefix}_model_reloads",
+            "Model (re)load attempts by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.global_version = Gauge(
+            f"{prefix}_global_version",
+            "Global adapter version being served (-1 before a model is loaded).",
+            registry=self.registry,
+        )
+        self.head_version = Gauge(
+            f"{prefix}_head_version",
+            "Private head version being served (-1 before a model is loaded).",
+            registry=self.registry,
+        )
+        self.global_version.set(-1)
+        self.head_version.set(-1)

@@ -1,0 +1,77 @@
+"""Settings of the inference API, from ``FEDMEDCLIP_INFERENCE_*`` environment variables.
+
+Each field ``x`` is read from ``FEDMEDCLIP_INFERENCE_X`` (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class InferenceSettings(BaseSettings):
+    """Everything the prediction service can be told; defaults match the documentation."""
+
+    model_config = SettingsConfigDict(env_prefix="FEDMEDCLIP_INFERENCE_", extra="ignore")
+
+    model_store_dir: Path = Field(
+        Path("./var/node/model_store"), description="The site's model store (the node's)."
+    )
+    aggregator_url: str = Field(
+        "", description="Follow the hub's production global version when set."
+    )
+    aggregator_token: SecretStr = Field(
+        SecretStr(""), description="Node token used to read models from the hub."
+    )
+    backbone_weights: str = Field(
+        "none", description="open_clip pretrained tag, checkpoint path, or none (random)."
+    )
+    # NoDecode: the variable is a plain comma-separated list, not JSON.
+    clinician_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        ..., min_length=1, description="Bearer tokens allowed to request predictions."
+    )
+    admin_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token for operator routes (force a reload)."
+    )
+    max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Cap on one file.")
+    max_files_per_request: int = Field(32, ge=1, description="Cap on files in /predict/batch.")
+    max_pixels: int = Field(50_000_000, gt=0, description="Decompression-bomb cap.")
+    batch_window_ms: float = Field(5.0, ge=0, description="Longest wait to fill a micro-batch.")
+    max_batch_size: int = Field(16, ge=1, description="Images per forward pass.")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    reload_seconds: float = Field(10.0, gt=0, description="Model store / hub check period.")
+    log_json: bool = Field(False, description="JSON log lines (containers).")
+    audit_path: Path = Field(
+        Path("./var/inference/audit.jsonl"), description="Append-only prediction audit log."
+    )
+    audit_store_images: bool = Field(
+        False, description="Also keep each input image next to the audit log (by sha256)."
+    )
+
+    @field_validator("clinician_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [token.strip() for token in value.split(",") if token.strip()]
+        return value
+
+    @field_validator("aggregator_url")
+    @classmethod
+    def _strip_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("aggregator_url must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _hub_needs_token(self) -> InferenceSettings:
+        if self.aggregator_url and not self.aggregator_token.get_secret_value():
+            raise ValueError("aggregator_token is required when aggregator_url is set")
+        return self
+
+    @property
+    def follows_hub(self) -> bool:
+        return bool(self.aggregator_url)

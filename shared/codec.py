@@ -1,0 +1,298 @@
+"""Update codec: a FAM delta against a named base version, quantised, compressed, checksummed.
+
+Nothing here unpickles. The wire format is explicit and documented:
+
+    magic  b"FMCU"                      4 bytes
+    format version                     uint16, little endian
+    header length H                    uint32, little endian
+    header                             H bytes of UTF-8 JSON (see below)
+    body                               one zstd frame
+
+The header holds ``format_version``, ``base_version``, ``quantization`` (``fp16``, ``int8``
+or ``int4``), the ordered ``tensors`` list (``name``, ``shape``, ``rows_kept``), the
+decompressed body length ``raw_body_bytes`` and its ``body_sha256``. The decompressed body
+holds the tensors in header order. A matrix (2-D) is a row bitmap (numpy ``packbits``,
+big-endian bit order) followed by its kept rows only: for ``fp16`` the values as float16;
+for ``int8``/``int4`` one float32 scale per kept row then the codes (int8, or two 4-bit
+codes per byte, ``code + 8`` in each nibble, high nibble first). Omitted rows decode to a zero
+delta. Vectors are float16 (``fp16``) or float32 (``int8``/``int4``; they are tiny).
+
+Quantisation is symmetric per row, so the absolute error of every element is at most
+``max|row| / 254`` for int8 and ``max|row| / 14`` for int4 (half a quantisation step).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import zstandard
+
+MAGIC = b"FMCU"
+FORMAT_VERSION = 1
+QUANTIZATIONS = ("fp16", "int8", "int4")
+MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+_PREFIX = struct.Struct("<4sHI")
+_LEVELS = {"int8": 127, "int4": 7}
+
+
+class CodecError(ValueError):
+    """Any fault in an encoded update; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class DecodedUpdate:
+    """A validated update: the delta tensors and where they apply."""
+
+    base_version: int
+    quantization: str
+    delta: dict[str, torch.Tensor]
+    sha256: str
+
+    def norm(self) -> float:
+        return update_norm(self.delta)
+
+
+def update_norm(delta: Mapping[str, torch.Tensor]) -> float:
+    """L2 norm of a whole update, all tensors taken together."""
+    return math.sqrt(sum(float(t.double().pow(2).sum()) for t in delta.values()))
+
+
+def payload_sha256(data: bytes) -> str:
+    """Hash of a whole encoded update (used for idempotency and the audit trail)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _quantise_rows(rows: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    scale = np.abs(rows).max(axis=1) / levels
+    safe = np.where(scale > 0, scale, 1.0)
+    codes = np.clip(np.rint(rows / safe[:, None]), -levels, levels).astype(np.int8)
+    return scale.astype(np.float32), codes
+
+
+def _pack_int4(codes: np.ndarray) -> bytes:
+    nibbles = (codes.reshape(-1).astype(np.int16) + 8).astype(np.uint8)
+    if len(nibbles) % 2:
+        nibbles = np.append(nibbles, np.uint8(8))
+    return ((nibbles[0::2] << 4) | nibbles[1::2]).astype(np.uint8).tobytes()
+
+
+def _unpack_int4(buf: bytes, count: int) -> np.ndarray:
+    packed = np.frombuffer(buf, dtype=np.uint8)
+    nibbles = np.empty(len(packed) * 2, dtype=np.int16)
+    nibbles[0::2] = packed >> 4
+    nibbles[1::2] = packed & 0x0F
+    return (nibbles[:count] - 8).astype(np.float32)
+
+
+def encode_update(
+    delta: Mapping[str, torch.Tensor],
+    *,
+    base_version: int,
+    quantization: str = "int4",
+    omit_rows: Mapping[str, torch.Tensor] | None = None,
+    level: int = 19,
+) -> bytes:
+    """Encode ``delta`` (new minus base state). ``omit_rows[name]`` marks matrix rows to leave out."""
+    if quantization not in QUANTIZATIONS:
+        raise CodecError(f"unknown quantization {quantization!r}; use one of {QUANTIZATIONS}")
+    omit_rows = omit_rows or {}
+    body = io.BytesIO()
+    tensors = []
+    for name, tensor in delta.items():
+        values = tensor.detach().to("cpu", torch.float32).numpy()
+        entry = {"name": name, "shape": list(values.shape), "rows_kept": None}
+        if values.ndim == 2:
+            keep = np.ones(values.shape[0], dtype=bool)
+            if name in omit_rows:
+                keep = ~omit_rows[name].detach().cpu().numpy().astype(bool)
+            entry["rows_kept"] = int(keep.sum())
+            body.write(np.packbits(keep).tobytes())
+            rows = values[keep]
+            if quantization == "fp16":
+                body.write(rows.astype(np.float16).tobytes())
+            else:
+                scale, codes = _quantise_rows(rows, _LEVELS[quantization])
+                body.write(scale.tobytes())
+                body.write(codes.tobytes() if quantization == "int8" else _pack_int4(codes))
+        else:
+            dtype = np.float16 if quantization == "fp16" else np.float32
+            body.write(values.astype(dtype).tobytes())
+        tensors.append(entry)
+    raw = body.getvalue()
+    header = {
+        "format_version": FORMAT_VERSION,
+        "base_version": int(base_version),
+        "quantization": quantization,
+        "tensors": tensors,
+        "raw_body_bytes": len(raw),
+        "body_sha256": hashlib.sha256(raw).hexdigest(),
+    }
+    header_bytes = json.dumps(header, separators=(",", ":")).encode()
+    compressed = zstandard.ZstdCompressor(level=level).compress(raw)
+    return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes)) + header_bytes + compressed
+
+
+def read_header(data: bytes) -> dict:
+    """Parse and sanity-check the header without touching the body."""
+    if len(data) < _PREFIX.size:
+        raise CodecError(f"update is truncated: {len(data)} bytes is shorter than the prefix")
+    magic, version, header_len = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise CodecError("not a FedMedCLIP update (bad magic bytes)")
+    if version != FORMAT_VERSION:
+        raise CodecError(f"unsupported update format version {version}; expected {FORMAT_VERSION}")
+    if header_len > MAX_HEADER_BYTES or _PREFIX.size + header_len > len(data):
+        raise CodecError("update is truncated or its header length is invalid")
+    try:
+        header = json.loads(data[_PREFIX.size : _PREFIX.size + header_len])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CodecError(f"update header is not valid JSON: {exc}") from exc
+    required = {"base_version": int, "quantization": str, "tensors": list,
+                "raw_body_bytes": int, "body_sha256": str}
+    if not isinstance(header, dict):
+        raise CodecError("update header must be a JSON object")
+    for key, kind in required.items():
+        if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool):
+            raise CodecError(f"update header field {key!r} is missing or not a {kind.__name__}")
+    if header["quantization"] not in QUANTIZATIONS:
+        raise CodecError(f"unknown quantization {header['quantization']!r}")
+    return header | {"_body_offset": _PREFIX.size + header_len}
+
+
+def _tensor_body_size(shape: tuple[int, ...], rows_kept: int | None, quantization: str) -> int:
+    if len(shape) == 2:
+        rows, cols = shape
+        bitmap = (rows + 7) // 8
+        if quantization == "fp16":
+            return bitmap + rows_kept * cols * 2
+        codes = rows_kept * cols if quantization == "int8" else (rows_kept * cols + 1) // 2
+        return bitmap + rows_kept * 4 + codes
+    count = math.prod(shape)
+    return count * (2 if quantization == "fp16" else 4)
+
+
+def decode_update(
+    data: bytes,
+    *,
+    expected_shapes: Mapping[str, tuple[int, ...]],
+    base_version: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_norm: float | None = None,
+) -> DecodedUpdate:
+    """Validate and decode an update; raise :class:`CodecError` on any fault.
+
+    Checks, in order: size cap, prefix and header, base version, tensor names and shapes
+    against ``expected_shapes``, decompressed size (bounded, so a zstd bomb cannot exhaust
+    memory), body checksum, finite values, and the optional norm bound.
+    """
+    if len(data) == 0:
+        raise CodecError("update is empty")
+    if len(data) > max_bytes:
+        raise CodecError(f"update is {len(data)} bytes, more than the cap of {max_bytes}")
+    header = read_header(data)
+    if base_version is not None and header["base_version"] != base_version:
+        raise CodecError(
+            f"update is against base version {header['base_version']}, expected {base_version}"
+        )
+    quantization = header["quantization"]
+    names = [t.get("name") if isinstance(t, dict) else None for t in header["tensors"]]
+    if sorted(map(str, names)) != sorted(expected_shapes) or len(set(names)) != len(names):
+        raise CodecError(
+            f"update tensors {names} do not match the expected {sorted(expected_shapes)}"
+        )
+    expected_size = 0
+    for entry in header["tensors"]:
+        shape = tuple(entry.get("shape") or ())
+        if shape != tuple(expected_shapes[entry["name"]]):
+            raise CodecError(
+                f"tensor {entry['name']!r} has shape {list(shape)}, "
+                f"expected {list(expected_shapes[entry['name']])}"
+            )
+        kept = entry.get("rows_kept")
+        if len(shape) == 2 and not (isinstance(kept, int) and 0 <= kept <= shape[0]):
+            raise CodecError(f"tensor {entry['name']!r} has an invalid rows_kept {kept!r}")
+        expected_size += _tensor_body_size(shape, kept, quantization)
+    if header["raw_body_bytes"] != expected_size:
+        raise CodecError(
+            f"header declares {header['raw_body_bytes']} body bytes, shapes imply {expected_size}"
+        )
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(data[header["_body_offset"] :])
+        raw = reader.read(expected_size + 1)
+    except zstandard.ZstdError as exc:
+        raise CodecError(f"update body is corrupt: {exc}") from exc
+    if len(raw) != expected_size:
+        raise CodecError(f"update body decompresses to {len(raw)} bytes, expected {expected_size}")
+    if hashlib.sha256(raw).hexdigest() != header["body_sha256"]:
+        raise CodecError("update body checksum (sha256) does not match the header")
+    delta = _decode_body(raw, header["tensors"], quantization)
+    for name, tensor in delta.items():
+        if not torch.isfinite(tensor).all():
+            raise CodecError(f"tensor {name!r} contains NaN or infinite values")
+    if max_norm is not None and (norm := update_norm(delta)) > max_norm:
+        raise CodecError(f"update norm {norm:.4g} exceeds the bound {max_norm:.4g}")
+    return DecodedUpdate(header["base_version"], quantization, delta, payload_sha256(data))
+
+
+def _decode_body(raw: bytes, entries: list[dict], quantization: str) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    pos = 0
+
+    def take(n: int) -> bytes:
+        nonlocal pos
+        chunk = raw[pos : pos + n]
+        pos += n
+        return chunk
+
+    for entry in entries:
+        shape = tuple(entry["shape"])
+        if len(shape) == 2:
+            rows, cols = shape
+            keep = np.unpackbits(np.frombuffer(take((rows + 7) // 8), np.uint8))[:rows]
+            keep = keep.astype(bool)
+            kept = int(entry["rows_kept"])
+            if int(keep.sum()) != kept:
+                raise CodecError(f"tensor {entry['name']!r}: row bitmap disagrees with rows_kept")
+            if quantization == "fp16":
+                values = np.frombuffer(take(kept * cols * 2), np.float16).astype(np.float32)
+            else:
+                scale = np.frombuffer(take(kept * 4), np.float32)
+                if not np.isfinite(scale).all():
+                    raise CodecError(f"tensor {entry['name']!r} has non-finite scales")
+                if quantization == "int8":
+                    codes = np.frombuffer(take(kept * cols), np.int8).astype(np.float32)
+                else:
+                    codes = _unpack_int4(take((kept * cols + 1) // 2), kept * cols)
+                values = (codes.reshape(kept, cols) * scale[:, None]).reshape(-1)
+            full = np.zeros((rows, cols), dtype=np.float32)
+            full[keep] = values.reshape(kept, cols)
+            out[entry["name"]] = torch.from_numpy(full)
+        else:
+            count = math.prod(shape)
+            dtype = np.float16 if quantization == "fp16" else np.float32
+            values = np.frombuffer(take(count * np.dtype(dtype).itemsize), dtype)
+            out[entry["name"]] = torch.from_numpy(values.astype(np.float32).reshape(shape))
+    return out
+
+
+def apply_delta(
+    base: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``base + delta`` for every tensor (names must match)."""
+    return {k: base[k].float() + delta[k].float() for k in base}
+
+
+def state_delta(
+    new: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``new - base`` for every tensor."""
+    return {k: new[k].detach().float().cpu() - base[k].float().cpu() for k in base}

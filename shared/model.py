@@ -1,0 +1,140 @@
+"""The two trainable parts of FedMedCLIP: the shared adapter (FAM) and the private head.
+
+``SharedAdapter`` is everything a site sends to the federation: the FAM and, when enabled,
+a learnable offset to the class prototypes. Its state dict is exactly what the update codec
+encodes and the aggregator averages. ``PrivateHead`` never leaves the site.
+
+Text prototypes themselves are not part of the shared state: every site derives them from
+the same frozen text encoder and prompts. The learnable variant stores an offset that
+starts at zero, so the aggregator can create version 0 without running the text encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fedmedclip.masked import MaskedLinear
+
+LOGIT_SCALE = 100.0
+"""One logit scale for the FAM (text) branch in training and at prediction."""
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """Shape and options of the shared adapter; identical on every site and the hub."""
+
+    dim: int
+    n_classes: int
+    learn_prototypes: bool = False
+    margin: float = 0.0
+    window: float = 1.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> AdapterConfig:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def standardise(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-sample standardisation over the feature dimension (no running statistics)."""
+    mean = x.mean(dim=-1, keepdim=True)
+    std = x.std(dim=-1, keepdim=True, unbiased=False)
+    return (x - mean) / (std + eps)
+
+
+class FAM(nn.Module):
+    """Feature adaptation module: an attention vector over the D image features."""
+
+    def __init__(self, dim: int, *, margin: float = 0.0, window: float = 1.0) -> None:
+        super().__init__()
+        self.l1 = MaskedLinear(dim, dim, margin=margin, window=window)
+        self.l2 = MaskedLinear(dim, dim, margin=margin, window=window)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        h = F.relu(standardise(self.l1(f)))
+        return torch.softmax(self.l2(h), dim=-1)
+
+
+class SharedAdapter(nn.Module):
+    """The federated part: FAM plus the optional prototype offset."""
+
+    def __init__(self, config: AdapterConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.fam = FAM(config.dim, margin=config.margin, window=config.window)
+        if config.learn_prototypes:
+            self.prototype_offset = nn.Parameter(torch.zeros(config.n_classes, config.dim))
+        else:
+            self.prototype_offset = None
+
+    def adapt(self, f: torch.Tensor) -> torch.Tensor:
+        """f' = normalise(FAM(f) * f), with f L2-normalised first."""
+        f = F.normalize(f, dim=-1)
+        return F.normalize(self.fam(f) * f, dim=-1)
+
+    def prototypes(self, text_prototypes: torch.Tensor) -> torch.Tensor:
+        """Class prototypes (C x D), L2-normalised."""
+        p = text_prototypes
+        if self.prototype_offset is not None:
+            p = p + self.prototype_offset
+        return F.normalize(p, dim=-1)
+
+    def class_logits(self, adapted: torch.Tensor, text_prototypes: torch.Tensor) -> torch.Tensor:
+        """Logits of the FAM branch: scaled cosine similarity to the class prototypes."""
+        return LOGIT_SCALE * adapted @ self.prototypes(text_prototypes).T
+
+    def masked_layers(self) -> list[MaskedLinear]:
+        return [self.fam.l1, self.fam.l2]
+
+
+class PrivateHead(nn.Module):
+    """Site-private classifier: three masked blocks (linear, BatchNorm, ReLU) then linear."""
+
+    def __init__(
+        self, dim: int, n_classes: int, *, margin: float = 0.0, window: float = 1.0
+    ) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        for _ in range(3):
+            blocks += [MaskedLinear(dim, dim, margin=margin, window=window), nn.BatchNorm1d(dim)]
+            blocks.append(nn.ReLU())
+        self.blocks = nn.Sequential(*blocks)
+        self.out = MaskedLinear(dim, n_classes, margin=margin, window=window)
+
+    def forward(self, adapted: torch.Tensor) -> torch.Tensor:
+        return self.out(self.blocks(adapted))
+
+    def masked_layers(self) -> list[MaskedLinear]:
+        return [m for m in self.modules() if isinstance(m, MaskedLinear)]
+
+
+def build_adapter(config: AdapterConfig, seed: int = 0) -> SharedAdapter:
+    """Deterministic initial adapter: every party building version 0 gets the same weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return SharedAdapter(config)
+
+
+def build_head(config: AdapterConfig, seed: int = 0) -> PrivateHead:
+    """A fresh private head for a site."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return PrivateHead(config.dim, config.n_classes, margin=config.margin, window=config.window)
+
+
+def adapter_state(adapter: SharedAdapter) -> dict[str, torch.Tensor]:
+    """Detached float32 CPU copy of the shared state (what the federation exchanges)."""
+    return {k: v.detach().to("cpu", torch.float32).clone() for k, v in adapter.state_dict().items()}
+
+
+def expected_shapes(config: AdapterConfig) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the shared state, used to validate received updates."""
+    adapter = SharedAdapter(config)
+    return {k: tuple(v.shape) for k, v in adapter.state_dict().items()}

@@ -1,0 +1,187 @@
+"""Local training over cached features: FAM + private head, the site's round of work.
+
+The frozen encoders are never run here: the inputs are embeddings from the feature cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+from fedmedclip.ensemble import EnsembleOutput, ensemble, fit_temperature
+from fedmedclip.losses import adaptive_distillation_loss, prototype_contrastive_loss
+from fedmedclip.model import PrivateHead, SharedAdapter, adapter_state
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one local round. Defaults follow the paper (lambda 0.04, T 2)."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    kd_weight: float = 0.04
+    kd_temperature: float = 2.0
+    adaptive_kd: bool = True
+    prune_weight: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass
+class TrainResult:
+    """What a local round produces. ``head_state`` stays on the site."""
+
+    adapter_state: dict[str, torch.Tensor]
+    head_state: dict[str, torch.Tensor] | None
+    n_samples: int
+    epoch_losses: list[float] = field(default_factory=list)
+    pruned_rows: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+ProgressFn = Callable[[int, int, float], None]
+"""``progress(epoch, epochs, mean_loss)`` after each epoch."""
+
+
+def train_local(
+    adapter: SharedAdapter,
+    head: PrivateHead | None,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    text_prototypes: torch.Tensor,
+    config: TrainConfig,
+    *,
+    train_adapter: bool = True,
+    progress: ProgressFn | None = None,
+) -> TrainResult:
+    """Train ``adapter`` and ``head`` in place with AdamW and return their new states.
+
+    Loss = contrastive(FAM branch) + CE(head) + kd_weight * adaptive KL(FAM, head)
+    + prune_weight * pruning pressure. Without a head this is FedCLIP (FAM only); with
+    ``train_adapter=False`` only the head learns (the local-only baseline).
+    Deterministic for a seed: the shuffling has its own generator.
+    """
+    device = torch.device(config.device)
+    torch.manual_seed(config.seed)
+    adapter.to(device).train(train_adapter)
+    if head is not None:
+        head.to(device).train()
+    params = list(adapter.parameters()) if train_adapter else []
+    if head is not None:
+        params += list(head.parameters())
+    optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    x_all = features.to(device)
+    y_all = labels.to(device)
+    text = text_prototypes.to(device)
+    generator = torch.Generator().manual_seed(config.seed)
+    n = len(y_all)
+    losses: list[float] = []
+    for epoch in range(config.epochs):
+        order = torch.randperm(n, generator=generator).to(device)
+        total, batches = 0.0, 0
+        for start in range(0, n, config.batch_size):
+            idx = order[start : start + config.batch_size]
+            if len(idx) < 2 and head is not None:
+                continue  # BatchNorm cannot train on a single sample
+            x, y = x_all[idx], y_all[idx]
+            with torch.set_grad_enabled(train_adapter):
+                adapted = adapter.adapt(x)
+                fam_logits = adapter.class_logits(adapted, text)
+            loss = prototype_contrastive_loss(fam_logits, y) if train_adapter else 0.0
+            if head is not None:
+                head_logits = head(adapted)
+                loss = loss + F.cross_entropy(head_logits, y)
+                if train_adapter and config.kd_weight > 0:
+                    loss = loss + config.kd_weight * adaptive_distillation_loss(
+                        fam_logits,
+                        head_logits,
+                        temperature=config.kd_temperature,
+                        adaptive=config.adaptive_kd,
+                    )
+            if config.prune_weight > 0:
+                layers = (adapter.masked_layers() if train_adapter else []) + (
+                    head.masked_layers() if head is not None else []
+                )
+                loss = loss + config.prune_weight * sum(m.sparsity_penalty() for m in layers)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += loss.item()
+            batches += 1
+        losses.append(total / max(batches, 1))
+        if progress:
+            progress(epoch + 1, config.epochs, losses[-1])
+    adapter.eval()
+    if head is not None:
+        head.eval()
+    pruned = {
+        f"fam.{name}.weight": ~layer.kept_rows().cpu()
+        for name, layer in (("l1", adapter.fam.l1), ("l2", adapter.fam.l2))
+    }
+    return TrainResult(
+        adapter_state=adapter_state(adapter),
+        head_state=(
+            {k: v.detach().cpu().clone() for k, v in head.state_dict().items()} if head else None
+        ),
+        n_samples=n,
+        epoch_losses=losses,
+        pruned_rows=pruned,
+    )
+
+
+@torch.no_grad()
+def branch_logits(
+    adapter: SharedAdapter,
+    head: PrivateHead | None,
+    features: torch.Tensor,
+    text_prototypes: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits of the FAM branch and of the head (None without a head), in eval mode."""
+    adapter.eval()
+    device = next(adapter.parameters()).device
+    adapted = adapter.adapt(features.to(device))
+    fam_logits = adapter.class_logits(adapted, text_prototypes.to(device)).cpu()
+    if head is None:
+        return fam_logits, None
+    head.eval()
+    return fam_logits, head(adapted).cpu()
+
+
+@dataclass(frozen=True)
+class Temperatures:
+    """Per-branch temperatures applied before the entropy weighting (1 = uncalibrated)."""
+
+    fam: float = 1.0
+    head: float = 1.0
+
+
+def calibrate(
+    adapter: SharedAdapter,
+    head: PrivateHead,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    text_prototypes: torch.Tensor,
+) -> Temperatures:
+    """Fit each branch's temperature on the local validation split."""
+    fam_logits, head_logits = branch_logits(adapter, head, features, text_prototypes)
+    assert head_logits is not None
+    return Temperatures(fit_temperature(fam_logits, labels), fit_temperature(head_logits, labels))
+
+
+def predict(
+    adapter: SharedAdapter,
+    head: PrivateHead,
+    features: torch.Tensor,
+    text_prototypes: torch.Tensor,
+    temperatures: Temperatures = Temperatures(),
+) -> EnsembleOutput:
+    """Ensemble prediction for embeddings (N x D)."""
+    fam_logits, head_logits = branch_logits(adapter, head, features, text_prototypes)
+    assert head_logits is not None
+    return ensemble(
+        fam_logits, head_logits, fam_temperature=temperatures.fam, head_temperature=temperatures.head
+    )
