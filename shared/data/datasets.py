@@ -237,7 +237,9 @@ def validate_dataset(
             f"{len(unreadable)} of {len(records)} images cannot be read: {_summarise(unreadable)}."
         )
     if duplicates:
-        problems.append(f"{len(duplicates)} images are listed more than once: {_summarise(duplicates)}.")
+        problems.append(
+            f"{len(duplicates)} images are listed more than once: {_summarise(duplicates)}."
+        )
     present = sum(1 for name in index.names if counts.get(name, 0) > 0)
     if records and present < 2:
         problems.append(

@@ -90,7 +90,7 @@ def _as_decode_error(what: str) -> Iterator[None]:
         raise
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"image is too large to decode safely: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - see docstring: untrusted input
+    except Exception as exc:  # deliberately broad: see the docstring
         raise ImageDecodeError(f"{what}: {exc}") from exc
 
 

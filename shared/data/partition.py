@@ -72,9 +72,7 @@ def partition_by_column(
     forming a site of their own.
     """
     if len(records_or_values) != len(column_values):
-        raise ValueError(
-            f"{len(column_values)} column values for {len(records_or_values)} records"
-        )
+        raise ValueError(f"{len(column_values)} column values for {len(records_or_values)} records")
     parts: dict[str, list[int]] = {}
     for i, value in enumerate(column_values):
         key = "" if value is None else str(value).strip()

@@ -41,8 +41,9 @@ def split_indices(
 
     ``groups[i]`` is sample i's patient id (None: a patient of its own); all samples of a
     group go to the same split. Deterministic for a given seed. A split whose fraction
-    is 0 stays empty; with very few samples a label may be absent from val or test, and
-    train is served first so that every label is learnt.
+    is 0 stays empty. Each label's first (largest) group goes to the split with the
+    largest share, train with the default fractions, so a rare label is still learnt;
+    with very few samples it may then be absent from val or test.
     """
     if groups is not None and len(groups) != len(labels):
         raise ValueError(f"{len(groups)} group ids for {len(labels)} labels")
@@ -56,9 +57,10 @@ def split_indices(
         stratum.sort(key=len, reverse=True)
         total = sum(len(group) for group in stratum)
         deficits = [fraction * total for fraction in fractions]
-        eligible = [k for k in range(_SPLIT_COUNT) if fractions[k] > 0]
         for group in stratum:
-            target = max(eligible, key=deficits.__getitem__)  # ties: train, val, test
+            # The deficits sum to the images still to place (> 0), so the largest is
+            # positive and a split with fraction 0 (deficit 0) is never chosen.
+            target = max(range(_SPLIT_COUNT), key=deficits.__getitem__)  # ties: train first
             buckets[target].extend(group)
             deficits[target] -= len(group)
     train, val, test = (sorted(bucket) for bucket in buckets)
@@ -100,9 +102,7 @@ def _fractions(val_fraction: float, test_fraction: float) -> tuple[float, float,
     return train_fraction, val_fraction, test_fraction
 
 
-def _strata(
-    labels: Sequence[int], groups: Sequence[str | None] | None
-) -> list[list[list[int]]]:
+def _strata(labels: Sequence[int], groups: Sequence[str | None] | None) -> list[list[list[int]]]:
     """Group sample indices by patient, then bin the groups by majority label.
 
     Returns the bins in label order, each a list of groups in first-appearance order,

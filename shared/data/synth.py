@@ -185,7 +185,9 @@ def _look(class_id: int) -> tuple[str, str]:
 def _class_tint(class_id: int) -> np.ndarray:
     """A fixed per-class colour tint, independent of the seed, so a class looks the same
     in every synthetic federation."""
-    return np.random.default_rng(7919 + class_id).uniform(0.75, 1.2, 3).astype(np.float32)
+    rng = np.random.default_rng(7919 + class_id)
+    # A shade (lighter / darker) times a mild hue shift keeps every tint brownish-red.
+    return (rng.uniform(0.65, 1.25) * rng.uniform(0.88, 1.12, 3)).astype(np.float32)
 
 
 def _render(
