@@ -83,6 +83,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     FEDMEDCLIP_NODE_MODEL_STORE_DIR=/var/lib/fedmedclip/model-store \
     FEDMEDCLIP_NODE_LOG_JSON=true \
     FEDMEDCLIP_INFERENCE_MODEL_STORE_DIR=/var/lib/fedmedclip/model-store \
+    FEDMEDCLIP_INFERENCE_AUDIT_PATH=/var/lib/fedmedclip/inference/audit.jsonl \
     FEDMEDCLIP_INFERENCE_LOG_JSON=true
 
 # The data folders exist in the image, owned by the service user, so that named volumes
@@ -91,7 +92,7 @@ RUN groupadd --system --gid ${APP_UID} fedmedclip \
     && useradd --system --uid ${APP_UID} --gid ${APP_UID} --home-dir /home/fedmedclip \
        --create-home --shell /usr/sbin/nologin fedmedclip \
     && mkdir -p /var/lib/fedmedclip/aggregator /var/lib/fedmedclip/node \
-       /var/lib/fedmedclip/model-store /datasets \
+       /var/lib/fedmedclip/model-store /var/lib/fedmedclip/inference /datasets \
     && chown -R ${APP_UID}:${APP_UID} /var/lib/fedmedclip
 
 COPY --from=build /opt/venv /opt/venv

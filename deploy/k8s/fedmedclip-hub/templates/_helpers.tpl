@@ -94,7 +94,7 @@ migrate init container). With the bundled database the URL is assembled by Kuber
 the password in the Secret ($(VAR) expansion), so the password is never in a ConfigMap.
 */}}
 {{- define "fedmedclip-hub.aggregatorEnv" -}}
-{{- if .Values.postgresql.enabled }}
+{{- if .Values.postgresql.enabled -}}
 - name: DATABASE_PASSWORD
   valueFrom:
     secretKeyRef:
@@ -102,7 +102,7 @@ the password in the Secret ($(VAR) expansion), so the password is never in a Con
       key: {{ include "fedmedclip-hub.postgresqlPasswordKey" . }}
 - name: FEDMEDCLIP_AGG_DATABASE_URL
   value: {{ printf "postgresql+psycopg://%s:$(DATABASE_PASSWORD)@%s:%d/%s" .Values.postgresql.auth.username (include "fedmedclip-hub.postgresqlName" .) (int .Values.postgresql.service.port) .Values.postgresql.auth.database | quote }}
-{{- else }}
+{{- else -}}
 - name: FEDMEDCLIP_AGG_DATABASE_URL
   valueFrom:
     secretKeyRef:
@@ -147,6 +147,7 @@ the password in the Secret ($(VAR) expansion), so the password is never in a Con
 {{- end -}}
 
 {{- define "fedmedclip-hub.podSpecCommon" -}}
+automountServiceAccountToken: false
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
@@ -154,7 +155,6 @@ imagePullSecrets:
 {{- with .Values.serviceAccountName }}
 serviceAccountName: {{ . }}
 {{- end }}
-automountServiceAccountToken: false
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- end -}}

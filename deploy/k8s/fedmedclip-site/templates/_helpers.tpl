@@ -71,6 +71,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-model-store" (include "fedmedclip-site.fullname" .)) .Values.persistence.modelStore.existingClaim -}}
 {{- end -}}
 
+{{- define "fedmedclip-site.auditClaim" -}}
+{{- default (printf "%s-audit" (include "fedmedclip-site.fullname" .)) .Values.inference.audit.persistence.existingClaim -}}
+{{- end -}}
+
+{{/* Whether the inference API follows the hub: it needs the hub's URL and a node token. */}}
+{{- define "fedmedclip-site.followHub" -}}
+{{- if and .Values.inference.followHub .Values.hub.url (or .Values.auth.nodeToken .Values.auth.existingSecret) -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{/* Comma-separated FEDMEDCLIP_NODE_DATA_ROOTS. */}}
 {{- define "fedmedclip-site.dataRoots" -}}
 {{- $roots := list -}}
@@ -84,6 +95,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "fedmedclip-site.podSpecCommon" -}}
+automountServiceAccountToken: false
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
@@ -91,7 +103,6 @@ imagePullSecrets:
 {{- with .Values.serviceAccountName }}
 serviceAccountName: {{ . }}
 {{- end }}
-automountServiceAccountToken: false
 {{- end -}}
 
 {{/*
@@ -189,43 +200,23 @@ Call with (dict "ctx" $ "device" "cpu").
 {{/* Egress shared by the node API, the workers and the inference API: DNS and the hub. */}}
 {{- define "fedmedclip-site.egressDnsAndHub" -}}
 {{- $np := .Values.networkPolicy -}}
-- to:
-    - namespaceSelector:
-        {{- toYaml $np.dns.namespaceSelector | nindent 8 }}
-      {{- with $np.dns.podSelector }}
-      podSelector:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-  ports:
-    - port: 53
-      protocol: UDP
-    - port: 53
-      protocol: TCP
-{{- if or $np.hub.ipBlocks $np.hub.namespaceSelector $np.hub.podSelector }}
-- to:
-    {{- range $np.hub.ipBlocks }}
-    - ipBlock:
-        cidr: {{ . }}
-    {{- end }}
-    {{- if or $np.hub.namespaceSelector $np.hub.podSelector }}
-    - {{- with $np.hub.namespaceSelector }}
-      namespaceSelector:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with $np.hub.podSelector }}
-      podSelector:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-    {{- end }}
-  ports:
-    {{- range $np.hub.ports }}
-    - port: {{ . }}
-      protocol: TCP
-    {{- end }}
-{{- end }}
-{{- with $np.extraEgress }}
-{{ toYaml . }}
-{{- end }}
+{{- $dnsPeer := dict "namespaceSelector" $np.dns.namespaceSelector -}}
+{{- with $np.dns.podSelector }}{{ $_ := set $dnsPeer "podSelector" . }}{{ end -}}
+{{- $dnsPorts := list (dict "port" 53 "protocol" "UDP") (dict "port" 53 "protocol" "TCP") -}}
+{{- $rules := list (dict "to" (list $dnsPeer) "ports" $dnsPorts) -}}
+{{- $hubPeers := list -}}
+{{- range $np.hub.ipBlocks }}{{ $hubPeers = append $hubPeers (dict "ipBlock" (dict "cidr" .)) }}{{ end -}}
+{{- $selector := dict -}}
+{{- with $np.hub.namespaceSelector }}{{ $_ := set $selector "namespaceSelector" . }}{{ end -}}
+{{- with $np.hub.podSelector }}{{ $_ := set $selector "podSelector" . }}{{ end -}}
+{{- if $selector }}{{ $hubPeers = append $hubPeers $selector }}{{ end -}}
+{{- if $hubPeers -}}
+{{- $hubPorts := list -}}
+{{- range $np.hub.ports }}{{ $hubPorts = append $hubPorts (dict "port" (int .) "protocol" "TCP") }}{{ end -}}
+{{- $rules = append $rules (dict "to" $hubPeers "ports" $hubPorts) -}}
+{{- end -}}
+{{- $rules = concat $rules $np.extraEgress -}}
+{{- toYaml $rules -}}
 {{- end -}}
 
 {{/*
