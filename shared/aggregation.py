@@ -41,11 +41,10 @@ class WeightedMean:
         if weight <= 0:
             raise ValueError(f"update weight must be positive, got {weight}")
         for name, tensor in delta.items():
-            contribution = tensor.to(torch.float64) * weight
             if name in self._sum:
-                self._sum[name] += contribution
+                self._sum[name].add_(tensor, alpha=weight)
             else:
-                self._sum[name] = contribution
+                self._sum[name] = tensor.to(torch.float64) * weight
         self._weight += weight
         self.count += 1
 

@@ -235,9 +235,6 @@ def decode_update(
     if hashlib.sha256(raw).hexdigest() != header["body_sha256"]:
         raise CodecError("update body checksum (sha256) does not match the header")
     delta = _decode_body(raw, header["tensors"], quantization)
-    for name, tensor in delta.items():
-        if not torch.isfinite(tensor).all():
-            raise CodecError(f"tensor {name!r} contains NaN or infinite values")
     if max_norm is not None and (norm := update_norm(delta)) > max_norm:
         raise CodecError(f"update norm {norm:.4g} exceeds the bound {max_norm:.4g}")
     return DecodedUpdate(header["base_version"], quantization, delta, payload_sha256(data))
@@ -275,12 +272,14 @@ def _decode_body(raw: bytes, entries: list[dict], quantization: str) -> dict[str
                 values = (codes.reshape(kept, cols) * scale[:, None]).reshape(-1)
             full = np.zeros((rows, cols), dtype=np.float32)
             full[keep] = values.reshape(kept, cols)
-            out[entry["name"]] = torch.from_numpy(full)
         else:
             count = math.prod(shape)
             dtype = np.float16 if quantization == "fp16" else np.float32
             values = np.frombuffer(take(count * np.dtype(dtype).itemsize), dtype)
-            out[entry["name"]] = torch.from_numpy(values.astype(np.float32).reshape(shape))
+            full = values.astype(np.float32).reshape(shape)
+        if not np.isfinite(full).all():
+            raise CodecError(f"tensor {entry['name']!r} contains NaN or infinite values")
+        out[entry["name"]] = torch.from_numpy(full)
     return out
 
 

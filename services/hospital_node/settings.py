@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -29,13 +29,18 @@ class NodeSettings(BaseSettings):
     database_url: str = Field(
         "", description="SQLAlchemy URL of the node database; empty = SQLite in data_dir."
     )
+    feature_cache_dir: Path | None = Field(
+        None, description="Cache of image embeddings; empty = DATA_DIR/feature_cache."
+    )
     model_store_dir: Path = Field(
         Path("./var/node/model_store"), description="Model store shared with the inference API."
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     backbone_weights: str = Field("none", description="open_clip tag, checkpoint path or none.")
     auto_join: bool = Field(False, description="Start a job for every open round.")
-    poll_seconds: float = Field(5.0, gt=0, description="Agent poll period.")
+    poll_seconds: float = Field(
+        5.0, gt=0, description="Agent poll period; also how often a job checks its round."
+    )
     log_json: bool = Field(False, description="JSON logs.")
     # Operational knobs with safe defaults (not needed in a normal install).
     hub_retries: int = Field(5, ge=0, le=20, description="Retries of a failed hub call.")
@@ -60,10 +65,12 @@ class NodeSettings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _default_cache_dir(self) -> NodeSettings:
+        if self.feature_cache_dir is None:
+            self.feature_cache_dir = self.data_dir / "feature_cache"
+        return self
+
     def sqlalchemy_url(self) -> str:
         """The node database URL (SQLite under ``data_dir`` unless one is configured)."""
         return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'node.db'}"
-
-    @property
-    def feature_cache_dir(self) -> Path:
-        return self.data_dir / "feature_cache"

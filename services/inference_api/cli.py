@@ -11,6 +11,11 @@ import typer
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 
+@app.callback()
+def inference() -> None:
+    """The site's prediction API (POST /predict on the FAM + private-head ensemble)."""
+
+
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 in containers)."),

@@ -72,6 +72,13 @@ class InferenceSettings(BaseSettings):
             raise ValueError("aggregator_token is required when aggregator_url is set")
         return self
 
+    @model_validator(mode="after")
+    def _admin_is_not_a_clinician(self) -> InferenceSettings:
+        admin = self.admin_token.get_secret_value()
+        if admin and admin in {t.get_secret_value() for t in self.clinician_tokens}:
+            raise ValueError("admin_token must differ from every clinician token")
+        return self
+
     @property
     def follows_hub(self) -> bool:
         return bool(self.aggregator_url)

@@ -1,0 +1,32 @@
+"""``/api/v1/nodes``: hospital node registration and revocation."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from services.aggregator import nodes
+from services.aggregator.api.deps import AdminDep, NodeDep, SessionDep
+
+router = APIRouter(prefix="/api/v1/nodes", tags=["nodes"])
+
+
+@router.post("", status_code=201, response_model=nodes.NodeCreated, summary="Register a node")
+def create_node(body: nodes.NodeCreate, admin: AdminDep, session: SessionDep) -> nodes.NodeCreated:
+    """The answer holds the node's token; it is shown only here and stored hashed."""
+    return nodes.create_node(session, body.name, admin.actor)
+
+
+@router.get("", response_model=list[nodes.NodeOut], summary="All nodes, with last seen")
+def list_nodes(_: AdminDep, session: SessionDep) -> list[nodes.NodeOut]:
+    return nodes.list_nodes(session)
+
+
+@router.get("/me", response_model=nodes.NodeIdentity, summary="The calling node")
+def me(node: NodeDep) -> nodes.NodeIdentity:
+    assert node.node_id is not None and node.node_name is not None  # node role
+    return nodes.NodeIdentity(id=node.node_id, name=node.node_name)
+
+
+@router.delete("/{node_id}", response_model=nodes.NodeOut, summary="Revoke a node's token")
+def revoke_node(node_id: int, admin: AdminDep, session: SessionDep) -> nodes.NodeOut:
+    return nodes.revoke_node(session, node_id, admin.actor)

@@ -1,0 +1,35 @@
+"""Operational routes, open to all: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy.exc import SQLAlchemyError
+
+from services.aggregator.api.deps import ContextDep
+from services.aggregator.db.migrate import SchemaNotCurrentError, check_current, head_revision
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", summary="The process is alive")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready", summary="Database reachable and migrated", responses={503: {}})
+def ready(context: ContextDep) -> JSONResponse:
+    try:
+        check_current(context.db.engine)
+    except SchemaNotCurrentError as exc:
+        return JSONResponse({"status": "not ready", "detail": str(exc)}, status_code=503)
+    except SQLAlchemyError as exc:
+        detail = f"database unreachable: {type(exc).__name__}"
+        return JSONResponse({"status": "not ready", "detail": detail}, status_code=503)
+    return JSONResponse({"status": "ready", "schema_revision": head_revision()})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(context: ContextDep) -> Response:
+    return Response(context.metrics.render(), media_type=CONTENT_TYPE_LATEST)

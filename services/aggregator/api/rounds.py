@@ -1,0 +1,56 @@
+"""``/api/v1/rounds``: open, list, read, close and cancel rounds."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from fedmedclip.schemas import RoundInfo, RoundState
+from services.aggregator import rounds
+from services.aggregator.api.deps import AdminDep, CallerDep, ContextDep, SessionDep
+from services.aggregator.closing import CLOSED_BY_ADMIN
+
+router = APIRouter(prefix="/api/v1/rounds", tags=["rounds"])
+
+
+@router.post("", status_code=201, response_model=RoundInfo, summary="Open a round")
+def open_round(
+    body: rounds.RoundCreate, admin: AdminDep, context: ContextDep, session: SessionDep
+) -> RoundInfo:
+    """Open a round on the newest version (or ``base_version``); 409 while one is active."""
+    return rounds.open_round(
+        session,
+        body,
+        default_deadline_seconds=context.settings.default_deadline_seconds,
+        actor=admin.actor,
+    )
+
+
+@router.get("", response_model=list[RoundInfo], summary="Rounds, newest first")
+def list_rounds(
+    _: CallerDep,
+    session: SessionDep,
+    state: RoundState | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[RoundInfo]:
+    return rounds.list_infos(session, state, limit)
+
+
+@router.get("/{round_id}", response_model=RoundInfo, summary="One round")
+def get_round(round_id: int, _: CallerDep, session: SessionDep) -> RoundInfo:
+    return rounds.get_info(session, round_id)
+
+
+@router.post("/{round_id}/close", response_model=RoundInfo, summary="Aggregate now")
+def close_round(
+    round_id: int, admin: AdminDep, context: ContextDep, session: SessionDep
+) -> RoundInfo:
+    """Publish a new version if ``min_clients`` updates arrived, else fail the round."""
+    context.closer.close(round_id, actor=admin.actor, cause=CLOSED_BY_ADMIN)
+    return rounds.get_info(session, round_id)
+
+
+@router.post("/{round_id}/cancel", response_model=RoundInfo, summary="Cancel an open round")
+def cancel_round(round_id: int, admin: AdminDep, session: SessionDep) -> RoundInfo:
+    return rounds.cancel_round(session, round_id, admin.actor)

@@ -1,0 +1,71 @@
+"""The aggregator (federation hub) as a FastAPI app.
+
+``create_app`` is the factory for tests and for ASGI servers
+(``uvicorn --factory services.aggregator.app:create_app``). Start-up migrates or checks the
+schema (SQLite always migrates itself; PostgreSQL only with ``AUTO_MIGRATE``, otherwise an
+unmigrated database stops the start with a message saying what to run) and starts the
+deadline watcher, which first closes every round whose deadline passed while the hub was
+down.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from anyio import to_thread
+from fastapi import FastAPI
+
+from fedmedclip import __version__
+from services.aggregator.api import audit, errors, models, nodes, ops, rounds, task, updates
+from services.aggregator.body_limit import JsonBodyLimitMiddleware
+from services.aggregator.context import AppContext
+from services.aggregator.db.migrate import prepare_schema
+from services.aggregator.deadlines import DeadlineWatcher
+from services.aggregator.logs import RequestIdMiddleware, configure_logging
+from services.aggregator.settings import AggregatorSettings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Federation hub of FedMedCLIP: registers hospital nodes, runs training rounds,
+receives compressed FAM updates, aggregates them into versioned global models and keeps
+an audit trail. Authenticate with `Authorization: Bearer <admin or node token>`."""
+
+
+def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
+    settings = settings or AggregatorSettings()
+    configure_logging(settings.log_json)
+    context = AppContext.build(settings)
+    watcher = DeadlineWatcher(context.closer)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        migrate = functools.partial(
+            prepare_schema, context.db.engine, auto_migrate=settings.auto_migrate
+        )
+        await to_thread.run_sync(migrate)
+        if settings.admin_token_value() is None:
+            log.warning("FEDMEDCLIP_AGG_ADMIN_TOKEN is not set: admin routes answer 503")
+        await watcher.start()
+        log.info("aggregator ready on %s", context.db.engine.url.render_as_string())
+        try:
+            yield
+        finally:
+            await watcher.stop()
+            context.db.dispose()
+
+    app = FastAPI(
+        title="FedMedCLIP aggregator",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    app.add_middleware(JsonBodyLimitMiddleware)
+    app.add_middleware(RequestIdMiddleware)
+    errors.install(app)
+    for module in (task, nodes, rounds, updates, models, audit, ops):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,78 @@
+"""The audit trail: append-only events for admin actions, uploads, aggregations, promotions.
+
+Events are written in the caller's transaction, so an action and its audit record commit
+(or roll back) together. Rejected uploads are the exception: the request's transaction is
+rolled back, so :func:`record_rejection` writes in a transaction of its own.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.aggregator.db.models import AuditEvent
+
+SYSTEM = "system"
+ADMIN = "admin"
+
+
+def node_actor(name: str) -> str:
+    return f"node:{name}"
+
+
+class AuditOut(BaseModel):
+    """One audit event as the API shows it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str | None
+    details: dict[str, Any]
+
+
+def record(
+    session: Session,
+    actor: str,
+    action: str,
+    target: str | None = None,
+    **details: Any,
+) -> None:
+    session.add(AuditEvent(actor=actor, action=action, target=target, details=details))
+
+
+def record_rejection(
+    sessions: sessionmaker[Session], actor: str, target: str, **details: Any
+) -> None:
+    """Record a refused upload even though the request's own transaction rolled back."""
+    with sessions.begin() as session:
+        record(session, actor, "update.rejected", target, **details)
+
+
+def query(
+    session: Session,
+    *,
+    action: str | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+) -> list[AuditOut]:
+    """Newest events first, filtered by exact action, exact actor and a start time.
+
+    A ``since`` without a time zone is read as UTC, the zone every stored time is in.
+    """
+    stmt = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if action:
+        stmt = stmt.where(AuditEvent.action == action)
+    if actor:
+        stmt = stmt.where(AuditEvent.actor == actor)
+    if since:
+        since = since if since.tzinfo else since.replace(tzinfo=UTC)
+        stmt = stmt.where(AuditEvent.at >= since)
+    return [AuditOut.model_validate(e) for e in session.scalars(stmt)]

@@ -1,0 +1,103 @@
+"""Bearer-token authentication for the admin and for hospital nodes.
+
+Node tokens are random (``secrets.token_urlsafe``) and only their sha256 is stored, so a
+leaked database does not leak working tokens; a high-entropy random token needs no slow
+password hash. Comparisons use ``hmac.compare_digest`` so timing reveals nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.aggregator.audit import ADMIN, node_actor
+from services.aggregator.db.models import Node, utcnow
+from services.aggregator.errors import Forbidden, Unauthenticated, Unavailable
+
+LAST_SEEN_RESOLUTION = timedelta(seconds=10)
+"""``last_seen`` is refreshed at most this often, so polling nodes do not write on every call."""
+
+
+class Role(StrEnum):
+    admin = "admin"
+    node = "node"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the admin, or one node (with its id and name)."""
+
+    role: Role
+    node_id: int | None = None
+    node_name: str | None = None
+
+    @property
+    def actor(self) -> str:
+        return ADMIN if self.role is Role.admin else node_actor(self.node_name or "?")
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, or 401."""
+    if not authorization:
+        raise Unauthenticated("missing Authorization header (expected 'Bearer <token>')")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def _find_node(session: Session, token: str) -> Node | None:
+    digest = hash_token(token)
+    node = session.scalars(select(Node).where(Node.token_hash == digest)).first()
+    if node is None or not hmac.compare_digest(node.token_hash, digest):
+        return None
+    return node
+
+
+def authenticate(
+    sessions: sessionmaker[Session],
+    authorization: str | None,
+    admin_token: str | None,
+    allowed: frozenset[Role],
+) -> Principal:
+    """Resolve the caller and check its role.
+
+    401 for a missing, malformed, unknown or revoked token; 403 for a valid token of a role
+    the route does not accept; 503 for an admin-only route while no admin token is set.
+    Runs in its own short transaction so that no lock is held while a request body uploads.
+    """
+    if allowed == {Role.admin} and admin_token is None:
+        raise Unavailable("admin token not configured (set FEDMEDCLIP_AGG_ADMIN_TOKEN)")
+    token = bearer_token(authorization)
+    if admin_token is not None and hmac.compare_digest(token.encode(), admin_token.encode()):
+        principal = Principal(Role.admin)
+    else:
+        with sessions.begin() as session:
+            node = _find_node(session, token)
+            if node is None:
+                raise Unauthenticated("invalid token")
+            if node.revoked_at is not None:
+                raise Unauthenticated(f"the token of node {node.name!r} has been revoked")
+            now = utcnow()
+            if node.last_seen is None or now - node.last_seen >= LAST_SEEN_RESOLUTION:
+                node.last_seen = now
+            principal = Principal(Role.node, node.id, node.name)
+    if principal.role not in allowed:
+        needed = "the admin token" if Role.admin in allowed else "a node token"
+        raise Forbidden(f"this route needs {needed}")
+    return principal

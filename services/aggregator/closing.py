@@ -1,0 +1,256 @@
+"""Closing a round: claim it, aggregate its updates, publish a new version or fail.
+
+This is the one aggregation path: the close route, the deadline watcher and the benchmark
+all call :meth:`RoundCloser.close`. Three short transactions, so no lock is held while
+updates are decoded:
+
+1. claim: ``UPDATE rounds SET state='aggregating' ... WHERE state='open'`` (or an
+   aggregating round whose lease ran out, i.e. an instance died mid-aggregation); only the
+   caller whose UPDATE changed the row goes on, so two hub instances never both aggregate;
+2. aggregate: a read-only session streams the stored payloads one at a time through the
+   shared codec and :func:`fedmedclip.aggregation.aggregate` (memory does not grow with the
+   number of updates for the weighted mean);
+3. publish: store version ``newest + 1`` and mark the round published, guarded by the claim
+   token, in one transaction; any exception on the way marks the round failed with the
+   reason instead, so a round always ends in a terminal state.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from fedmedclip.aggregation import aggregate
+from fedmedclip.codec import apply_delta, decode_update
+from fedmedclip.schemas import RoundState
+from services.aggregator import audit, models_registry, rounds, tasks
+from services.aggregator.db.engine import Database
+from services.aggregator.db.models import Node, Round, Update, utcnow
+from services.aggregator.errors import Conflict
+
+log = logging.getLogger(__name__)
+
+STREAM_BATCH = 4
+"""Stored payloads fetched per database round trip while aggregating."""
+
+LEASE = timedelta(minutes=5)
+"""How long a claim protects an aggregation; after it another instance may take over."""
+
+CLOSED_BY_ADMIN = "closed by admin"
+DEADLINE_PASSED = "deadline passed"
+RESUMED = "resumed after an interrupted aggregation"
+
+
+class AggregationError(RuntimeError):
+    """The stored updates of a round cannot be aggregated (the message says why)."""
+
+
+@dataclass(frozen=True)
+class StoredUpdate:
+    """Metadata of one stored update; the payload is fetched only when it is aggregated."""
+
+    id: int
+    node_name: str
+    sha256: str
+    sample_count: int
+    local_metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A computed global state with what the model version records about it."""
+
+    state: dict[str, torch.Tensor]
+    contributors: list[str]
+    update_hashes: list[str]
+    metrics: dict[str, float]
+
+
+def metrics_summary(updates: Sequence[StoredUpdate]) -> dict[str, float]:
+    """Sample-weighted mean of each local metric over the nodes that reported it."""
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for u in updates:
+        for name, value in u.local_metrics.items():
+            sums[name] = sums.get(name, 0.0) + value * u.sample_count
+            weights[name] = weights.get(name, 0.0) + u.sample_count
+    return {name: sums[name] / weights[name] for name in sorted(sums)}
+
+
+def _stored_updates(session: Session, round_id: int) -> list[StoredUpdate]:
+    stmt = (
+        select(Update.id, Node.name, Update.sha256, Update.sample_count, Update.local_metrics)
+        .join(Node, Node.id == Update.node_id)
+        .where(Update.round_id == round_id)
+        .order_by(Update.id)
+    )
+    return [StoredUpdate(*row) for row in session.execute(stmt)]
+
+
+def _stream_deltas(
+    session: Session, row: Round, updates: Sequence[StoredUpdate], shapes: dict
+) -> Iterator[tuple[dict[str, torch.Tensor], float]]:
+    """Decode the stored payloads one at a time, re-checking each against its recorded hash.
+
+    One query whose rows are fetched a few at a time (a server-side cursor on PostgreSQL),
+    so memory stays flat however many updates the round has.
+    """
+    stmt = (
+        select(Update.id, Update.payload)
+        .where(Update.round_id == row.id)
+        .order_by(Update.id)
+        .execution_options(yield_per=STREAM_BATCH)
+    )
+    rows = session.execute(stmt)
+    for stored, (update_id, payload) in zip(updates, rows, strict=True):
+        if stored.id != update_id:  # the round is claimed, so its updates cannot change
+            raise AggregationError(f"update {stored.id} changed while aggregating")
+        decoded = decode_update(
+            payload,
+            expected_shapes=shapes,
+            base_version=row.base_version,
+            max_bytes=len(payload),
+        )
+        if decoded.sha256 != stored.sha256:
+            raise AggregationError(f"stored update {stored.id} does not match its sha256")
+        yield decoded.delta, float(stored.sample_count)
+
+
+def _compute(db: Database, row: Round, updates: Sequence[StoredUpdate]) -> Aggregate:
+    with db.read_sessions() as session:
+        task = tasks.require_task(session)
+        base_state = models_registry.load_state(session, row.base_version)
+        deltas = _stream_deltas(session, row, updates, tasks.update_shapes(task))
+        aggregated = aggregate(deltas, rule=row.aggregation_rule, clip_norm=row.clip_norm)
+    return Aggregate(
+        state=apply_delta(base_state, aggregated),
+        contributors=[u.node_name for u in updates],
+        update_hashes=[u.sha256 for u in updates],
+        metrics=metrics_summary(updates),
+    )
+
+
+class RoundCloser:
+    """Closes rounds on one database; ``on_aggregated`` receives aggregation seconds."""
+
+    def __init__(self, db: Database, on_aggregated: Callable[[float], None] | None = None) -> None:
+        self.db = db
+        self.on_aggregated = on_aggregated
+
+    def _claim(self, round_id: int, actor: str, cause: str) -> tuple[str, Round] | None:
+        token, now = secrets.token_hex(16), utcnow()
+        claimable = or_(
+            Round.state == RoundState.open.value,
+            and_(Round.state == RoundState.aggregating.value, Round.lease_until < now),
+        )
+        with self.db.sessions.begin() as session:
+            result = session.execute(
+                update(Round)
+                .where(Round.id == round_id, claimable)
+                .values(
+                    state=RoundState.aggregating.value, claim_token=token, lease_until=now + LEASE
+                )
+            )
+            if result.rowcount != 1:
+                return None
+            audit.record(session, actor, "round.close", rounds.target(round_id), cause=cause)
+            row = rounds.get_row(session, round_id)
+            session.expunge(row)
+        return token, row
+
+    def _finish(
+        self,
+        round_id: int,
+        token: str,
+        state: RoundState,
+        *,
+        reason: str | None = None,
+        result: Aggregate | None = None,
+    ) -> bool:
+        """Move a claimed round to ``state`` (storing ``result`` as a new version)."""
+        with self.db.sessions.begin() as session:
+            version = None
+            if result is not None:
+                version = (models_registry.latest_version(session) or 0) + 1
+            moved = session.execute(
+                update(Round)
+                .where(
+                    Round.id == round_id,
+                    Round.state == RoundState.aggregating.value,
+                    Round.claim_token == token,
+                )
+                .values(
+                    state=state.value,
+                    active=None,
+                    result_version=version,
+                    reason=reason,
+                    closed_at=utcnow(),
+                    claim_token=None,
+                    lease_until=None,
+                )
+            )
+            if moved.rowcount != 1:  # the lease ran out and another instance took over
+                log.warning("round %s was taken over by another instance", round_id)
+                return False
+            details: dict = {"reason": reason}
+            if result is not None:
+                model = models_registry.store_version(
+                    session,
+                    result.state,
+                    version=version,
+                    parent_version=rounds.get_row(session, round_id).base_version,
+                    task=tasks.require_task(session),
+                    round_id=round_id,
+                    contributors=result.contributors,
+                    update_hashes=result.update_hashes,
+                    metrics=result.metrics,
+                )
+                details = {
+                    "version": version,
+                    "blob_sha256": model.blob_sha256,
+                    "contributors": result.contributors,
+                }
+            audit.record(
+                session, audit.SYSTEM, f"round.{state.value}", rounds.target(round_id), **details
+            )
+        return True
+
+    def close(self, round_id: int, *, actor: str, cause: str) -> RoundState:
+        """Close ``round_id`` now; return the state it ended in.
+
+        Raises :class:`NotFound` for an unknown round and :class:`Conflict` when the round is
+        not open (already closed, cancelled, or being aggregated by someone else).
+        """
+        claimed = self._claim(round_id, actor, cause)
+        if claimed is None:
+            with self.db.sessions() as session:
+                state = rounds.get_row(session, round_id).state
+            raise Conflict(f"round {round_id} is {state}; only an open round can be closed")
+        token, row = claimed
+        with self.db.read_sessions() as session:
+            updates = _stored_updates(session, round_id)
+        if len(updates) < row.min_clients:
+            reason = f"{cause} with {len(updates)} of {row.min_clients} required updates"
+            self._finish(round_id, token, RoundState.failed, reason=reason)
+            return RoundState.failed
+        started = time.perf_counter()
+        try:
+            result = _compute(self.db, row, updates)
+            if not self._finish(round_id, token, RoundState.published, result=result):
+                return RoundState.aggregating
+        except Exception as exc:  # any fault must still end the round
+            log.exception("aggregation of round %s failed", round_id)
+            self._finish(round_id, token, RoundState.failed, reason=f"aggregation failed: {exc}")
+            return RoundState.failed
+        if self.on_aggregated is not None:
+            self.on_aggregated(time.perf_counter() - started)
+        log.info("round %s published with %d updates", round_id, len(updates))
+        return RoundState.published

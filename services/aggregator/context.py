@@ -1,0 +1,25 @@
+"""What one app instance holds: its settings, database, metrics and round closer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.aggregator.closing import RoundCloser
+from services.aggregator.db.engine import Database
+from services.aggregator.metrics import AggregatorMetrics
+from services.aggregator.settings import AggregatorSettings
+
+
+@dataclass(frozen=True)
+class AppContext:
+    settings: AggregatorSettings
+    db: Database
+    metrics: AggregatorMetrics
+    closer: RoundCloser
+
+    @classmethod
+    def build(cls, settings: AggregatorSettings) -> AppContext:
+        db = Database.connect(settings.resolved_database_url())
+        metrics = AggregatorMetrics(db)
+        closer = RoundCloser(db, on_aggregated=metrics.aggregation_seconds.observe)
+        return cls(settings=settings, db=db, metrics=metrics, closer=closer)

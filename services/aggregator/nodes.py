@@ -1,0 +1,76 @@
+"""Hospital node registry: create (token shown once), list, revoke."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.aggregator import audit
+from services.aggregator.auth import hash_token, new_token
+from services.aggregator.db.models import Node, utcnow
+from services.aggregator.errors import Conflict, NotFound
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+class NodeCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., description="Unique site name: letters, digits, '.', '_' or '-'.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        if not _NAME.fullmatch(name):
+            raise ValueError(
+                "node name must be 1 to 100 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        return name
+
+
+class NodeIdentity(BaseModel):
+    id: int
+    name: str
+
+
+class NodeCreated(NodeIdentity):
+    token: str = Field(..., description="Shown only in this answer; store it at the site.")
+
+
+class NodeOut(NodeIdentity):
+    model_config = ConfigDict(from_attributes=True)
+
+    created_at: datetime
+    last_seen: datetime | None
+    revoked_at: datetime | None
+
+
+def create_node(session: Session, name: str, actor: str) -> NodeCreated:
+    if session.scalars(select(Node).where(Node.name == name)).first() is not None:
+        raise Conflict(f"a node named {name!r} already exists")
+    token = new_token()
+    node = Node(name=name, token_hash=hash_token(token))
+    session.add(node)
+    session.flush()
+    audit.record(session, actor, "node.create", f"node:{node.id}", name=name)
+    return NodeCreated(id=node.id, name=node.name, token=token)
+
+
+def list_nodes(session: Session) -> list[NodeOut]:
+    return [NodeOut.model_validate(n) for n in session.scalars(select(Node).order_by(Node.id))]
+
+
+def revoke_node(session: Session, node_id: int, actor: str) -> NodeOut:
+    """Revoke a node's token; revoking twice keeps the first revocation time."""
+    node = session.get(Node, node_id)
+    if node is None:
+        raise NotFound(f"node {node_id} does not exist")
+    if node.revoked_at is None:
+        node.revoked_at = utcnow()
+        audit.record(session, actor, "node.revoke", f"node:{node.id}", name=node.name)
+    return NodeOut.model_validate(node)

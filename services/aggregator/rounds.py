@@ -1,0 +1,169 @@
+"""Rounds: opening, reading, cancelling.
+
+A round moves open -> aggregating -> published | failed, or open -> cancelled, and every
+transition is one conditional UPDATE (``WHERE state = ...``) whose row count says whether
+this caller made it; that keeps transitions safe with several hub instances on one
+database. Closing and aggregating live in :mod:`services.aggregator.closing`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from fedmedclip.schemas import AggregationRule, RoundInfo, RoundState, TrainingHints
+from services.aggregator import audit, models_registry, tasks
+from services.aggregator.db.models import Round, Update, utcnow
+from services.aggregator.errors import Conflict, NotFound
+
+ACTIVE_STATES = (RoundState.open.value, RoundState.aggregating.value)
+
+
+class RoundCreate(BaseModel):
+    """What an admin sends to open a round."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_clients: int = Field(1, ge=1, le=10_000, description="Updates needed to aggregate.")
+    deadline_seconds: int | None = Field(
+        None, ge=1, le=30 * 24 * 3600, description="Seconds until the deadline (default: setting)."
+    )
+    hints: TrainingHints = Field(default_factory=TrainingHints)
+    aggregation_rule: AggregationRule = "weighted_mean"
+    clip_norm: float | None = Field(None, gt=0, description="Clip each update to this L2 norm.")
+    max_update_norm: float | None = Field(
+        None, gt=0, description="Refuse updates whose L2 norm is larger."
+    )
+    base_version: int | None = Field(
+        None, ge=0, description="Version to train from (default: the newest version)."
+    )
+
+
+def target(round_id: int) -> str:
+    return f"round:{round_id}"
+
+
+def _counts(session: Session, round_ids: list[int]) -> dict[int, int]:
+    if not round_ids:
+        return {}
+    stmt = (
+        select(Update.round_id, func.count())
+        .where(Update.round_id.in_(round_ids))
+        .group_by(Update.round_id)
+    )
+    return {rid: n for rid, n in session.execute(stmt)}
+
+
+def to_info(row: Round, updates_received: int) -> RoundInfo:
+    return RoundInfo(
+        id=row.id,
+        state=RoundState(row.state),
+        base_version=row.base_version,
+        min_clients=row.min_clients,
+        deadline=row.deadline,
+        hints=TrainingHints.model_validate(row.hints),
+        aggregation_rule=row.aggregation_rule,
+        clip_norm=row.clip_norm,
+        max_update_norm=row.max_update_norm,
+        updates_received=updates_received,
+        result_version=row.result_version,
+        reason=row.reason,
+        created_at=row.created_at,
+        closed_at=row.closed_at,
+    )
+
+
+def get_row(session: Session, round_id: int, *, lock: bool = False) -> Round:
+    """The round, optionally locked FOR UPDATE (PostgreSQL) until the transaction ends."""
+    row = session.get(Round, round_id, with_for_update=lock, populate_existing=lock)
+    if row is None:
+        raise NotFound(f"round {round_id} does not exist")
+    return row
+
+
+def get_info(session: Session, round_id: int) -> RoundInfo:
+    row = get_row(session, round_id)
+    return to_info(row, _counts(session, [row.id]).get(row.id, 0))
+
+
+def list_infos(session: Session, state: RoundState | None, limit: int) -> list[RoundInfo]:
+    stmt = select(Round).order_by(Round.id.desc()).limit(limit)
+    if state is not None:
+        stmt = stmt.where(Round.state == state.value)
+    rows = list(session.scalars(stmt))
+    counts = _counts(session, [r.id for r in rows])
+    return [to_info(r, counts.get(r.id, 0)) for r in rows]
+
+
+def _active_round_id(session: Session) -> int | None:
+    return session.scalar(select(Round.id).where(Round.state.in_(ACTIVE_STATES)).limit(1))
+
+
+def open_round(
+    session: Session, request: RoundCreate, *, default_deadline_seconds: int, actor: str
+) -> RoundInfo:
+    """Open a round against ``base_version`` (default: newest); one active round at a time."""
+    task = tasks.require_task(session)
+    if (active := _active_round_id(session)) is not None:
+        raise Conflict(f"round {active} is still open or aggregating; close or cancel it first")
+    if request.base_version is None:
+        base = models_registry.latest_version(session)
+    else:
+        base = request.base_version
+        models_registry.get_info(session, base)  # 404 for an unknown version
+    seconds = request.deadline_seconds or default_deadline_seconds
+    now = utcnow()
+    row = Round(
+        state=RoundState.open.value,
+        active=True,
+        base_version=base,
+        min_clients=request.min_clients,
+        deadline=now + timedelta(seconds=seconds),
+        hints=request.hints.model_dump(mode="json"),
+        aggregation_rule=request.aggregation_rule,
+        clip_norm=request.clip_norm,
+        max_update_norm=request.max_update_norm,
+        created_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError as exc:  # another instance opened one in the meantime
+        raise Conflict("another round was opened at the same time") from exc
+    audit.record(
+        session,
+        actor,
+        "round.open",
+        target(row.id),
+        base_version=base,
+        min_clients=row.min_clients,
+        deadline_seconds=seconds,
+        rule=row.aggregation_rule,
+        backbone=task.backbone,
+    )
+    return to_info(row, 0)
+
+
+def cancel_round(session: Session, round_id: int, actor: str) -> RoundInfo:
+    """Cancel an open round; its updates stay stored but are never aggregated."""
+    row = get_row(session, round_id)
+    result = session.execute(
+        update(Round)
+        .where(Round.id == round_id, Round.state == RoundState.open.value)
+        .values(
+            state=RoundState.cancelled.value,
+            active=None,
+            closed_at=utcnow(),
+            reason=f"cancelled by {actor}",
+        )
+    )
+    if result.rowcount != 1:
+        session.refresh(row)
+        raise Conflict(f"round {round_id} is {row.state}, only an open round can be cancelled")
+    audit.record(session, actor, "round.cancel", target(round_id))
+    session.refresh(row)
+    return get_info(session, round_id)

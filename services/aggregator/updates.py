@@ -1,0 +1,156 @@
+"""Update intake: validate a node's encoded FAM delta and store it durably.
+
+The round row is locked (``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on
+SQLite) for the whole intake, so an update is either stored before the round is claimed for
+aggregation or refused because the round is no longer open: an accepted update is never
+left out of the aggregate it was accepted for.
+
+Idempotency: one update per (round, node), stored with the client's ``Idempotency-Key`` and
+the payload's sha256. The same key with the same bytes gets the original receipt again; any
+other second update is a conflict.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fedmedclip.codec import CodecError, decode_update, payload_sha256
+from fedmedclip.schemas import RoundState, UpdateReceipt
+from services.aggregator import audit, rounds, tasks
+from services.aggregator.db.models import Update, utcnow
+from services.aggregator.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+)
+
+MAX_METRICS = 64
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One upload as received: who sent it, for which round, and what."""
+
+    round_id: int
+    node_id: int
+    node_name: str
+    body: bytes
+    sample_count: int
+    local_metrics: dict[str, float]
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    receipt: UpdateReceipt
+    replayed: bool
+
+
+def parse_local_metrics(header: str | None) -> dict[str, float]:
+    """Parse ``X-Local-Metrics``: a JSON object of metric name -> finite number."""
+    if header is None or not header.strip():
+        return {}
+    try:
+        data = json.loads(header)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"X-Local-Metrics is not valid JSON: {exc.msg}") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequest("X-Local-Metrics must be a JSON object of name -> number")
+    if len(data) > MAX_METRICS:
+        raise InvalidRequest(f"X-Local-Metrics has {len(data)} entries; at most {MAX_METRICS}")
+    metrics: dict[str, float] = {}
+    for name, value in data.items():
+        if not 0 < len(name) <= 64:
+            raise InvalidRequest("X-Local-Metrics names must be 1 to 64 characters")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise InvalidRequest(f"X-Local-Metrics value of {name!r} must be a finite number")
+        metrics[name] = float(value)
+    return metrics
+
+
+def rejection_reason(error: ServiceError) -> str:
+    """A small, fixed label for the rejected-updates metric."""
+    if isinstance(error, PayloadTooLarge):
+        return "too_large"
+    if isinstance(error, NotFound):
+        return "unknown_round"
+    if isinstance(error, Conflict):
+        return "conflict"
+    return "invalid"
+
+
+def _receipt(row: Update) -> UpdateReceipt:
+    return UpdateReceipt(
+        round_id=row.round_id,
+        node_id=row.node_id,
+        sha256=row.sha256,
+        sample_count=row.sample_count,
+        received_at=row.received_at,
+    )
+
+
+def receive_update(session: Session, sub: Submission, *, max_upload_bytes: int) -> IntakeResult:
+    """Validate and store ``sub``, or raise a :class:`ServiceError` naming the problem."""
+    if len(sub.body) > max_upload_bytes:
+        raise PayloadTooLarge(f"update is larger than the cap of {max_upload_bytes} bytes")
+    row = rounds.get_row(session, sub.round_id, lock=True)
+    digest = payload_sha256(sub.body)
+    previous = session.scalars(
+        select(Update).where(Update.round_id == row.id, Update.node_id == sub.node_id)
+    ).first()
+    if previous is not None:
+        if previous.idempotency_key == sub.idempotency_key and previous.sha256 == digest:
+            return IntakeResult(_receipt(previous), replayed=True)
+        raise Conflict(
+            f"node {sub.node_name!r} already sent a different update for round {row.id} "
+            f"(sha256 {previous.sha256[:12]}...); one update per node and round"
+        )
+    if row.state != RoundState.open.value:
+        raise Conflict(f"round {row.id} is {row.state}, it no longer accepts updates")
+    if utcnow() >= row.deadline:
+        raise Conflict(f"the deadline of round {row.id} passed at {row.deadline.isoformat()}")
+    task = tasks.require_task(session)
+    try:
+        decoded = decode_update(
+            sub.body,
+            expected_shapes=tasks.update_shapes(task),
+            base_version=row.base_version,
+            max_bytes=max_upload_bytes,
+            max_norm=row.max_update_norm,
+        )
+    except CodecError as exc:
+        raise InvalidRequest(f"invalid update: {exc}") from exc
+    stored = Update(
+        round_id=row.id,
+        node_id=sub.node_id,
+        idempotency_key=sub.idempotency_key,
+        sha256=decoded.sha256,
+        sample_count=sub.sample_count,
+        local_metrics=sub.local_metrics,
+        size_bytes=len(sub.body),
+        payload=sub.body,
+    )
+    session.add(stored)
+    session.flush()
+    audit.record(
+        session,
+        audit.node_actor(sub.node_name),
+        "update.accepted",
+        rounds.target(row.id),
+        sha256=decoded.sha256,
+        bytes=len(sub.body),
+        sample_count=sub.sample_count,
+        quantization=decoded.quantization,
+    )
+    return IntakeResult(_receipt(stored), replayed=False)

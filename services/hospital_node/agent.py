@@ -1,0 +1,95 @@
+"""The node's background agent: job monitor, round follower and model puller.
+
+It runs in a thread of the API process and only opens outbound connections, as hospital
+firewalls expect. Every ``poll_seconds`` it
+
+* fails running jobs whose heartbeat stopped (their worker died), always;
+* with auto-join, asks the hub for open rounds and starts one job for each round the
+  node has never worked on (a failed round is not retried automatically: a fault that
+  repeats would loop; the admin retries with ``POST /api/v1/jobs``);
+* with auto-join, copies the hub's production model into the model store, so that the
+  site's inference API can follow the federation without talking to the hub itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import func, select
+
+from fedmedclip.model_store import ModelStore
+from services.hospital_node.context import NodeContext
+from services.hospital_node.db import Dataset
+from services.hospital_node.hub_client import HubClient, HubError
+from services.hospital_node.jobs import (
+    EnqueueError,
+    JobConflict,
+    reap_stale_jobs,
+    round_has_job,
+    start_job,
+)
+from services.hospital_node.training import ensure_global
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    """Polls on a daemon thread until :meth:`stop`."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="node-agent", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.tick()
+            self._stop.wait(self.ctx.settings.poll_seconds)
+
+    def tick(self) -> None:
+        """One poll; faults are logged and counted, never fatal to the agent."""
+        try:
+            for job_id in reap_stale_jobs(self.ctx.db, self.ctx.settings.job_stale_seconds):
+                log.warning("job %d lost its worker", job_id)
+            if self.ctx.settings.auto_join:
+                with HubClient.from_settings(self.ctx.settings, interactive=True) as hub:
+                    self._join_open_rounds(hub)
+                    self._pull_production(hub)
+            self.ctx.metrics.agent_polls.labels("ok").inc()
+        except HubError as exc:
+            self.ctx.metrics.agent_polls.labels("hub_error").inc()
+            log.warning("agent poll failed: %s", exc)
+        except Exception:
+            self.ctx.metrics.agent_polls.labels("error").inc()
+            log.exception("agent poll crashed")
+
+    def _has_datasets(self) -> bool:
+        with self.ctx.db.session() as session:
+            return bool(session.scalar(select(func.count()).select_from(Dataset)))
+
+    def _join_open_rounds(self, hub: HubClient) -> None:
+        rounds = [r for r in hub.open_rounds() if not round_has_job(self.ctx.db, r.id)]
+        if rounds and not self._has_datasets():
+            log.warning("round %d is open but no dataset is registered; not joining", rounds[0].id)
+            return
+        for round_info in rounds:
+            try:
+                job = start_job(self.ctx.db, self.ctx.runner, round_info.id, "agent")
+                log.info("joined round %d with job %d", round_info.id, job.id)
+            except (JobConflict, EnqueueError) as exc:
+                log.warning("could not join round %d: %s", round_info.id, exc)
+
+    def _pull_production(self, hub: HubClient) -> None:
+        info = hub.model_info("production")
+        store: ModelStore = self.ctx.store
+        if not store.has_global(info.version):
+            ensure_global(hub, store, info.version)
+            log.info("pulled production model v%d into the model store", info.version)

@@ -1,0 +1,42 @@
+"""Open routes: ``/health`` (alive), ``/ready`` (database and broker), ``/metrics``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.hospital_node.api.deps import Context
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+def ready(ctx: Context) -> JSONResponse:
+    """Ready when the node database answers and jobs can be run (the broker, if configured)."""
+    checks: dict[str, str] = {}
+    try:
+        ctx.db.ping()
+        checks["database"] = "ok"
+    except Exception as exc:  # any driver error means "not ready", reported as such
+        checks["database"] = f"error: {exc}"
+    try:
+        ctx.runner.check()
+        checks[ctx.runner.kind] = "ok"
+    except Exception as exc:  # kombu raises several unrelated types
+        checks[ctx.runner.kind] = f"error: {type(exc).__name__}: {exc}"
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        status_code=status.HTTP_200_OK if ok else status.HTTP_503_SERVICE_UNAVAILABLE,
+        content={"status": "ready" if ok else "not ready", "checks": checks},
+    )
+
+
+@router.get("/metrics")
+def metrics(ctx: Context) -> Response:
+    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

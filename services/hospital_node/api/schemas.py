@@ -1,0 +1,83 @@
+"""Request and response bodies of the node API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DatasetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(
+        ...,
+        min_length=1,
+        max_length=4096,
+        description="ImageFolder or CSV manifest, absolute or relative to a data root.",
+    )
+    name: str | None = Field(
+        None, min_length=1, max_length=200, description="Defaults to the folder or file name."
+    )
+
+
+class DatasetOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    path: str
+    n_images: int
+    report: dict[str, Any]
+    created_at: datetime
+
+
+class JobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    round_id: int | None = Field(None, ge=1, description="Defaults to the hub's open round.")
+
+
+class JobProgressOut(BaseModel):
+    phase: str | None
+    epoch: int
+    epochs: int | None
+    percent: float
+    loss: float | None
+
+
+class JobOut(BaseModel):
+    id: int
+    round_id: int
+    trigger: str
+    state: str
+    progress: JobProgressOut
+    base_version: int | None
+    head_version: int | None
+    sample_count: int | None
+    update_bytes: int | None
+    update_sha256: str | None
+    metrics: dict[str, float] | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    finished_at: datetime | None
+
+
+class HeadOut(BaseModel):
+    version: int
+    global_version: int | None
+    round_id: int | None
+    metrics: dict[str, float]
+    temperatures: dict[str, float]
+    sha256: str
+
+
+class ModelOut(BaseModel):
+    """What the site serves; both versions are null before the first finished job."""
+
+    global_version: int | None
+    head_version: int | None
+    head: HeadOut | None

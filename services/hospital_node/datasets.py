@@ -1,0 +1,128 @@
+"""The site's dataset registry: confine datasets to the allowed data roots and validate them.
+
+A node reads images only from folders the site admin allowed (``DATA_ROOTS``). Every
+path is resolved (``..`` collapsed, symlinks followed) before the check, and so is every
+image a manifest or folder lists, so neither a crafted path nor a symlink inside a root can
+make the node read, embed or train on a file outside them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from fedmedclip.data.datasets import (
+    DatasetError,
+    DatasetReport,
+    ImageRecord,
+    read_dataset,
+    validate_dataset,
+)
+
+_LISTED = 5
+
+
+class DatasetRejected(ValueError):
+    """A dataset cannot be registered or used; ``problems`` says why, one sentence each."""
+
+    def __init__(self, problems: Sequence[str], report: dict[str, Any] | None = None) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """A registered dataset as a job sees it."""
+
+    id: int
+    name: str
+    path: Path
+
+
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path.is_relative_to(root.resolve()) for root in roots)
+
+
+def confine(path_text: str, roots: Sequence[Path]) -> Path:
+    """Resolve ``path_text`` (absolute, or relative to a data root) inside the allowed roots."""
+    if not roots:
+        raise DatasetRejected(
+            ["No data roots are configured (FEDMEDCLIP_NODE_DATA_ROOTS); the node reads no data."]
+        )
+    raw = Path(path_text).expanduser()
+    candidates = [raw] if raw.is_absolute() else [root / raw for root in roots]
+    for candidate in candidates:
+        try:
+            resolved = candidate.resolve(strict=True)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except (OSError, RuntimeError) as exc:  # symlink loops, permission problems
+            raise DatasetRejected([f"{path_text} cannot be resolved: {exc}"]) from exc
+        if not _inside(resolved, roots):
+            allowed = ", ".join(str(r) for r in roots)
+            message = f"{path_text} resolves to {resolved}, outside the data roots ({allowed})."
+            raise DatasetRejected([message])
+        return resolved
+    raise DatasetRejected([f"{path_text} does not exist."])
+
+
+def _outside_roots(records: Sequence[ImageRecord], roots: Sequence[Path]) -> list[str]:
+    outside = [str(r.path) for r in records if not _inside(r.path.resolve(), roots)]
+    if not outside:
+        return []
+    listed = ", ".join(outside[:_LISTED]) + (
+        f" and {len(outside) - _LISTED} more" if len(outside) > _LISTED else ""
+    )
+    return [
+        f"{len(outside)} images lie outside the data roots (through symlinks or ../): {listed}."
+    ]
+
+
+def report_dict(report: DatasetReport) -> dict[str, Any]:
+    return asdict(report)
+
+
+def inspect_dataset(
+    path: Path, roots: Sequence[Path], class_names: Sequence[str], *, check_images: bool = True
+) -> tuple[list[ImageRecord], dict[str, Any]]:
+    """Read and validate a dataset; raise :class:`DatasetRejected` listing every problem."""
+    try:
+        records = read_dataset(path)
+    except DatasetError as exc:
+        raise DatasetRejected([str(exc)]) from exc
+    escaped = _outside_roots(records, roots)
+    inside = records if not escaped else [r for r in records if _inside(r.path.resolve(), roots)]
+    report = validate_dataset(inside, class_names, check_images=check_images)
+    problems = escaped + report.problems
+    summary = report_dict(report) | {"problems": problems}
+    if problems:
+        raise DatasetRejected(problems, summary)
+    return records, summary
+
+
+def load_site_records(
+    sources: Sequence[DatasetSource], roots: Sequence[Path], class_names: Sequence[str]
+) -> list[ImageRecord]:
+    """Every registered dataset's records, re-checked (the folders may have changed).
+
+    Patient ids are qualified by dataset, so two datasets that both number patients from
+    1 do not merge unrelated patients into one split group.
+    """
+    if not sources:
+        raise DatasetRejected(
+            ["No dataset is registered; register one with POST /api/v1/datasets."]
+        )
+    records: list[ImageRecord] = []
+    for source in sources:
+        try:
+            found, _ = inspect_dataset(source.path, roots, class_names, check_images=False)
+        except DatasetRejected as exc:
+            raise DatasetRejected([f"dataset {source.name!r}: {p}" for p in exc.problems]) from exc
+        records += [
+            ImageRecord(r.path, r.label, f"{source.id}:{r.patient_id}" if r.patient_id else None)
+            for r in found
+        ]
+    return records

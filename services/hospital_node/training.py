@@ -1,0 +1,347 @@
+"""One round of local work: base FAM in, FAM delta out, private head kept on site.
+
+The steps follow the federation contract: read the task and the round from the hub,
+download the round's base model and check its sha256, embed the site's images once
+(feature cache), train the shared adapter and the private head from there, calibrate on
+the validation split, evaluate on the test split, send only the encoded FAM delta, then
+version the head in the model store next to the FAM version it was trained from.
+
+Nothing here touches the node database: progress goes through a :class:`Progress`
+object, so the same code runs in a Celery worker and in the API's embedded thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from fedmedclip.backbone import Backbone, load_backbone, resolve_device
+from fedmedclip.codec import encode_update, payload_sha256, state_delta
+from fedmedclip.data.datasets import ClassIndex, ImageRecord
+from fedmedclip.data.splits import split_records
+from fedmedclip.feature_cache import FeatureCache
+from fedmedclip.metrics import classification_metrics
+from fedmedclip.model import PrivateHead, SharedAdapter, build_head
+from fedmedclip.model_store import ModelStore, StoredModel
+from fedmedclip.schemas import RoundInfo, RoundState, TaskSpec, TrainingHints
+from fedmedclip.trainer import Temperatures, TrainConfig, calibrate, predict, train_local
+from services.hospital_node.datasets import DatasetSource, load_site_records
+from services.hospital_node.hub_client import HubClient, HubError, HubRejected
+from services.hospital_node.settings import NodeSettings
+
+log = logging.getLogger(__name__)
+
+# Share of the job's overall percent that each phase covers (start, end).
+EMBED_SPAN = (5.0, 35.0)
+TRAIN_SPAN = (35.0, 90.0)
+
+
+class JobFailure(RuntimeError):
+    """The job cannot go on; the message becomes the job's ``error``."""
+
+
+class Progress(Protocol):
+    """Where a job reports what it is doing (the node database, in practice)."""
+
+    def phase(self, name: str, percent: float) -> None: ...
+
+    def epoch(self, epoch: int, epochs: int, loss: float, percent: float) -> None: ...
+
+    def uploading(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What a successful job records."""
+
+    base_version: int
+    head_version: int
+    sample_count: int
+    update_bytes: int
+    update_sha256: str
+    metrics: dict[str, float]
+
+
+_BACKBONES: dict[tuple[str, str, str], Backbone] = {}
+_BACKBONES_LOCK = threading.Lock()
+
+
+def shared_backbone(name: str, weights: str, device: str) -> Backbone:
+    """The frozen backbone, built once per process and kept for every later job."""
+    key = (name, weights, device)
+    with _BACKBONES_LOCK:
+        if key not in _BACKBONES:
+            log.info("loading backbone %s (weights %s) on %s", name, weights, device)
+            _BACKBONES[key] = load_backbone(name, weights, device)
+        return _BACKBONES[key]
+
+
+def _span(span: tuple[float, float], fraction: float) -> float:
+    return span[0] + (span[1] - span[0]) * fraction
+
+
+def ensure_global(hub: HubClient, store: ModelStore, version: int) -> StoredModel:
+    """The global model ``version`` from the store, downloaded and verified when missing."""
+    info = hub.model_info(version)
+    if store.has_global(version):
+        stored = store.load_global(version)
+        if stored.sha256 == info.blob_sha256:
+            return stored
+        log.warning("stored global v%d does not match the hub's sha256; downloading", version)
+    store.save_global_blob(version, hub.download_model(info))
+    return store.load_global(version)
+
+
+def _open_round(hub: HubClient, round_id: int) -> RoundInfo:
+    round_info = hub.get_round(round_id)
+    if round_info.state != RoundState.open:
+        raise JobFailure(f"round {round_id} is {round_info.state.value}, no longer open")
+    return round_info
+
+
+class RoundWatch:
+    """Notices a round that closed while the site trains, so the job stops early.
+
+    Asks the hub at most every ``every`` seconds, with a client that gives up quickly: a
+    hub that is briefly away must not stall training (the upload retries anyway).
+    """
+
+    def __init__(self, hub: HubClient, round_id: int, every: float) -> None:
+        self.hub = hub
+        self.round_id = round_id
+        self.every = every
+        self._last = time.monotonic()
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every:
+            return
+        self._last = now
+        try:
+            _open_round(self.hub, self.round_id)
+        except HubError as exc:
+            log.info("could not check round %d: %s", self.round_id, exc)
+
+
+def _check_base(task: TaskSpec, base: StoredModel) -> None:
+    base_task = base.meta.get("task") or {}
+    if base_task.get("class_names") != task.class_names or base_task.get("backbone") != (
+        task.backbone
+    ):
+        raise JobFailure(
+            f"global model v{base.version} was made for another task (classes or backbone differ)"
+        )
+
+
+def _check_weights(task: TaskSpec, backbone: Backbone) -> None:
+    """Random and real CLIP weights must not be mixed in one federation."""
+    task_random = task.weights_id.strip().lower() in ("", "none", "random")
+    if task_random != backbone.is_random:
+        raise JobFailure(
+            f"the task expects CLIP weights {task.weights_id!r} but this node uses "
+            f"{backbone.weights.describe()} (FEDMEDCLIP_NODE_BACKBONE_WEIGHTS)"
+        )
+
+
+def _labels(records: Sequence[ImageRecord], index: ClassIndex) -> torch.Tensor:
+    return torch.tensor([index.index(r.label) for r in records], dtype=torch.long)
+
+
+def _previous_head(store: ModelStore, task: TaskSpec, backbone: Backbone) -> PrivateHead | None:
+    """The site's latest head, if it was trained for this task and backbone."""
+    for version in reversed(store.head_versions()):
+        stored = store.load_head(version)
+        if (
+            stored.meta.get("class_names") == task.class_names
+            and stored.meta.get("backbone_id") == backbone.id
+        ):
+            head = build_head(task.adapter_config())
+            head.load_state_dict(stored.tensors)
+            return head
+    return None
+
+
+def _train_config(hints: TrainingHints, device: str) -> TrainConfig:
+    return TrainConfig(
+        epochs=hints.local_epochs,
+        batch_size=hints.batch_size,
+        lr=hints.lr,
+        kd_weight=hints.kd_weight,
+        kd_temperature=hints.kd_temperature,
+        adaptive_kd=hints.adaptive_kd,
+        prune_weight=hints.prune_weight,
+        device=device,
+    )
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}
+
+
+@dataclass(frozen=True)
+class SiteFeatures:
+    """Cached embeddings and global label ids of the site's train / val / test splits."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def site_features(
+    settings: NodeSettings,
+    backbone: Backbone,
+    task: TaskSpec,
+    datasets: Sequence[DatasetSource],
+    *,
+    seed: int,
+    progress: Progress,
+) -> SiteFeatures:
+    """Split the site's records by patient and embed them (feature cache: once per image)."""
+    index = ClassIndex(task.class_names)
+    records = load_site_records(datasets, settings.data_roots, task.class_names)
+    splits = split_records(records, seed=seed)
+    if len(splits.train) < 2:
+        raise JobFailure(f"only {len(splits.train)} training images; need at least 2")
+    progress.phase("embedding images", EMBED_SPAN[0])
+    parts = (splits.train, splits.val, splits.test)
+    features = FeatureCache(settings.feature_cache_dir).encode_files(
+        backbone,
+        [r.path for part in parts for r in part],
+        progress=lambda done, total: progress.phase(
+            "embedding images", _span(EMBED_SPAN, done / total)
+        ),
+    )
+    xs = torch.split(features, [len(part) for part in parts])
+    ys = [_labels(part, index) for part in parts]
+    return SiteFeatures(xs[0], ys[0], xs[1], ys[1], xs[2], ys[2])
+
+
+def evaluate(
+    adapter: SharedAdapter, head: PrivateHead, text: torch.Tensor, data: SiteFeatures
+) -> tuple[Temperatures, dict[str, float]]:
+    """Calibrate the branch temperatures on val, then score the ensemble on val and test."""
+    temperatures = (
+        calibrate(adapter, head, data.x_val, data.y_val, text)
+        if len(data.y_val)
+        else Temperatures()
+    )
+    metrics: dict[str, float] = {}
+    for split, x, y in (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test)):
+        if len(y):
+            probabilities = predict(adapter, head, x, text, temperatures).probabilities
+            scores = classification_metrics(probabilities.numpy(), y.numpy(), len(text))
+            metrics |= {f"{split}_{name}": value for name, value in scores.items()}
+    return temperatures, _finite(metrics)
+
+
+def _upload(
+    hub: HubClient,
+    round_id: int,
+    payload: bytes,
+    sample_count: int,
+    metrics: dict[str, float],
+    idempotency_key: str,
+) -> None:
+    try:
+        hub.upload_update(
+            round_id,
+            payload,
+            sample_count=sample_count,
+            metrics=metrics,
+            idempotency_key=idempotency_key,
+        )
+    except HubRejected as exc:
+        _open_round(hub, round_id)  # a closed round is the clearer reason, when it is one
+        raise JobFailure(str(exc)) from exc
+
+
+def run_training(
+    *,
+    round_id: int,
+    idempotency_key: str,
+    datasets: Sequence[DatasetSource],
+    settings: NodeSettings,
+    hub: HubClient,
+    progress: Progress,
+) -> JobOutcome:
+    """Do the site's work for ``round_id`` and upload its FAM delta; see the module doc."""
+    store = ModelStore(settings.model_store_dir)
+    progress.phase("reading task and round", 0.0)
+    task = hub.get_task()
+    round_info = _open_round(hub, round_id)
+    progress.phase("downloading base model", 2.0)
+    base = ensure_global(hub, store, round_info.base_version)
+    _check_base(task, base)
+    progress.phase("loading backbone", 4.0)
+    device = resolve_device(settings.device)
+    backbone = shared_backbone(task.backbone, settings.backbone_weights, device)
+    _check_weights(task, backbone)
+    data = site_features(settings, backbone, task, datasets, seed=round_id, progress=progress)
+
+    config = task.adapter_config()
+    adapter = SharedAdapter(config)
+    adapter.load_state_dict(base.tensors)
+    head = _previous_head(store, task, backbone) or build_head(config, seed=round_id)
+    text = backbone.text_prototypes(task.class_names, task.prompt_template)
+    progress.phase("training", TRAIN_SPAN[0])
+
+    def after_epoch(epoch: int, epochs: int, loss: float) -> None:
+        progress.epoch(epoch, epochs, loss, _span(TRAIN_SPAN, epoch / epochs))
+        watch.check()
+
+    with HubClient.from_settings(settings, interactive=True) as quick_hub:
+        watch = RoundWatch(quick_hub, round_id, settings.poll_seconds)
+        result = train_local(
+            adapter,
+            head,
+            data.x_train,
+            data.y_train,
+            text,
+            _train_config(round_info.hints, device),
+            progress=after_epoch,
+        )
+    progress.phase("evaluating", TRAIN_SPAN[1])
+    temperatures, metrics = evaluate(adapter, head, text, data)
+    metrics = _finite({"train_loss": result.epoch_losses[-1]}) | metrics
+
+    payload = encode_update(
+        state_delta(result.adapter_state, base.tensors),
+        base_version=round_info.base_version,
+        quantization=task.fam.quantization,
+        omit_rows=result.pruned_rows,
+    )
+    progress.uploading()
+    _upload(hub, round_id, payload, result.n_samples, metrics, idempotency_key)
+    head_version = store.save_head(
+        result.head_state or {},
+        {
+            "global_version": round_info.base_version,
+            "round_id": round_id,
+            "temperatures": {"fam": temperatures.fam, "head": temperatures.head},
+            "metrics": metrics,
+            "class_names": task.class_names,
+            "prompt_template": task.prompt_template,
+            "backbone": task.backbone,
+            "weights": settings.backbone_weights,
+            "backbone_id": backbone.id,
+        },
+    )
+    store.set_current(global_version=round_info.base_version, head_version=head_version)
+    return JobOutcome(
+        base_version=round_info.base_version,
+        head_version=head_version,
+        sample_count=result.n_samples,
+        update_bytes=len(payload),
+        update_sha256=payload_sha256(payload),
+        metrics=metrics,
+    )

@@ -1,0 +1,56 @@
+"""Typed dependencies of the routers: the service and the authenticated caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.inference_api.auth import Caller, Role, TokenRegistry
+from services.inference_api.errors import ApiError
+from services.inference_api.service import InferenceService
+from services.inference_api.settings import InferenceSettings
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def get_service(request: Request) -> InferenceService:
+    return request.app.state.service
+
+
+def get_settings(request: Request) -> InferenceSettings:
+    return request.app.state.settings
+
+
+def _caller(request: Request) -> Caller:
+    header = request.headers.get("authorization")
+    if not header:
+        raise ApiError(401, "missing Authorization: Bearer <token> header", headers=_CHALLENGE)
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "the Authorization header must be 'Bearer <token>'", headers=_CHALLENGE)
+    registry: TokenRegistry = request.app.state.tokens
+    caller = registry.identify(token.strip())
+    if caller is None:
+        raise ApiError(401, "unknown bearer token", headers=_CHALLENGE)
+    return caller
+
+
+def require(*roles: Role):
+    """A dependency that admits only callers with one of ``roles`` (else 403)."""
+
+    def dependency(request: Request) -> Caller:
+        caller = _caller(request)
+        if caller.role not in roles:
+            allowed = " or ".join(r.value for r in roles)
+            raise ApiError(403, f"this route needs a {allowed} token, not a {caller.role} token")
+        return caller
+
+    return dependency
+
+
+SettingsDep = Annotated[InferenceSettings, Depends(get_settings)]
+ServiceDep = Annotated[InferenceService, Depends(get_service)]
+ClinicianDep = Annotated[Caller, Depends(require(Role.clinician))]
+ReaderDep = Annotated[Caller, Depends(require(Role.clinician, Role.admin))]
+AdminDep = Annotated[Caller, Depends(require(Role.admin))]

@@ -1,0 +1,65 @@
+"""Response bodies of the inference API."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from services.inference_api.model_loader import LoadedModel
+from services.inference_api.predictor import BranchPrediction
+from services.inference_api.service import Answer
+
+
+class BranchOut(BaseModel):
+    label: str
+    probabilities: dict[str, float]
+
+    @classmethod
+    def of(cls, branch: BranchPrediction) -> BranchOut:
+        return cls(label=branch.label, probabilities=branch.probabilities)
+
+
+class ModelRef(BaseModel):
+    """The exact models that answered."""
+
+    global_version: int
+    head_version: int
+    backbone: str
+    weights: str = Field(description="random, tag:<open_clip tag> or path:<checkpoint>")
+
+    @classmethod
+    def of(cls, model: LoadedModel) -> ModelRef:
+        return cls(
+            global_version=model.global_version,
+            head_version=model.head_version,
+            backbone=model.backbone.name,
+            weights=model.weights,
+        )
+
+
+class PredictionOut(BaseModel):
+    label: str
+    probabilities: dict[str, float]
+    alpha: float = Field(description="Weight of the private head in the ensemble (0..1).")
+    branches: dict[str, BranchOut] = Field(description="'fam' and 'head' predictions.")
+    input_sha256: str
+    model: ModelRef
+    latency_ms: float
+
+    @classmethod
+    def of(cls, answer: Answer, model: LoadedModel, latency_ms: float) -> PredictionOut:
+        p = answer.prediction
+        return cls(
+            label=p.label,
+            probabilities=p.probabilities,
+            alpha=p.alpha,
+            branches={"fam": BranchOut.of(p.fam), "head": BranchOut.of(p.head)},
+            input_sha256=answer.input_sha256,
+            model=ModelRef.of(model),
+            latency_ms=latency_ms,
+        )
+
+
+class BatchPredictionOut(BaseModel):
+    predictions: list[PredictionOut]
+    model: ModelRef
+    latency_ms: float

@@ -1,0 +1,82 @@
+"""FastAPI app factory of the inference API.
+
+The app starts answering /health at once; the model (backbone included) is loaded in the
+background, and /ready and /predict answer 503 with the reason until it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from fedmedclip.backbone import resolve_device
+from fedmedclip.model_store import ModelStore
+from services.inference_api.api import model, ops, predict
+from services.inference_api.audit import AuditLog
+from services.inference_api.auth import TokenRegistry
+from services.inference_api.errors import install_error_handlers
+from services.inference_api.hub import HubFollower
+from services.inference_api.logs import configure_logging
+from services.inference_api.metrics import InferenceMetrics
+from services.inference_api.middleware import RequestContextMiddleware
+from services.inference_api.model_loader import ModelManager
+from services.inference_api.service import InferenceService
+from services.inference_api.settings import InferenceSettings
+
+
+def create_app(settings: InferenceSettings | None = None) -> FastAPI:
+    """Build the app; ``settings`` default to the FEDMEDCLIP_INFERENCE_* environment."""
+    settings = settings or InferenceSettings()
+    configure_logging(settings.log_json)
+    metrics = InferenceMetrics()
+    store = ModelStore(settings.model_store_dir)
+    hub = (
+        HubFollower(settings.aggregator_url, settings.aggregator_token.get_secret_value(), store)
+        if settings.follows_hub
+        else None
+    )
+    manager = ModelManager(
+        store,
+        weights=settings.backbone_weights,
+        device=resolve_device(settings.device),
+        metrics=metrics,
+        hub=hub,
+    )
+    service = InferenceService(
+        manager,
+        AuditLog(settings.audit_path, store_images=settings.audit_store_images),
+        metrics,
+        max_pixels=settings.max_pixels,
+        max_batch_size=settings.max_batch_size,
+        batch_window_seconds=settings.batch_window_ms / 1000,
+        reload_seconds=settings.reload_seconds,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="FedMedCLIP inference API",
+        version="0.1.0",
+        description="FAM + private-head ensemble predictions for PNG, JPEG and DICOM images.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.service = service
+    app.state.tokens = TokenRegistry(
+        (t.get_secret_value() for t in settings.clinician_tokens),
+        settings.admin_token.get_secret_value(),
+    )
+    install_error_handlers(app, metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    for router in (predict.router, model.router, ops.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,346 @@
+"""Which model answers predictions, and how a new one replaces it without failing requests.
+
+The served model is one immutable :class:`LoadedModel` behind a single reference. A reload
+builds the next model completely (blobs read, tensors loaded, text prototypes computed)
+in a background thread and only then assigns the reference. A request takes the reference
+once at its start and uses that object to the end, so a swap never mixes versions within
+a request and never makes one wait.
+
+What to serve: the site's ``current.json`` names a global version and a private head
+version (the node writes both after training). When the service follows the hub, the
+global version is instead the hub's production version, downloaded into the store; the
+head stays the site's current one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from fedmedclip.backbone import Backbone, BackboneError, load_backbone
+from fedmedclip.model import PrivateHead, SharedAdapter, build_head
+from fedmedclip.model_store import ModelBlobError, ModelStore, StoredModel
+from fedmedclip.schemas import TaskSpec
+from fedmedclip.trainer import Temperatures
+from services.inference_api.hub import HubError, HubFollower
+from services.inference_api.metrics import InferenceMetrics
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailable(RuntimeError):
+    """No model can answer yet; the message tells the caller why."""
+
+
+class ModelLoadError(RuntimeError):
+    """The stored model cannot be built; the previous model (if any) stays in service."""
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The model that should be served; ``global_sha256`` is set when the hub names it."""
+
+    global_version: int
+    head_version: int
+    global_sha256: str | None = None
+
+
+_backbone_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_backbone(name: str, weights: str, device: str) -> Backbone:
+    return load_backbone(name, weights, device)
+
+
+def shared_backbone(name: str, weights: str, device: str) -> Backbone:
+    """The frozen backbone, built once per process.
+
+    It takes seconds to build and hundreds of MB to hold, is never modified, and several
+    apps may live in one process (tests, the demo), so they share one instance.
+    """
+    with _backbone_lock:
+        return _cached_backbone(name, weights, device)
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """Everything one prediction needs, fixed for the life of the object."""
+
+    global_version: int
+    head_version: int
+    task: TaskSpec
+    backbone: Backbone
+    adapter: SharedAdapter
+    head: PrivateHead
+    temperatures: Temperatures
+    text_prototypes: torch.Tensor
+    global_sha256: str
+    head_sha256: str
+    head_trained_on: int | None
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.task.class_names
+
+    @property
+    def weights(self) -> str:
+        """``random``, ``tag:<tag>`` or ``path:<path>``."""
+        return self.backbone.weights.describe()
+
+    def serves(self, wanted: Wanted) -> bool:
+        return (self.global_version, self.head_version) == (
+            wanted.global_version,
+            wanted.head_version,
+        ) and wanted.global_sha256 in (None, self.global_sha256)
+
+    def trace(self) -> dict[str, Any]:
+        """What identifies the answering artefacts in the audit trail."""
+        return {
+            "global_version": self.global_version,
+            "head_version": self.head_version,
+            "global_sha256": self.global_sha256,
+            "head_sha256": self.head_sha256,
+            "backbone": self.backbone.id,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /model`` reports: enough to trace a prediction to its artefacts."""
+        return {
+            "global_version": self.global_version,
+            "head_version": self.head_version,
+            "head_trained_on_global_version": self.head_trained_on,
+            "global_sha256": self.global_sha256,
+            "head_sha256": self.head_sha256,
+            "backbone": self.backbone.name,
+            "backbone_id": self.backbone.id,
+            "weights": self.weights,
+            "class_names": self.class_names,
+            "prompt_template": self.task.prompt_template,
+            "temperatures": {"fam": self.temperatures.fam, "head": self.temperatures.head},
+            "device": str(self.backbone.device),
+            "loaded_at": self.loaded_at.isoformat(),
+        }
+
+
+def _temperatures(meta: dict[str, Any]) -> Temperatures:
+    raw = meta.get("temperatures") or {}
+    try:
+        temps = Temperatures(fam=float(raw.get("fam", 1.0)), head=float(raw.get("head", 1.0)))
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ModelLoadError(f"head temperatures {raw!r} are not numbers") from exc
+    if temps.fam <= 0 or temps.head <= 0:
+        raise ModelLoadError(f"head temperatures {raw!r} must be positive")
+    return temps
+
+
+class ModelManager:
+    """Holds the served model and replaces it when the store or the hub says so."""
+
+    def __init__(
+        self,
+        store: ModelStore,
+        *,
+        weights: str,
+        device: str,
+        metrics: InferenceMetrics,
+        hub: HubFollower | None = None,
+    ) -> None:
+        self.store = store
+        self.weights = weights
+        self.device = device
+        self.metrics = metrics
+        self.hub = hub
+        self._model: LoadedModel | None = None
+        self._problem = "the model is still loading"
+        self._failed: Wanted | None = None
+        self._lock = threading.Lock()  # one refresh at a time (poll loop and admin)
+
+    @property
+    def model(self) -> LoadedModel | None:
+        return self._model
+
+    @property
+    def unavailable_reason(self) -> str:
+        """Why no model is served (meaningful only while ``model`` is None)."""
+        return f"no model loaded yet: {self._problem}"
+
+    def require(self) -> LoadedModel:
+        """The model to answer one request with; raise ModelUnavailable before the first."""
+        model = self._model
+        if model is None:
+            raise ModelUnavailable(self.unavailable_reason)
+        return model
+
+    def refresh(self, force: bool = False) -> LoadedModel | None:
+        """Load the wanted model if it is not the served one; return the served model.
+
+        A model that failed to build is not rebuilt at every poll (its files do not change
+        under the same version numbers) unless ``force`` asks for it.
+        """
+        with self._lock:
+            try:
+                wanted = self._wanted()
+            except ModelUnavailable as exc:
+                if self._model is None:
+                    self._problem = str(exc)
+                return self._model
+            current = self._model
+            if current is not None and current.serves(wanted):
+                return current
+            if wanted == self._failed and not force:
+                return current
+            try:
+                model = self._build(wanted, previous=current)
+            except ModelLoadError as exc:
+                self._failed = wanted
+                self.metrics.reloads.labels("failed").inc()
+                log.error(
+                    "cannot load model; keeping the one in service",
+                    extra={
+                        "fields": {
+                            "global_version": wanted.global_version,
+                            "head_version": wanted.head_version,
+                            "error": str(exc),
+                        }
+                    },
+                )
+                if current is None:
+                    self._problem = str(exc)
+                return current
+            self._model = model  # the swap: requests already running keep `current`
+            self._failed = None
+            self.metrics.reloads.labels("loaded").inc()
+            self.metrics.global_version.set(model.global_version)
+            self.metrics.head_version.set(model.head_version)
+            log.info(
+                "serving model",
+                extra={
+                    "fields": {
+                        "global_version": model.global_version,
+                        "head_version": model.head_version,
+                        "backbone": model.backbone.id,
+                    }
+                },
+            )
+            return model
+
+    async def watch(self, interval: float) -> None:
+        """Refresh now and then every ``interval`` seconds, until cancelled."""
+        while True:
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception:  # noqa: BLE001 - a bug must not silently stop all reloads
+                log.exception("model refresh failed unexpectedly")
+            await asyncio.sleep(interval)
+
+    def _wanted(self) -> Wanted:
+        """The model that should be served now."""
+        production = None
+        if self.hub is not None:
+            try:
+                production = self.hub.sync()
+            except (HubError, OSError, ModelBlobError) as exc:
+                production = self.hub.production
+                log.warning(
+                    "cannot follow the hub's production version",
+                    extra={
+                        "fields": {
+                            "error": str(exc),
+                            "last_known": production.version if production else None,
+                        }
+                    },
+                )
+        try:
+            current = self.store.current()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelUnavailable(f"cannot read the model store's current.json: {exc}") from exc
+        if current is None:
+            raise ModelUnavailable(
+                f"the model store {self.store.root} has no current.json: no round has been "
+                "trained at this site yet"
+            )
+        if current.head_version is None:
+            raise ModelUnavailable("no private head has been trained at this site yet")
+        if production is None:
+            return Wanted(current.global_version, int(current.head_version))
+        return Wanted(production.version, int(current.head_version), production.blob_sha256)
+
+    def _read(self, kind: str, version: int) -> StoredModel:
+        loader = self.store.load_global if kind == "global" else self.store.load_head
+        try:
+            return loader(version)
+        except (OSError, ModelBlobError) as exc:
+            raise ModelLoadError(f"cannot read {kind} model version {version}: {exc}") from exc
+
+    def _build(self, wanted: Wanted, previous: LoadedModel | None) -> LoadedModel:
+        global_version, head_version = wanted.global_version, wanted.head_version
+        stored_global = self._read("global", global_version)
+        stored_head = self._read("head", head_version)
+        if wanted.global_sha256 not in (None, stored_global.sha256):
+            raise ModelLoadError(
+                f"the stored global v{global_version} is not the hub's production blob "
+                f"(sha256 {stored_global.sha256}, expected {wanted.global_sha256})"
+            )
+        if stored_global.meta.get("version") != global_version:
+            raise ModelLoadError(
+                f"global blob v{global_version} says it is version "
+                f"{stored_global.meta.get('version')!r}"
+            )
+        try:
+            task = TaskSpec.model_validate(stored_global.meta.get("task"))
+        except ValidationError as exc:
+            raise ModelLoadError(f"global v{global_version} carries no valid task: {exc}") from exc
+        try:
+            backbone = shared_backbone(task.backbone, self.weights, self.device)
+        except BackboneError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        config = task.adapter_config()
+        adapter = SharedAdapter(config)
+        head = build_head(config)
+        try:
+            adapter.load_state_dict(stored_global.tensors)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"global v{global_version} does not fit its task: {exc}") from exc
+        try:
+            head.load_state_dict(stored_head.tensors)
+        except RuntimeError as exc:
+            raise ModelLoadError(
+                f"head h{head_version} does not fit the task of global v{global_version}: {exc}"
+            ) from exc
+        return LoadedModel(
+            global_version=global_version,
+            head_version=head_version,
+            task=task,
+            backbone=backbone,
+            adapter=adapter.to(backbone.device).eval(),
+            head=head.to(backbone.device).eval(),
+            temperatures=_temperatures(stored_head.meta),
+            text_prototypes=self._text_prototypes(task, backbone, previous),
+            global_sha256=stored_global.sha256,
+            head_sha256=stored_head.sha256,
+            head_trained_on=stored_head.meta.get("global_version"),
+        )
+
+    @staticmethod
+    def _text_prototypes(
+        task: TaskSpec, backbone: Backbone, previous: LoadedModel | None
+    ) -> torch.Tensor:
+        """Class text embeddings; reused when only the adapter or the head changed."""
+        if (
+            previous is not None
+            and previous.backbone is backbone
+            and previous.class_names == task.class_names
+            and previous.task.prompt_template == task.prompt_template
+        ):
+            return previous.text_prototypes
+        return backbone.text_prototypes(task.class_names, task.prompt_template)

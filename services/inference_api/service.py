@@ -1,0 +1,127 @@
+"""The prediction service: model manager, micro-batcher and audit log working together.
+
+The HTTP layer hands it decoded uploads; it picks the model once per request, prepares
+the images in a worker thread, lets the micro-batcher run them together with other
+requests' images, and audits the answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from starlette.concurrency import run_in_threadpool
+
+from fedmedclip.data.images import ImageDecodeError
+from services.inference_api.audit import AuditEntry, AuditLog
+from services.inference_api.auth import Caller
+from services.inference_api.batcher import MicroBatcher
+from services.inference_api.metrics import InferenceMetrics
+from services.inference_api.model_loader import LoadedModel, ModelManager
+from services.inference_api.predictor import Prediction, forward, prepare
+from services.inference_api.uploads import Upload
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One preprocessed image and the model its request started with."""
+
+    model: LoadedModel
+    pixels: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The prediction for one upload, with the hash that identifies the input."""
+
+    input_sha256: str
+    prediction: Prediction
+
+
+class InferenceService:
+    """Everything behind POST /predict, independent of HTTP."""
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        audit: AuditLog,
+        metrics: InferenceMetrics,
+        *,
+        max_pixels: int,
+        max_batch_size: int,
+        batch_window_seconds: float,
+        reload_seconds: float,
+    ) -> None:
+        self.manager = manager
+        self.audit = audit
+        self.metrics = metrics
+        self.max_pixels = max_pixels
+        self.reload_seconds = reload_seconds
+        self.batcher: MicroBatcher[BatchItem, Prediction] = MicroBatcher(
+            self._forward_batch,
+            max_batch_size=max_batch_size,
+            window_seconds=batch_window_seconds,
+        )
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start batching and the background model loading / reloading."""
+        await self.batcher.start()
+        self._watcher = asyncio.create_task(self.manager.watch(self.reload_seconds))
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.batcher.stop()
+        if self.manager.hub is not None:
+            self.manager.hub.close()
+
+    async def classify(
+        self, model: LoadedModel, uploads: list[Upload], caller: Caller, request_id: str
+    ) -> list[Answer]:
+        """Predict every upload with ``model`` and audit the answers."""
+        with self.batcher.preparing():
+            pixels = await run_in_threadpool(self._prepare_all, model, uploads)
+        futures = [self.batcher.submit(BatchItem(model, p)) for p in pixels]
+        predictions = await asyncio.gather(*futures)
+        answers = [
+            Answer(upload.sha256, prediction)
+            for upload, prediction in zip(uploads, predictions, strict=True)
+        ]
+        self.metrics.predictions.inc(len(answers))
+        entries = [
+            AuditEntry(a.input_sha256, a.prediction, u.data)
+            for a, u in zip(answers, uploads, strict=True)
+        ]
+        await run_in_threadpool(
+            self.audit.record, entries, caller=caller.id, request_id=request_id, model=model.trace()
+        )
+        return answers
+
+    def _prepare_all(self, model: LoadedModel, uploads: list[Upload]) -> list[torch.Tensor]:
+        pixels = []
+        for number, upload in enumerate(uploads, start=1):
+            try:
+                pixels.append(prepare(upload.data, model.backbone, self.max_pixels))
+            except ImageDecodeError as exc:
+                if len(uploads) == 1:
+                    raise
+                raise ImageDecodeError(f"file {number} ({upload.filename!r}): {exc}") from exc
+        return pixels
+
+    def _forward_batch(self, items: list[BatchItem]) -> list[Prediction]:
+        """One forward per model among the items (almost always one: a swap is rare)."""
+        results: dict[int, Prediction] = {}
+        groups: dict[int, list[int]] = {}
+        for index, item in enumerate(items):
+            groups.setdefault(id(item.model), []).append(index)
+        for indices in groups.values():
+            model = items[indices[0]].model
+            batch = torch.stack([items[i].pixels for i in indices])
+            self.metrics.batch_size.observe(len(indices))
+            results.update(zip(indices, forward(model, batch), strict=True))
+        return [results[index] for index in range(len(items))]

@@ -1,0 +1,60 @@
+"""Settings of one simulation run, shared by every method so comparisons stay fair."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from fedmedclip.aggregation import RULES
+from fedmedclip.simulator.transport import CODECS
+
+METHODS = ("fedmedclip", "fedclip", "local", "zeroshot", "fedavg")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Rounds, local training and communication options.
+
+    ``lr`` drives the adapter methods; ``fedavg_lr`` the encoder fine-tuning (fine-tuning a
+    transformer needs a far smaller step). ``lr_factors`` turns on a learning-rate search:
+    every trained method runs once per factor times its base rate and the run with the best
+    mean validation accuracy is kept, so the test split never picks a hyper-parameter.
+    """
+
+    rounds: int = 10
+    local_epochs: int = 5
+    lr: float = 1e-3
+    batch_size: int = 64
+    codec: str = "int4"
+    aggregation_rule: str = "weighted_mean"
+    learn_prototypes: bool = False
+    calibrate: bool = False
+    adaptive_kd: bool = True
+    kd_weight: float = 0.04
+    seed: int = 0
+    device: str = "cpu"
+    lr_factors: tuple[float, ...] = (1.0,)
+    fedavg_blocks: int = 2
+    fedavg_lr: float = 1e-4
+    fedavg_batch_size: int = 32
+    fedavg_prefix_cache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError("rounds must be at least 1")
+        if self.local_epochs < 1:
+            raise ValueError("local_epochs must be at least 1")
+        if self.codec not in CODECS:
+            raise ValueError(f"unknown codec {self.codec!r}; use one of {CODECS}")
+        if self.aggregation_rule not in RULES:
+            raise ValueError(f"unknown aggregation rule {self.aggregation_rule!r}; use {RULES}")
+        if self.lr <= 0 or self.fedavg_lr <= 0 or not self.lr_factors:
+            raise ValueError("learning rates and lr_factors must be positive and non-empty")
+        if any(f <= 0 for f in self.lr_factors):
+            raise ValueError("lr_factors must be positive")
+        if self.fedavg_blocks < 1:
+            raise ValueError("fedavg_blocks must be at least 1")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["lr_factors"] = list(self.lr_factors)
+        return data

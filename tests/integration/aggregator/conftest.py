@@ -1,0 +1,32 @@
+"""Every aggregator scenario runs twice: on embedded SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from services.aggregator.settings import AggregatorSettings
+from tests.integration.aggregator.support import ADMIN_TOKEN, Hub, running_hub
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path) -> AggregatorSettings:
+    return AggregatorSettings(
+        data_dir=tmp_path, database_url=database_url, admin_token=ADMIN_TOKEN, auto_migrate=True
+    )
+
+
+@pytest.fixture
+def hub(settings: AggregatorSettings) -> Iterator[Hub]:
+    """A running hub with the test task set."""
+    with running_hub(settings) as running:
+        assert running.set_task().status_code == 200
+        yield running

@@ -1,0 +1,29 @@
+"""``fedmedclip aggregator`` commands."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from services.aggregator.cli import app
+from services.aggregator.db.engine import Database
+from services.aggregator.db.migrate import current_revision, head_revision
+
+
+def test_help_lists_serve_and_migrate() -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "serve" in result.output and "migrate" in result.output
+
+
+def test_migrate_brings_the_embedded_database_to_head(tmp_path) -> None:
+    env = {"FEDMEDCLIP_AGG_DATA_DIR": str(tmp_path), "FEDMEDCLIP_AGG_DATABASE_URL": ""}
+    result = CliRunner().invoke(app, ["migrate"], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"empty -> {head_revision()}" in result.output
+    db = Database.connect(f"sqlite:///{tmp_path / 'aggregator.db'}")
+    try:
+        assert current_revision(db.engine) == head_revision()
+    finally:
+        db.dispose()
+    again = CliRunner().invoke(app, ["migrate"], env=env)
+    assert f"{head_revision()} -> {head_revision()}" in again.output

@@ -1,0 +1,151 @@
+"""The model manager builds the stored model, swaps it atomically and survives bad stores.
+
+Uses a real backbone (random ViT-S-32) and a store written by the shared training code.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from fedmedclip.model import build_head
+from fedmedclip.model_store import ModelStore
+from fedmedclip.schemas import TaskSpec
+from services.inference_api.hub import HubFollower
+from services.inference_api.metrics import InferenceMetrics
+from services.inference_api.model_loader import ModelManager, ModelUnavailable, shared_backbone
+from services.inference_api.predictor import predict_bytes
+from tests.support.model_store import build_model_store, publish_round, synthetic_site
+from tests.support.processes import free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return shared_backbone("ViT-S-32", "none", "cpu")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, backbone):
+    return synthetic_site(tmp_path_factory.mktemp("site"), backbone, images=24)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, backbone, site):
+    """One trained store (global v1, head 1); tests work on copies of it."""
+    return build_model_store(tmp_path_factory.mktemp("store"), backbone, site).root
+
+
+def _copy(trained, tmp_path) -> ModelStore:
+    return ModelStore(shutil.copytree(trained, tmp_path / "store"))
+
+
+def _manager(store: ModelStore) -> tuple[ModelManager, InferenceMetrics]:
+    metrics = InferenceMetrics()
+    return ModelManager(store, weights="none", device="cpu", metrics=metrics), metrics
+
+
+def test_empty_store_is_unavailable_with_a_reason(tmp_path):
+    manager, _ = _manager(ModelStore(tmp_path))
+    assert manager.refresh() is None
+    with pytest.raises(ModelUnavailable, match="no current.json"):
+        manager.require()
+    (tmp_path / "current.json").write_text(json.dumps({"global_version": 1, "head_version": None}))
+    manager.refresh()
+    with pytest.raises(ModelUnavailable, match="no private head"):
+        manager.require()
+    (tmp_path / "current.json").write_text("{not json")
+    manager.refresh()
+    with pytest.raises(ModelUnavailable, match="current.json"):
+        manager.require()
+
+
+def test_loads_the_current_model_and_swaps_to_a_new_one(tmp_path, backbone, site, trained):
+    store = _copy(trained, tmp_path)
+    manager, metrics = _manager(store)
+    first = manager.refresh()
+    assert first is manager.require()
+    assert (first.global_version, first.head_version, first.head_trained_on) == (1, 1, 1)
+    assert first.backbone is backbone and first.class_names == site.task.class_names
+    assert first.global_sha256 == store.load_global(1).sha256
+    assert first.temperatures.fam > 0 and first.temperatures.head > 0
+    assert manager.refresh() is first  # nothing changed: no rebuild
+
+    image = site.image_paths[0].read_bytes()
+    before = predict_bytes(first, image, max_pixels=10**6)
+    publish_round(store, backbone, site, global_version=2, seed=1)
+    second = manager.refresh()
+    assert (second.global_version, second.head_version) == (2, 2)
+    assert manager.require() is second
+    # Same backbone and classes: the text prototypes are reused, not recomputed.
+    assert second.text_prototypes is first.text_prototypes
+    # The old object still answers exactly as before (requests in flight keep it).
+    again = predict_bytes(first, image, max_pixels=10**6)
+    assert again.probabilities == pytest.approx(before.probabilities)
+    assert metrics.global_version._value.get() == 2
+
+
+def test_a_broken_new_model_keeps_the_old_one_in_service(tmp_path, backbone, trained):
+    store = _copy(trained, tmp_path)
+    manager, metrics = _manager(store)
+    first = manager.refresh()
+    store.set_current(1, 99)  # a head version that does not exist
+    assert manager.refresh() is first
+    assert metrics.reloads.labels("failed")._value.get() == 1
+    manager.refresh()  # the same broken versions are not rebuilt at every poll
+    assert metrics.reloads.labels("failed")._value.get() == 1
+    manager.refresh(force=True)
+    assert metrics.reloads.labels("failed")._value.get() == 2
+
+    # A head for another task (4 classes instead of 3) does not fit global v1.
+    other = TaskSpec(class_names=["a", "b", "c", "d"], backbone=backbone.name)
+    head = build_head(other.adapter_config()).state_dict()
+    bad_head = store.save_head(head, {"global_version": 1})
+    store.set_current(1, bad_head)
+    assert manager.refresh() is first
+    assert manager.require() is first
+
+
+def test_a_broken_first_model_explains_itself(tmp_path, trained):
+    store = _copy(trained, tmp_path)
+    store.set_current(7, 1)  # no global v7
+    manager, _ = _manager(store)
+    assert manager.refresh() is None
+    with pytest.raises(ModelUnavailable, match="global model version 7"):
+        manager.require()
+
+
+def test_the_forward_pass_is_a_probability_distribution(tmp_path, site, trained):
+    manager, _ = _manager(_copy(trained, tmp_path))
+    model = manager.refresh()
+    prediction = predict_bytes(model, site.image_paths[3].read_bytes(), max_pixels=10**6)
+    for probabilities in (
+        prediction.probabilities,
+        prediction.fam.probabilities,
+        prediction.head.probabilities,
+    ):
+        assert list(probabilities) == site.task.class_names
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert prediction.label == max(prediction.probabilities, key=prediction.probabilities.get)
+    assert 0.0 <= prediction.alpha <= 1.0
+    expected = torch.tensor(list(prediction.probabilities.values()))
+    mixed = (1 - prediction.alpha) * torch.tensor(list(prediction.fam.probabilities.values()))
+    mixed += prediction.alpha * torch.tensor(list(prediction.head.probabilities.values()))
+    assert torch.allclose(expected, mixed, atol=1e-5)
+
+
+def test_an_unreachable_hub_falls_back_to_the_store(tmp_path, trained):
+    store = _copy(trained, tmp_path)
+    hub = HubFollower(f"http://127.0.0.1:{free_port()}", "node-token", store, timeout=2)
+    metrics = InferenceMetrics()
+    manager = ModelManager(store, weights="none", device="cpu", metrics=metrics, hub=hub)
+    try:
+        model = manager.refresh()
+    finally:
+        hub.close()
+    assert (model.global_version, model.head_version) == (1, 1)
+    assert hub.production is None

@@ -1,0 +1,90 @@
+"""The ``fedmedclip data synth`` and ``fedmedclip simulate`` commands, end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from services.cli import app
+
+runner = CliRunner()
+
+
+def _plain(output: str) -> str:
+    """Output without rich's box drawing and line wrapping, for message checks."""
+    return " ".join(output.replace("│", " ").split())
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli") / "data"
+    args = ["data", "synth", "--out", str(root), "--hospitals", "2", "--classes", "3"]
+    result = runner.invoke(app, [*args, "--per-hospital", "24", "--image-size", "32"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 48 images for 2 hospitals" in result.output
+    return root
+
+
+def test_synth_writes_a_federation_and_refuses_a_full_folder(data_dir: Path) -> None:
+    assert json.loads((data_dir / "classes.json").read_text()) == [
+        "nevus",
+        "melanoma",
+        "keratosis",
+    ]
+    assert len(list(data_dir.rglob("*.png"))) == 48
+    again = runner.invoke(app, ["data", "synth", "--out", str(data_dir)])
+    assert again.exit_code == 2
+    assert "is not empty" in again.output
+
+
+def test_simulate_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["simulate", "--data", str(data_dir), "--rounds", "2", "--local-epochs", "1"]
+    result = runner.invoke(
+        app, [*args, "--method", "fedmedclip", "--codec", "int8", "--seed", "3", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "CLIP weights are RANDOM" in result.output
+    assert "fedmedclip round 2/2" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["methods"]) == ["fedmedclip"]
+    assert metrics["config"]["codec"] == "int8" and metrics["config"]["seed"] == 3
+    assert (out / "report.md").is_file() and (out / "curves.png").is_file()
+    assert any((out / "feature_cache").rglob("*.npy"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "bogus"], "bogus"),
+        (["--codec", "int2"], "int2"),
+        (["--lr-search", "1,x"], "invalid settings"),
+    ],
+)
+def test_simulate_rejects_bad_options(
+    data_dir: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    base = ["simulate", "--data", str(data_dir), "--out", str(tmp_path / "o")]
+    result = runner.invoke(app, [*base, *args])
+    assert result.exit_code == 2
+    assert message in _plain(result.output)
+
+
+def test_simulate_names_a_missing_data_folder(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["simulate", "--data", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2
+    assert "does not exist" in _plain(result.output)
+
+
+def test_research_commands_import_nothing_heavy() -> None:
+    """``fedmedclip --help`` must stay quick: torch loads only inside the commands."""
+    code = "import sys, services.research_cli; print('torch' in sys.modules)"
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert output.strip() == "False"
