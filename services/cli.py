@@ -23,10 +23,12 @@ app.add_typer(node_app, name="node", help="A hospital site's node API and traini
 app.add_typer(inference_app, name="inference", help="The site's prediction API.")
 app.add_typer(data_app, name="data", help="Synthetic data and dataset tools.")
 app.command(help="Run a small federation end to end on this machine.")(demo)
-app.command(help="Compare FedMedCLIP with baselines on local data (research simulator).")(
-    simulate
-)
+app.command(help="Compare FedMedCLIP with baselines on local data (research simulator).")(simulate)
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -146,8 +147,10 @@ def _hold_out(site_dir: Path, held_dir: Path, per_class: int) -> list[tuple[Path
     return held
 
 
-def run_demo(config: DemoConfig) -> dict:
-    """Run the whole demo; returns the report dictionary (also written to ``out``)."""
+def run_demo(**options: Any) -> dict:
+    """Run the whole demo with :class:`DemoConfig` ``options``; returns the report dictionary
+    (also written to ``out``)."""
+    config = DemoConfig(**options)
     from fedmedclip.data.synth import synthesize_federation
 
     out = config.out.resolve()
@@ -343,6 +346,8 @@ def _run_round(
     failed = {n: j["error"] for n, j in finished.items() if j["state"] == "failed"}
     if failed:
         raise RuntimeError(f"training failed: {failed}")
+    # Every site has sent its update: aggregate now rather than wait for the deadline.
+    _ok(admin.post(f"/api/v1/rounds/{rnd['id']}/close"))
     rnd = _wait(
         "the round to be published",
         lambda: (

@@ -1,0 +1,60 @@
+"""``fedmedclip demo`` end to end, as a newcomer runs it (a small configuration)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.integration
+def test_demo_runs_a_federation_and_predicts(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "demo",
+            "--rounds",
+            "2",
+            "--hospitals",
+            "2",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "RANDOM" in proc.stdout, "the demo must say that the CLIP weights are random"
+    report = json.loads((out / "report.json").read_text())
+    assert [r["state"] for r in report["rounds"]] == ["published", "published"]
+    assert [r["version"] for r in report["rounds"]] == [1, 2]
+    predictions = report["predictions"]
+    assert predictions, "held-out images must be sent to /predict"
+    classes = set(report["classes"])
+    for p in predictions:
+        assert p["label"] in classes
+        assert p["model"]["global_version"] == 2  # the promoted production version
+        assert p["model"]["weights"] == "random"
+    for r in report["rounds"]:
+        assert all(0 < b < 400_000 for b in r["bytes_sent"].values())
+        assert all(0 <= a <= 1 for a in r["site_accuracy"].values())
+    assert (out / "report.png").stat().st_size > 10_000
+    assert "/predict on" in (out / "report.md").read_text()
+    # Every process the demo started is gone (they carry the demo folder in their environment).
+    assert _processes_mentioning(str(out)) == []
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if text.encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue  # the process ended meanwhile, or is not ours to read
+    return found
