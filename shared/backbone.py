@@ -12,8 +12,10 @@ Weights are described by ``pretrained``:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,9 +162,32 @@ class Backbone:
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu()
 
 
-def load_backbone(name: str = "ViT-S-32", pretrained: str | None = None, device: str = "cpu") -> Backbone:
+def load_backbone(
+    name: str = "ViT-S-32", pretrained: str | None = None, device: str = "cpu"
+) -> Backbone:
     """Build a frozen backbone; see the module docstring for ``pretrained``."""
     return Backbone(name, pretrained, device)
+
+
+_cache_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=2)
+def _cached(name: str, pretrained: str | None, device: str) -> Backbone:
+    log.info("loading backbone %s (weights %s) on %s", name, pretrained, device)
+    return load_backbone(name, pretrained, device)
+
+
+def cached_backbone(name: str, pretrained: str | None, device: str) -> Backbone:
+    """The frozen backbone for these arguments, built once per process and then shared.
+
+    It takes seconds to build and hundreds of MB to hold and is never modified, so every
+    job, app and model in a process (several apps share one in tests and the demo) uses
+    the same instance. The lock makes concurrent first calls build it only once; the two
+    most recently used backbones are kept. A build that fails is not cached.
+    """
+    with _cache_lock:
+        return _cached(name, pretrained, device)
 
 
 def resolve_device(setting: str = "auto") -> str:

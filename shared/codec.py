@@ -101,7 +101,10 @@ def encode_update(
     omit_rows: Mapping[str, torch.Tensor] | None = None,
     level: int = 19,
 ) -> bytes:
-    """Encode ``delta`` (new minus base state). ``omit_rows[name]`` marks matrix rows to leave out."""
+    """Encode ``delta`` (new minus base state).
+
+    ``omit_rows[name]`` marks the rows of matrix ``name`` to leave out.
+    """
     if quantization not in QUANTIZATIONS:
         raise CodecError(f"unknown quantization {quantization!r}; use one of {QUANTIZATIONS}")
     omit_rows = omit_rows or {}
@@ -156,8 +159,13 @@ def read_header(data: bytes) -> dict:
         header = json.loads(data[_PREFIX.size : _PREFIX.size + header_len])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CodecError(f"update header is not valid JSON: {exc}") from exc
-    required = {"base_version": int, "quantization": str, "tensors": list,
-                "raw_body_bytes": int, "body_sha256": str}
+    required = {
+        "base_version": int,
+        "quantization": str,
+        "tensors": list,
+        "raw_body_bytes": int,
+        "body_sha256": str,
+    }
     if not isinstance(header, dict):
         raise CodecError("update header must be a JSON object")
     for key, kind in required.items():

@@ -52,7 +52,5 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     if len(labels) == 0:
         return 1.0
     grid = torch.logspace(-2, 2, steps=81)
-    losses = [
-        torch.nn.functional.cross_entropy(logits / t, labels).item() for t in grid.tolist()
-    ]
+    losses = [torch.nn.functional.cross_entropy(logits / t, labels).item() for t in grid.tolist()]
     return float(grid[int(torch.tensor(losses).argmin())])

@@ -26,7 +26,9 @@ def prototype_contrastive_loss(class_logits: torch.Tensor, labels: torch.Tensor)
     return F.cross_entropy(class_logits, labels)
 
 
-def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def kl_divergence(
+    p_logits: torch.Tensor, q_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Per-sample KL(p || q) between tempered softmaxes of two logit tensors."""
     logp = F.log_softmax(p_logits / temperature, dim=-1)
     logq = F.log_softmax(q_logits / temperature, dim=-1)

@@ -20,7 +20,10 @@ from fedmedclip.model import AdapterConfig
 Quantization = Literal["fp16", "int8", "int4"]
 AggregationRule = Literal["weighted_mean", "median", "trimmed_mean"]
 assert set(QUANTIZATIONS) == {"fp16", "int8", "int4"} and set(RULES) == {
-    "weighted_mean", "median", "trimmed_mean"}
+    "weighted_mean",
+    "median",
+    "trimmed_mean",
+}
 
 
 class FamSettings(BaseModel):

@@ -216,5 +216,8 @@ def predict(
     fam_logits, head_logits = branch_logits(adapter, head, features, text_prototypes)
     assert head_logits is not None
     return ensemble(
-        fam_logits, head_logits, fam_temperature=temperatures.fam, head_temperature=temperatures.head
+        fam_logits,
+        head_logits,
+        fam_temperature=temperatures.fam,
+        head_temperature=temperatures.head,
     )

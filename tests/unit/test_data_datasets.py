@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from fedmedclip.data.datasets import (
     ClassIndex,
     DatasetError,
@@ -16,7 +18,6 @@ from fedmedclip.data.datasets import (
     read_manifest,
     validate_dataset,
 )
-from PIL import Image
 
 CLASSES = ["nevus", "melanoma", "keratosis", "carcinoma"]
 

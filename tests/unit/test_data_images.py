@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from fedmedclip.data.images import ImageDecodeError, decode_image, load_image_file
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -23,6 +22,8 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
     generate_uid,
 )
+
+from fedmedclip.data.images import ImageDecodeError, decode_image, load_image_file
 
 
 def _encode(image: Image.Image, fmt: str, **params: object) -> bytes:

@@ -6,6 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
 from fedmedclip.data.partition import dirichlet_partition, partition_by_column
 
 

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from fedmedclip.data.datasets import ImageRecord, read_manifest
 from fedmedclip.data.splits import split_indices, split_records
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fedmedclip.data.datasets import ClassIndex, read_image_folder
 from fedmedclip.data.images import load_image_file
 from fedmedclip.data.synth import SynthSummary, synth_class_names, synthesize_federation

@@ -47,7 +47,12 @@ def test_progress_is_reported_per_epoch():
     feats, labels, text = _separable(30)
     seen = []
     train_local(
-        build_adapter(CONFIG), build_head(CONFIG), feats, labels, text, TrainConfig(epochs=3),
+        build_adapter(CONFIG),
+        build_head(CONFIG),
+        feats,
+        labels,
+        text,
+        TrainConfig(epochs=3),
         progress=lambda e, total, loss: seen.append((e, total)),
     )
     assert seen == [(1, 3), (2, 3), (3, 3)]
