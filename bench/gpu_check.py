@@ -54,8 +54,9 @@ def run(device: str, backbone_name: str, folder: Path, epochs: int, work: Path) 
     adapter, head = build_adapter(config), build_head(config)
     base = adapter_state(adapter)
     t = time.perf_counter()
-    result = train_local(adapter, head, feats, labels, text,
-                         TrainConfig(epochs=epochs, device=device, batch_size=64))
+    result = train_local(
+        adapter, head, feats, labels, text, TrainConfig(epochs=epochs, device=device, batch_size=64)
+    )
     _sync(device)
     timings[f"train FAM + head ({epochs} epochs)"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -70,9 +71,11 @@ def run(device: str, backbone_name: str, folder: Path, epochs: int, work: Path) 
         out = predict(adapter, head, backbone.encode_images([decode_image(image_bytes)]), text)
     _sync(device)
     timings["predict one image (mean of 20)"] = (time.perf_counter() - t) / 20
-    print(f"[{device}] weights RANDOM, update {len(blob)} bytes, "
-          f"prediction {out.probabilities.argmax().item()}, "
-          f"first param on {next(adapter.parameters()).device}")
+    print(
+        f"[{device}] weights RANDOM, update {len(blob)} bytes, "
+        f"prediction {out.probabilities.argmax().item()}, "
+        f"first param on {next(adapter.parameters()).device}"
+    )
     return timings
 
 
@@ -87,15 +90,17 @@ def main() -> None:
         print("GPU:", torch.cuda.get_device_name(0), "torch", torch.__version__)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        synthesize_federation(work / "data", hospitals=1, classes=4,
-                              per_hospital=args.images, seed=0, image_size=96)
-        results = {d: run(d, args.backbone, work / "data" / "hospital_0", args.epochs, work)
-                   for d in devices}
+        synthesize_federation(
+            work / "data", hospitals=1, classes=4, per_hospital=args.images, seed=0, image_size=96
+        )
+        results = {
+            d: run(d, args.backbone, work / "data" / "hospital_0", args.epochs, work)
+            for d in devices
+        }
     print(f"\n{'step':38s}" + "".join(f"{d:>12s}" for d in devices) + "   cpu/cuda")
     for step in results["cpu"]:
         row = "".join(f"{results[d][step]:12.4f}" for d in devices)
-        ratio = (f"{results['cpu'][step] / results['cuda'][step]:9.1f}x"
-                 if "cuda" in results else "")
+        ratio = f"{results['cpu'][step] / results['cuda'][step]:9.1f}x" if "cuda" in results else ""
         print(f"{step:38s}{row}   {ratio}")
 
 

@@ -24,8 +24,9 @@ from services.aggregator.body_limit import JsonBodyLimitMiddleware
 from services.aggregator.context import AppContext
 from services.aggregator.db.migrate import prepare_schema
 from services.aggregator.deadlines import DeadlineWatcher
-from services.aggregator.logs import RequestIdMiddleware, configure_logging
 from services.aggregator.settings import AggregatorSettings
+from services.common.request_context import RequestContextMiddleware
+from services.common.structured_logging import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ an audit trail. Authenticate with `Authorization: Bearer <admin or node token>`.
 
 def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
     settings = settings or AggregatorSettings()
-    configure_logging(settings.log_json)
+    configure_logging(settings.log_json, upper_levels=True)
     context = AppContext.build(settings)
     watcher = DeadlineWatcher(context.closer)
 
@@ -64,7 +65,7 @@ def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
     )
     app.state.context = context
     app.add_middleware(JsonBodyLimitMiddleware)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestContextMiddleware, logger="services.aggregator.access")
     errors.install(app)
     for module in (task, nodes, rounds, updates, models, audit, ops):
         app.include_router(module.router)

@@ -1,15 +1,12 @@
 """Bearer-token authentication for the admin and for hospital nodes.
 
-Node tokens are random (``secrets.token_urlsafe``) and only their sha256 is stored, so a
-leaked database does not leak working tokens; a high-entropy random token needs no slow
-password hash. Comparisons use ``hmac.compare_digest`` so timing reveals nothing.
+Node tokens are random (``services.common.tokens.new_token``) and only their sha256 is
+stored, so a leaked database does not leak working tokens; a high-entropy random token
+needs no slow password hash. Comparisons are constant-time, so timing reveals nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -20,6 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.aggregator.audit import ADMIN, node_actor
 from services.aggregator.db.models import Node, utcnow
 from services.aggregator.errors import Forbidden, Unauthenticated, Unavailable
+from services.common import tokens
+from services.common.tokens import hash_token, tokens_equal
 
 LAST_SEEN_RESOLUTION = timedelta(seconds=10)
 """``last_seen`` is refreshed at most this often, so polling nodes do not write on every call."""
@@ -43,28 +42,18 @@ class Principal:
         return ADMIN if self.role is Role.admin else node_actor(self.node_name or "?")
 
 
-def new_token() -> str:
-    return secrets.token_urlsafe(32)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def bearer_token(authorization: str | None) -> str:
     """The token of an ``Authorization: Bearer <token>`` header, or 401."""
-    if not authorization:
-        raise Unauthenticated("missing Authorization header (expected 'Bearer <token>')")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("Authorization header must be 'Bearer <token>'")
-    return token.strip()
+    try:
+        return tokens.bearer_token(authorization)
+    except tokens.BearerError as exc:
+        raise Unauthenticated(str(exc)) from exc
 
 
 def _find_node(session: Session, token: str) -> Node | None:
     digest = hash_token(token)
     node = session.scalars(select(Node).where(Node.token_hash == digest)).first()
-    if node is None or not hmac.compare_digest(node.token_hash, digest):
+    if node is None or not tokens_equal(node.token_hash, digest):
         return None
     return node
 
@@ -84,7 +73,7 @@ def authenticate(
     if allowed == {Role.admin} and admin_token is None:
         raise Unavailable("admin token not configured (set FEDMEDCLIP_AGG_ADMIN_TOKEN)")
     token = bearer_token(authorization)
-    if admin_token is not None and hmac.compare_digest(token.encode(), admin_token.encode()):
+    if admin_token is not None and tokens_equal(token, admin_token):
         principal = Principal(Role.admin)
     else:
         with sessions.begin() as session:

@@ -10,7 +10,9 @@ import re
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.common.body_limit import capped_receive
 
 JSON_BODY_LIMIT = 1024 * 1024
 """Far above any legitimate JSON body here (a task with 1000 class names is ~100 KB)."""
@@ -36,15 +38,8 @@ class JsonBodyLimitMiddleware:
         if declared.isdigit() and int(declared) > self.limit:
             await JSONResponse({"detail": self._detail()}, status_code=413)(scope, receive, send)
             return
-        received = 0
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise HTTPException(status_code=413, detail=self._detail())
-            return message
+        def too_large() -> HTTPException:
+            return HTTPException(status_code=413, detail=self._detail())
 
-        await self.app(scope, limited_receive, send)
+        await self.app(scope, capped_receive(receive, self.limit, too_large), send)

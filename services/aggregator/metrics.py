@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -71,6 +71,3 @@ class AggregatorMetrics:
             registry=self.registry,
         )
         self.registry.register(_RoundStates(db))
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)

@@ -65,6 +65,13 @@ class RequestContextMiddleware:
                 scope["method"],
                 scope["path"],
                 status,
-                extra={"fields": {"status": status, "ms": round(elapsed * 1000, 2)}},
+                extra={
+                    "fields": {
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                    }
+                },
             )
             request_id_var.reset(token)

@@ -19,19 +19,30 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 _HANDLER_NAME = "fedmedclip"
 
 
-class _RequestIdFilter(logging.Filter):
+class RequestIdFilter(logging.Filter):
+    """Puts the current request id on each record (``record.request_id``)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         return True
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log collectors in containers."""
+    """One JSON object per line, for log collectors in containers.
+
+    ``level`` is lower case (``info``) unless ``upper_levels`` asks for the logging names
+    (``INFO``), which the aggregator's collectors have always been given.
+    """
+
+    def __init__(self, *, upper_levels: bool = False) -> None:
+        super().__init__()
+        self.upper_levels = upper_levels
 
     def format(self, record: logging.LogRecord) -> str:
+        level = record.levelname if self.upper_levels else record.levelname.lower()
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname.lower(),
+            "level": level,
             "logger": record.name,
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
@@ -54,13 +65,18 @@ class TextFormatter(logging.Formatter):
         return line + "".join(f" {k}={v}" for k, v in fields.items())
 
 
-def configure_logging(json_logs: bool, level: int = logging.INFO) -> None:
-    """Install one stderr handler on the root logger; calling it again replaces it."""
+def configure_logging(
+    json_logs: bool, level: int = logging.INFO, *, upper_levels: bool = False
+) -> None:
+    """Install one stderr handler on the root logger; calling it again replaces it.
+
+    ``upper_levels`` is passed to :class:`JsonFormatter` (JSON lines only).
+    """
     root = logging.getLogger()
     root.handlers = [h for h in root.handlers if h.get_name() != _HANDLER_NAME]
     handler = logging.StreamHandler(sys.stderr)
     handler.set_name(_HANDLER_NAME)
-    handler.addFilter(_RequestIdFilter())
-    handler.setFormatter(JsonFormatter() if json_logs else TextFormatter())
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter(upper_levels=upper_levels) if json_logs else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level)

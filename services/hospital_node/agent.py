@@ -19,9 +19,10 @@ import threading
 from sqlalchemy import func, select
 
 from fedmedclip.model_store import ModelStore
+from services.common.hub_client import HubClient, HubError, ensure_global
 from services.hospital_node.context import NodeContext
 from services.hospital_node.db import Dataset
-from services.hospital_node.hub_client import HubClient, HubError
+from services.hospital_node.hub_client import connect_hub
 from services.hospital_node.jobs import (
     EnqueueError,
     JobConflict,
@@ -29,7 +30,6 @@ from services.hospital_node.jobs import (
     round_has_job,
     start_job,
 )
-from services.hospital_node.training import ensure_global
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Agent:
             for job_id in reap_stale_jobs(self.ctx.db, self.ctx.settings.job_stale_seconds):
                 log.warning("job %d lost its worker", job_id)
             if self.ctx.settings.auto_join:
-                with HubClient.from_settings(self.ctx.settings, interactive=True) as hub:
+                with connect_hub(self.ctx.settings, interactive=True) as hub:
                     self._join_open_rounds(hub)
                     self._pull_production(hub)
             self.ctx.metrics.agent_polls.labels("ok").inc()
@@ -91,5 +91,5 @@ class Agent:
         info = hub.model_info("production")
         store: ModelStore = self.ctx.store
         if not store.has_global(info.version):
-            ensure_global(hub, store, info.version)
+            ensure_global(hub, store, info)
             log.info("pulled production model v%d into the model store", info.version)

@@ -126,7 +126,7 @@ def create_app(settings: NodeSettings | None = None) -> FastAPI:
     app.state.node = ctx
     _install_handlers(app)
     app.middleware("http")(_cap_body)
-    app.add_middleware(RequestContextMiddleware, logger=__name__, observe=metrics.observe_request)
+    app.add_middleware(RequestContextMiddleware, logger=__name__, observe=metrics.http.observe)
     for router in (health.router, datasets.router, jobs.router, model.router):
         app.include_router(router)
     return app

@@ -29,6 +29,7 @@ from fedmedclip.codec import CodecError
 from fedmedclip.data.datasets import DatasetError
 from fedmedclip.data.images import ImageDecodeError
 from fedmedclip.model_store import ModelBlobError
+from services.common.hub_client import HubError
 from services.hospital_node.datasets import DatasetRejected, DatasetSource
 from services.hospital_node.db import (
     ACTIVE_JOB_STATES,
@@ -38,7 +39,7 @@ from services.hospital_node.db import (
     JobState,
     utcnow,
 )
-from services.hospital_node.hub_client import HubClient, HubError
+from services.hospital_node.hub_client import connect_hub
 from services.hospital_node.settings import NodeSettings
 from services.hospital_node.training import JobFailure, JobOutcome, run_training
 
@@ -249,7 +250,7 @@ def execute_job(
         daemon=True,
     )
     beat.start()
-    hub = HubClient.from_settings(settings)
+    hub = connect_hub(settings)
     try:
         outcome = run_training(
             round_id=round_id,

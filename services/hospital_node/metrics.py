@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from services.common.metrics import RequestMetrics
 from services.hospital_node.db import Database, Dataset, Job, JobState
 
 
@@ -42,17 +43,16 @@ class NodeMetrics:
 
     def __init__(self, db: Database) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "fedmedclip_node_http_requests",
-            "HTTP requests by route template, method and status.",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "fedmedclip_node_http_request_seconds",
-            "HTTP request latency by route template.",
-            ["route"],
-            registry=self.registry,
+        self.http = RequestMetrics(
+            self.registry,
+            requests=(
+                "fedmedclip_node_http_requests",
+                "HTTP requests by route template, method and status.",
+            ),
+            latency=(
+                "fedmedclip_node_http_request_seconds",
+                "HTTP request latency by route template.",
+            ),
         )
         self.agent_polls = Counter(
             "fedmedclip_node_agent_polls",
@@ -61,8 +61,3 @@ class NodeMetrics:
             registry=self.registry,
         )
         self.registry.register(_DatabaseCollector(db))
-
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Called by the request-context middleware after every request."""
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)

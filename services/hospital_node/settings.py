@@ -12,6 +12,8 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from services.common.settings import CommaSeparated
+
 
 class NodeSettings(BaseSettings):
     """Everything the node API, its agent and its worker need to know."""
@@ -22,7 +24,7 @@ class NodeSettings(BaseSettings):
     node_token: str = Field("", description="This node's bearer token from the hub.")
     admin_token: str = Field("", description="Site admin token for the node API.")
     broker_url: str = Field("", description="Redis URL for Celery; empty = in-process jobs.")
-    data_roots: Annotated[list[Path], NoDecode] = Field(
+    data_roots: Annotated[list[Path], NoDecode, CommaSeparated] = Field(
         default_factory=list, description="Folders datasets may live in (comma-separated)."
     )
     data_dir: Path = Field(Path("./var/node"), description="Node database and feature cache.")
@@ -51,14 +53,6 @@ class NodeSettings(BaseSettings):
     job_stale_seconds: float = Field(
         60.0, gt=0, description="A running job without a heartbeat for this long has failed."
     )
-
-    @field_validator("data_roots", mode="before")
-    @classmethod
-    def _split_roots(cls, value: object) -> object:
-        """Accept the documented comma-separated form as well as a list."""
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
     @field_validator("aggregator_url")
     @classmethod

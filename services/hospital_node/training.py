@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Protocol
 
 import torch
 
-from fedmedclip.backbone import Backbone, load_backbone, resolve_device
+from fedmedclip.backbone import Backbone, cached_backbone, resolve_device
 from fedmedclip.codec import encode_update, payload_sha256, state_delta
 from fedmedclip.data.datasets import ClassIndex, ImageRecord
 from fedmedclip.data.splits import split_records
@@ -32,8 +31,9 @@ from fedmedclip.model import PrivateHead, SharedAdapter, build_head
 from fedmedclip.model_store import ModelStore, StoredModel
 from fedmedclip.schemas import RoundInfo, RoundState, TaskSpec, TrainingHints
 from fedmedclip.trainer import Temperatures, TrainConfig, calibrate, predict, train_local
+from services.common.hub_client import HubClient, HubError, HubRejected, ensure_global
 from services.hospital_node.datasets import DatasetSource, load_site_records
-from services.hospital_node.hub_client import HubClient, HubError, HubRejected
+from services.hospital_node.hub_client import connect_hub
 from services.hospital_node.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -69,34 +69,8 @@ class JobOutcome:
     metrics: dict[str, float]
 
 
-_BACKBONES: dict[tuple[str, str, str], Backbone] = {}
-_BACKBONES_LOCK = threading.Lock()
-
-
-def shared_backbone(name: str, weights: str, device: str) -> Backbone:
-    """The frozen backbone, built once per process and kept for every later job."""
-    key = (name, weights, device)
-    with _BACKBONES_LOCK:
-        if key not in _BACKBONES:
-            log.info("loading backbone %s (weights %s) on %s", name, weights, device)
-            _BACKBONES[key] = load_backbone(name, weights, device)
-        return _BACKBONES[key]
-
-
 def _span(span: tuple[float, float], fraction: float) -> float:
     return span[0] + (span[1] - span[0]) * fraction
-
-
-def ensure_global(hub: HubClient, store: ModelStore, version: int) -> StoredModel:
-    """The global model ``version`` from the store, downloaded and verified when missing."""
-    info = hub.model_info(version)
-    if store.has_global(version):
-        stored = store.load_global(version)
-        if stored.sha256 == info.blob_sha256:
-            return stored
-        log.warning("stored global v%d does not match the hub's sha256; downloading", version)
-    store.save_global_blob(version, hub.download_model(info))
-    return store.load_global(version)
 
 
 def _open_round(hub: HubClient, round_id: int) -> RoundInfo:
@@ -280,11 +254,11 @@ def run_training(
     task = hub.get_task()
     round_info = _open_round(hub, round_id)
     progress.phase("downloading base model", 2.0)
-    base = ensure_global(hub, store, round_info.base_version)
+    base = ensure_global(hub, store, hub.model_info(round_info.base_version))
     _check_base(task, base)
     progress.phase("loading backbone", 4.0)
     device = resolve_device(settings.device)
-    backbone = shared_backbone(task.backbone, settings.backbone_weights, device)
+    backbone = cached_backbone(task.backbone, settings.backbone_weights, device)
     _check_weights(task, backbone)
     data = site_features(settings, backbone, task, datasets, seed=round_id, progress=progress)
 
@@ -299,7 +273,7 @@ def run_training(
         progress.epoch(epoch, epochs, loss, _span(TRAIN_SPAN, epoch / epochs))
         watch.check()
 
-    with HubClient.from_settings(settings, interactive=True) as quick_hub:
+    with connect_hub(settings, interactive=True) as quick_hub:
         watch = RoundWatch(quick_hub, round_id, settings.poll_seconds)
         result = train_local(
             adapter,

@@ -13,14 +13,14 @@ from fastapi import FastAPI
 
 from fedmedclip.backbone import resolve_device
 from fedmedclip.model_store import ModelStore
+from services.common.request_context import RequestContextMiddleware
+from services.common.structured_logging import configure_logging
 from services.inference_api.api import model, ops, predict
 from services.inference_api.audit import AuditLog
 from services.inference_api.auth import TokenRegistry
 from services.inference_api.errors import install_error_handlers
 from services.inference_api.hub import HubFollower
-from services.inference_api.logs import configure_logging
 from services.inference_api.metrics import InferenceMetrics
-from services.inference_api.middleware import RequestContextMiddleware
 from services.inference_api.model_loader import ModelManager
 from services.inference_api.service import InferenceService
 from services.inference_api.settings import InferenceSettings
@@ -76,7 +76,11 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
         settings.admin_token.get_secret_value(),
     )
     install_error_handlers(app, metrics)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(
+        RequestContextMiddleware,
+        logger="services.inference_api.access",
+        observe=metrics.http.observe,
+    )
     for router in (predict.router, model.router, ops.router):
         app.include_router(router)
     return app

@@ -7,11 +7,11 @@ A caller is identified in logs and the audit trail by a short hash of its token.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+
+from services.common.tokens import caller_id, hash_token, tokens_equal
 
 
 class Role(StrEnum):
@@ -27,23 +27,19 @@ class Caller:
     id: str
 
 
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
-
-
 class TokenRegistry:
     """The tokens this service accepts and the role each one grants."""
 
     def __init__(self, clinician_tokens: Iterable[str], admin_token: str = "") -> None:
-        self._entries = [(_digest(t), Role.clinician) for t in clinician_tokens if t]
+        self._entries = [(hash_token(t), Role.clinician) for t in clinician_tokens if t]
         if admin_token:
-            self._entries.append((_digest(admin_token), Role.admin))
+            self._entries.append((hash_token(admin_token), Role.admin))
 
     def identify(self, token: str) -> Caller | None:
         """The caller holding ``token``, or None for an unknown token."""
-        digest = _digest(token)
+        digest = hash_token(token)
         found: Caller | None = None
         for known, role in self._entries:  # no early exit: constant time in the match
-            if hmac.compare_digest(digest, known) and found is None:
-                found = Caller(role, "tok-" + digest.hex()[:16])
+            if tokens_equal(digest, known) and found is None:
+                found = Caller(role, caller_id(token))
         return found

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from fedmedclip.data.images import ImageDecodeError
+from services.common.validation import validation_message
 from services.inference_api.batcher import BatcherStopped
 from services.inference_api.metrics import InferenceMetrics
 from services.inference_api.model_loader import ModelUnavailable
@@ -49,14 +50,6 @@ class ApiError(HTTPException):
         self.kind = kind or _KIND_BY_STATUS.get(status_code, f"http_{status_code}")
 
 
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-        parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
-    return "invalid request: " + "; ".join(parts)
-
-
 def install_error_handlers(app: FastAPI, metrics: InferenceMetrics) -> None:
     """Register the handlers that turn exceptions into counted JSON answers."""
 
@@ -71,7 +64,7 @@ def install_error_handlers(app: FastAPI, metrics: InferenceMetrics) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return answer(422, _validation_message(exc), "invalid_request")
+        return answer(422, validation_message(exc), "invalid_request")
 
     @app.exception_handler(ImageDecodeError)
     async def _bad_image(_: Request, exc: ImageDecodeError) -> JSONResponse:

@@ -1,12 +1,11 @@
-"""Prometheus metrics of one app instance.
-
-Each app gets its own ``CollectorRegistry``: several apps in one process (tests, the demo)
-would otherwise collide on metric names in the global default registry.
-"""
+"""Prometheus metrics of one app instance, in a registry of its own (see
+:mod:`services.common.metrics`)."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.common.metrics import RequestMetrics
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -18,18 +17,11 @@ class InferenceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         prefix = "fedmedclip_inference"
-        self.requests = Counter(
-            f"{prefix}_requests",
-            "HTTP requests by route and status code.",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            f"{prefix}_request_seconds",
-            "HTTP request latency by route.",
-            ["route"],
+        self.http = RequestMetrics(
+            self.registry,
+            requests=(f"{prefix}_requests", "HTTP requests by route and status code."),
+            latency=(f"{prefix}_request_seconds", "HTTP request latency by route."),
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
         )
         self.batch_size = Histogram(
             f"{prefix}_batch_size",

@@ -15,7 +15,6 @@ head stays the site's current one.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -25,12 +24,13 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from fedmedclip.backbone import Backbone, BackboneError, load_backbone
+from fedmedclip.backbone import Backbone, BackboneError, cached_backbone
 from fedmedclip.model import PrivateHead, SharedAdapter, build_head
 from fedmedclip.model_store import ModelBlobError, ModelStore, StoredModel
 from fedmedclip.schemas import TaskSpec
 from fedmedclip.trainer import Temperatures
-from services.inference_api.hub import HubError, HubFollower
+from services.common.hub_client import HubError
+from services.inference_api.hub import HubFollower
 from services.inference_api.metrics import InferenceMetrics
 
 log = logging.getLogger(__name__)
@@ -51,24 +51,6 @@ class Wanted:
     global_version: int
     head_version: int
     global_sha256: str | None = None
-
-
-_backbone_lock = threading.Lock()
-
-
-@functools.lru_cache(maxsize=2)
-def _cached_backbone(name: str, weights: str, device: str) -> Backbone:
-    return load_backbone(name, weights, device)
-
-
-def shared_backbone(name: str, weights: str, device: str) -> Backbone:
-    """The frozen backbone, built once per process.
-
-    It takes seconds to build and hundreds of MB to hold, is never modified, and several
-    apps may live in one process (tests, the demo), so they share one instance.
-    """
-    with _backbone_lock:
-        return _cached_backbone(name, weights, device)
 
 
 @dataclass(frozen=True, eq=False)
@@ -301,7 +283,7 @@ class ModelManager:
         except ValidationError as exc:
             raise ModelLoadError(f"global v{global_version} carries no valid task: {exc}") from exc
         try:
-            backbone = shared_backbone(task.backbone, self.weights, self.device)
+            backbone = cached_backbone(task.backbone, self.weights, self.device)
         except BackboneError as exc:
             raise ModelLoadError(str(exc)) from exc
         config = task.adapter_config()

@@ -11,6 +11,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from services.common.settings import CommaSeparated
+
 
 class InferenceSettings(BaseSettings):
     """Everything the prediction service can be told; defaults match the documentation."""
@@ -30,7 +32,7 @@ class InferenceSettings(BaseSettings):
         "none", description="open_clip pretrained tag, checkpoint path, or none (random)."
     )
     # NoDecode: the variable is a plain comma-separated list, not JSON.
-    clinician_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+    clinician_tokens: Annotated[list[SecretStr], NoDecode, CommaSeparated] = Field(
         ..., min_length=1, description="Bearer tokens allowed to request predictions."
     )
     admin_token: SecretStr = Field(
@@ -50,13 +52,6 @@ class InferenceSettings(BaseSettings):
     audit_store_images: bool = Field(
         False, description="Also keep each input image next to the audit log (by sha256)."
     )
-
-    @field_validator("clinician_tokens", mode="before")
-    @classmethod
-    def _split_tokens(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [token.strip() for token in value.split(",") if token.strip()]
-        return value
 
     @field_validator("aggregator_url")
     @classmethod

@@ -14,8 +14,8 @@ from functools import cached_property
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.types import Message, Receive
 
+from services.common.body_limit import capped_receive
 from services.inference_api.errors import ApiError
 
 MULTIPART_OVERHEAD = 64 * 1024
@@ -36,21 +36,6 @@ class Upload:
 
 class _BodyTooLarge(Exception):
     pass
-
-
-def _capped(receive: Receive, cap: int) -> Receive:
-    received = 0
-
-    async def wrapped() -> Message:
-        nonlocal received
-        message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > cap:
-                raise _BodyTooLarge
-        return message
-
-    return wrapped
 
 
 def _too_large(cap: int) -> ApiError:
@@ -75,7 +60,9 @@ async def read_uploads(
             raise ApiError(400, f"invalid Content-Length header {declared!r}")
         if int(declared) > body_cap:
             raise _too_large(body_cap)
-    capped = Request(request.scope, receive=_capped(request.receive, body_cap))
+    capped = Request(
+        request.scope, receive=capped_receive(request.receive, body_cap, _BodyTooLarge)
+    )
     try:
         form = await capped.form(max_files=max_files, max_fields=max_files)
     except _BodyTooLarge:

@@ -4,7 +4,9 @@ Each round every site trains from the current global state (``train_local`` for 
 adapter methods); its delta goes through the method's transport (for FedMedCLIP the real
 ``encode_update``/``decode_update``), and the hub step is ``aggregate(...)`` weighted by
 sample count, then ``apply_delta``. After each round every site is evaluated on its
-validation and test splits with its own head and the new global state.
+validation and test splits with its own head and the new global state (the head's
+normalisation statistics first re-estimated under that state on the site's own training
+features, see ``fedmedclip.trainer.refresh_head_statistics``).
 
 The reported round is the one with the best mean VALIDATION accuracy; the test split is
 only read out at that round, never used to choose anything (nor is the learning rate,

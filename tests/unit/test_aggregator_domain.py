@@ -7,11 +7,12 @@ import logging
 
 import pytest
 
-from services.aggregator.auth import bearer_token, hash_token, new_token
+from services.aggregator.auth import bearer_token
 from services.aggregator.closing import StoredUpdate, metrics_summary
 from services.aggregator.errors import InvalidRequest, Unauthenticated
-from services.aggregator.logs import JsonFormatter, RequestIdFilter, request_id
 from services.aggregator.updates import parse_local_metrics
+from services.common.structured_logging import JsonFormatter, RequestIdFilter, request_id_var
+from services.common.tokens import hash_token, new_token
 
 
 def test_tokens_are_random_and_stored_only_as_sha256() -> None:
@@ -60,11 +61,11 @@ def test_metrics_summary_is_sample_weighted_per_metric() -> None:
 def test_json_log_lines_carry_the_request_id_and_fields() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello %s", ("you",), None)
     record.fields = {"status": 201}
-    token = request_id.set("req-1")
+    token = request_id_var.set("req-1")
     try:
         assert RequestIdFilter().filter(record)
-        line = json.loads(JsonFormatter().format(record))
+        line = json.loads(JsonFormatter(upper_levels=True).format(record))
     finally:
-        request_id.reset(token)
+        request_id_var.reset(token)
     assert line["message"] == "hello you" and line["request_id"] == "req-1"
     assert line["status"] == 201 and line["level"] == "INFO"

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from services.inference_api.logs import configure_logging, request_id_var
+from services.common.structured_logging import configure_logging, request_id_var
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def root_logging():
 
 @pytest.mark.usefixtures("root_logging")
 def test_json_lines_have_the_request_id_and_fields(capsys):
-    configure_logging(json_lines=True)
+    configure_logging(json_logs=True)
     token = request_id_var.set("req-42")
     try:
         logging.getLogger("fedmedclip.test").info("served", extra={"fields": {"ms": 3.5}})
@@ -35,8 +35,8 @@ def test_json_lines_have_the_request_id_and_fields(capsys):
 
 @pytest.mark.usefixtures("root_logging")
 def test_configuring_twice_keeps_one_handler_and_text_mode_is_readable(capsys):
-    configure_logging(json_lines=True)
-    configure_logging(json_lines=False)
+    configure_logging(json_logs=True)
+    configure_logging(json_logs=False)
     logging.getLogger("fedmedclip.test").info("hello", extra={"fields": {"status": 200}})
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1

@@ -11,12 +11,13 @@ import shutil
 import pytest
 import torch
 
+from fedmedclip.backbone import cached_backbone
 from fedmedclip.model import build_head
 from fedmedclip.model_store import ModelStore
 from fedmedclip.schemas import TaskSpec
 from services.inference_api.hub import HubFollower
 from services.inference_api.metrics import InferenceMetrics
-from services.inference_api.model_loader import ModelManager, ModelUnavailable, shared_backbone
+from services.inference_api.model_loader import ModelManager, ModelUnavailable
 from services.inference_api.predictor import predict_bytes
 from tests.support.model_store import build_model_store, publish_round, synthetic_site
 from tests.support.processes import free_port
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def backbone():
-    return shared_backbone("ViT-S-32", "none", "cpu")
+    return cached_backbone("ViT-S-32", "none", "cpu")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from fedmedclip.model_store import blob_sha256
 from fedmedclip.schemas import ModelInfo
-from services.hospital_node.hub_client import HubClient, HubError, HubRejected, HubUnavailable
+from services.common.hub_client import HubClient, HubError, HubRejected, HubUnavailable
 from tests.support.processes import ThreadedServer, free_port
 
 RECEIPT = {

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from services.aggregator.errors import ServiceError, Unauthenticated
-from services.aggregator.logs import request_id
+from services.common.structured_logging import request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return JSONResponse(
-        {"detail": f"internal error (request id {request_id.get()})"}, status_code=500
+        {"detail": f"internal error (request id {request_id_var.get()})"}, status_code=500
     )
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.aggregator.api.deps import ContextDep
 from services.aggregator.db.migrate import SchemaNotCurrentError, check_current, head_revision
+from services.common.metrics import metrics_response
 
 router = APIRouter(tags=["operations"])
 
@@ -32,4 +32,4 @@ def ready(context: ContextDep) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 def metrics(context: ContextDep) -> Response:
-    return Response(context.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return metrics_response(context.metrics.registry)

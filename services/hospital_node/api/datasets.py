@@ -7,11 +7,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
+from services.common.hub_client import HubError, HubRejected
 from services.hospital_node.api.deps import AdminOnly, Context
 from services.hospital_node.api.schemas import DatasetIn, DatasetOut
 from services.hospital_node.datasets import DatasetRejected, confine, inspect_dataset
 from services.hospital_node.db import Dataset
-from services.hospital_node.hub_client import HubClient, HubError, HubRejected
+from services.hospital_node.hub_client import connect_hub
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"], dependencies=AdminOnly)
 
@@ -30,7 +31,7 @@ def _rejected(exc: DatasetRejected) -> JSONResponse:
 def _class_names(ctx: Context) -> list[str]:
     """The federation's classes, which a dataset is validated against."""
     try:
-        with HubClient.from_settings(ctx.settings, interactive=True) as hub:
+        with connect_hub(ctx.settings, interactive=True) as hub:
             return hub.get_task().class_names
     except HubRejected as exc:
         if exc.status_code == status.HTTP_404_NOT_FOUND:

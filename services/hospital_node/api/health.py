@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from services.common.metrics import metrics_response
 from services.hospital_node.api.deps import Context
 
 router = APIRouter(tags=["health"])
@@ -39,4 +39,4 @@ def ready(ctx: Context) -> JSONResponse:
 
 @router.get("/metrics")
 def metrics(ctx: Context) -> Response:
-    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return metrics_response(ctx.metrics.registry)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import func, select
 
+from services.common.hub_client import HubRejected, HubUnavailable
 from services.hospital_node.api.deps import AdminOnly, Context
 from services.hospital_node.api.schemas import JobIn, JobOut, JobProgressOut
 from services.hospital_node.db import Dataset, Job
-from services.hospital_node.hub_client import HubClient, HubRejected, HubUnavailable
+from services.hospital_node.hub_client import connect_hub
 from services.hospital_node.jobs import EnqueueError, JobConflict, start_job
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=AdminOnly)
@@ -44,7 +45,7 @@ def _round_to_join(ctx: Context, round_id: int | None) -> int:
     retries the hub itself and ends failed with the reason if the hub stays away.
     """
     try:
-        with HubClient.from_settings(ctx.settings, interactive=True) as hub:
+        with connect_hub(ctx.settings, interactive=True) as hub:
             if round_id is None:
                 rounds = hub.open_rounds()
                 if not rounds:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from services.common.tokens import BearerError, bearer_token
 from services.inference_api.auth import Caller, Role, TokenRegistry
 from services.inference_api.errors import ApiError
 from services.inference_api.service import InferenceService
@@ -23,14 +24,12 @@ def get_settings(request: Request) -> InferenceSettings:
 
 
 def _caller(request: Request) -> Caller:
-    header = request.headers.get("authorization")
-    if not header:
-        raise ApiError(401, "missing Authorization: Bearer <token> header", headers=_CHALLENGE)
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "the Authorization header must be 'Bearer <token>'", headers=_CHALLENGE)
+    try:
+        token = bearer_token(request.headers.get("authorization"))
+    except BearerError as exc:
+        raise ApiError(401, str(exc), headers=_CHALLENGE) from exc
     registry: TokenRegistry = request.app.state.tokens
-    caller = registry.identify(token.strip())
+    caller = registry.identify(token)
     if caller is None:
         raise ApiError(401, "unknown bearer token", headers=_CHALLENGE)
     return caller

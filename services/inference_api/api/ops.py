@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from services.common.metrics import metrics_response
 from services.inference_api.api.deps import ServiceDep
 
 router = APIRouter(tags=["operations"])
@@ -36,6 +36,4 @@ async def ready(service: ServiceDep) -> JSONResponse:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
-    return Response(
-        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
-    )
+    return metrics_response(request.app.state.metrics.registry)

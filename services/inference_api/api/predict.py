@@ -6,9 +6,9 @@ import time
 
 from fastapi import APIRouter, Request
 
+from services.common.structured_logging import request_id_var
 from services.inference_api.api.deps import ClinicianDep, ServiceDep, SettingsDep
 from services.inference_api.api.schemas import BatchPredictionOut, ModelRef, PredictionOut
-from services.inference_api.logs import request_id_var
 from services.inference_api.uploads import read_uploads
 
 router = APIRouter(tags=["predict"])

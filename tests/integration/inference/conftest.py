@@ -7,16 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from fedmedclip.backbone import Backbone
+from fedmedclip.backbone import Backbone, cached_backbone
 from fedmedclip.model_store import ModelStore
-from services.inference_api.model_loader import shared_backbone
 from tests.support.model_store import SiteData, build_model_store, synthetic_site
 
 
 @pytest.fixture(scope="session")
 def backbone() -> Backbone:
     # The same process-wide instance the apps under test use, so it is built only once.
-    return shared_backbone("ViT-S-32", "none", "cpu")
+    return cached_backbone("ViT-S-32", "none", "cpu")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,255 @@
+"""HTTP client for the hub (aggregator) contract, used by the hospital node and the inference API.
+
+Sites only ever open outbound connections to the hub, as hospital firewalls expect.
+Transient faults (connection refused, timeouts, 429 and 5xx answers) are retried
+``retries`` times with an exponentially growing delay; a 4xx answer is the hub's final
+word and is raised at once as :class:`HubRejected` carrying the hub's ``detail``. Uploads
+carry an ``Idempotency-Key`` so that a retry after a lost response is answered with the
+original receipt, never counted twice.
+
+Model blobs are read with a size cap while streaming and checked against the sha256 the
+hub published before anyone stores them; :func:`ensure_global` keeps a site's model store
+holding exactly the blob the hub names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from fedmedclip.model_store import (
+    ModelBlobError,
+    ModelStore,
+    StoredModel,
+    blob_sha256,
+    decode_blob,
+)
+from fedmedclip.schemas import ModelInfo, RoundInfo, TaskSpec, UpdateReceipt
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_BACKOFF_SECONDS = 30.0
+MAX_MODEL_BYTES = 256 * 1024 * 1024
+"""A global adapter is a few MB; anything far larger is not a model we asked for."""
+_M = TypeVar("_M", bound=BaseModel)
+_ROUNDS = TypeAdapter(list[RoundInfo])
+
+
+class HubError(RuntimeError):
+    """A hub call failed; the message is fit for a job's ``error`` field or a log line."""
+
+
+class HubUnavailable(HubError):
+    """The hub could not be reached or kept failing after every retry."""
+
+
+class HubRejected(HubError):
+    """The hub answered with a 4xx: retrying the same request cannot help."""
+
+    def __init__(self, status_code: int, detail: str, what: str) -> None:
+        super().__init__(f"the aggregator refused {what} ({status_code}): {detail}")
+        self.status_code = status_code
+        self.detail = detail
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    detail = body.get("detail") if isinstance(body, dict) else body
+    return detail if isinstance(detail, str) else json.dumps(detail)[:300]
+
+
+class HubClient:
+    """Typed calls of the hub API, authenticated with a node token."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        retries: int = 5,
+        backoff_seconds: float = 0.5,
+        timeout_seconds: float = 30.0,
+        max_model_bytes: int = MAX_MODEL_BYTES,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        self.max_model_bytes = max_model_bytes
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout_seconds,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _delay(self, attempt: int) -> float:
+        return min(self.backoff_seconds * 2**attempt, MAX_BACKOFF_SECONDS)
+
+    def _send(
+        self, method: str, path: str, what: str, max_bytes: int | None, **kwargs: Any
+    ) -> tuple[httpx.Response, bytes]:
+        """One exchange: the response and its body, read in full (a successful body is
+        refused once it passes ``max_bytes``, while streaming)."""
+        if max_bytes is None:
+            response = self._http.request(method, path, **kwargs)
+            return response, response.content
+        with self._http.stream(method, path, **kwargs) as response:
+            if not response.is_success:
+                return response, response.read()
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise HubError(f"{what}: the answer is larger than the {max_bytes} byte cap")
+                chunks.append(chunk)
+        return response, b"".join(chunks)
+
+    def _request(
+        self, method: str, path: str, what: str, *, max_bytes: int | None = None, **kwargs: Any
+    ) -> tuple[httpx.Response, bytes]:
+        """Send one request, retrying transient faults; raise HubError subclasses.
+
+        Returns the successful response and its body.
+        """
+        problem = ""
+        attempts = self.retries + 1
+        for attempt in range(attempts):
+            if attempt:
+                delay = self._delay(attempt - 1)
+                log.warning("retrying %s in %.1fs after: %s", what, delay, problem)
+                time.sleep(delay)
+            try:
+                response, body = self._send(method, path, what, max_bytes, **kwargs)
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+                continue
+            except httpx.HTTPError as exc:  # not transient (a bad redirect, a broken encoding)
+                raise HubError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+            if response.status_code in RETRY_STATUSES:
+                problem = f"HTTP {response.status_code}: {_detail(response)}"
+                continue
+            if response.is_error:
+                raise HubRejected(response.status_code, _detail(response), what)
+            return response, body
+        raise HubUnavailable(
+            f"the aggregator at {self.base_url} is unreachable for {what} after "
+            f"{attempts} attempt{'s' if attempts != 1 else ''}: {problem}"
+        )
+
+    def _parse(self, reply: tuple[httpx.Response, bytes], model: type[_M]) -> _M:
+        try:
+            return model.model_validate_json(reply[1])
+        except ValidationError as exc:
+            raise HubError(f"unexpected answer from the aggregator: {exc}") from exc
+
+    def get_task(self) -> TaskSpec:
+        return self._parse(self._request("GET", "/api/v1/task", "reading the task"), TaskSpec)
+
+    def open_rounds(self) -> list[RoundInfo]:
+        _, body = self._request(
+            "GET", "/api/v1/rounds", "listing open rounds", params={"state": "open"}
+        )
+        try:
+            return _ROUNDS.validate_json(body)
+        except ValidationError as exc:
+            raise HubError(f"unexpected answer from the aggregator: {exc}") from exc
+
+    def get_round(self, round_id: int) -> RoundInfo:
+        reply = self._request("GET", f"/api/v1/rounds/{round_id}", f"reading round {round_id}")
+        return self._parse(reply, RoundInfo)
+
+    def model_info(self, version: int | str) -> ModelInfo:
+        """Model ``version`` (a number, or ``production`` for the promoted one)."""
+        reply = self._request("GET", f"/api/v1/models/{version}", f"reading model {version}")
+        return self._parse(reply, ModelInfo)
+
+    def download_model(self, info: ModelInfo) -> bytes:
+        """The blob of ``info.version``, size-capped while streaming, checked against the
+        sha256 the hub published (in the model info and in the response header) and
+        checked to be a model blob of that version."""
+        response, data = self._request(
+            "GET",
+            f"/api/v1/models/{info.version}/blob",
+            f"downloading model {info.version}",
+            max_bytes=self.max_model_bytes,
+        )
+        digest = blob_sha256(data)
+        announced = response.headers.get("X-Model-SHA256", info.blob_sha256)
+        if digest != info.blob_sha256 or announced != info.blob_sha256:
+            raise HubError(
+                f"model {info.version} failed its integrity check: sha256 {digest}, "
+                f"expected {info.blob_sha256}"
+            )
+        try:
+            _, meta = decode_blob(data)
+        except ModelBlobError as exc:
+            raise HubError(f"model {info.version} from the hub is not a model blob: {exc}") from exc
+        if meta.get("version") != info.version:
+            raise HubError(
+                f"model {info.version} from the hub says it is version {meta.get('version')!r}"
+            )
+        return data
+
+    def upload_update(
+        self,
+        round_id: int,
+        payload: bytes,
+        *,
+        sample_count: int,
+        metrics: Mapping[str, float],
+        idempotency_key: str,
+    ) -> UpdateReceipt:
+        """Send an encoded FAM delta; retries reuse ``idempotency_key``."""
+        reply = self._request(
+            "POST",
+            f"/api/v1/rounds/{round_id}/updates",
+            f"the update for round {round_id}",
+            content=payload,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "X-Sample-Count": str(sample_count),
+                "X-Local-Metrics": json.dumps(dict(metrics), separators=(",", ":")),
+                "Idempotency-Key": idempotency_key,
+            },
+        )
+        return self._parse(reply, UpdateReceipt)
+
+
+def ensure_global(hub: HubClient, store: ModelStore, info: ModelInfo) -> StoredModel:
+    """The global model ``info`` names, from ``store`` when it holds that exact blob, else
+    downloaded from the hub, verified and stored.
+
+    The sha256 is compared, not only the version number: a hub whose task was reset
+    publishes a new version 0 that replaces the old one.
+    """
+    if store.has_global(info.version):
+        stored = store.load_global(info.version)
+        if stored.sha256 == info.blob_sha256:
+            return stored
+        log.warning("stored global v%d does not match the hub's sha256; downloading", info.version)
+    store.save_global_blob(info.version, hub.download_model(info))
+    log.info(
+        "downloaded global model v%d from the hub",
+        info.version,
+        extra={"fields": {"version": info.version, "sha256": info.blob_sha256}},
+    )
+    return store.load_global(info.version)
