@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fedmedclip.aggregation import RULES
-from fedmedclip.backbone import embedding_dim
+from fedmedclip.backbone import BackboneError, embedding_dim
 from fedmedclip.codec import QUANTIZATIONS
 from fedmedclip.model import AdapterConfig
 
@@ -72,7 +72,10 @@ class TaskSpec(BaseModel):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, name: str) -> str:
-        embedding_dim(name)  # raises for an unknown architecture
+        try:
+            embedding_dim(name)
+        except BackboneError as exc:  # a ValueError is what pydantic turns into a 422
+            raise ValueError(str(exc)) from exc
         return name
 
     def adapter_config(self) -> AdapterConfig:

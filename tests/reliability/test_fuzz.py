@@ -80,21 +80,7 @@ INFERENCE_OPERATIONS = [
     "POST /model/reload",
 ]
 
-KNOWN_BUGS = {
-    ("aggregator", "PUT /api/v1/task"): (
-        "PUT /api/v1/task with an unknown backbone name answers 500: TaskSpec._known_backbone "
-        "(shared/schemas.py) lets fedmedclip.backbone.BackboneError (a RuntimeError) escape "
-        "instead of raising ValueError, so pydantic does not turn it into a 422"
-    ),
-    ("node", "GET /metrics"): (
-        "node GET /metrics answers Prometheus text (text/plain) but its OpenAPI documents "
-        "application/json (declare response_class=Response, as the aggregator does)"
-    ),
-    ("inference", "GET /metrics"): (
-        "inference GET /metrics answers Prometheus text (text/plain) but its OpenAPI documents "
-        "application/json (declare response_class=Response, as the aggregator does)"
-    ),
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 @dataclass

@@ -37,6 +37,6 @@ def ready(ctx: Context) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response)
 def metrics(ctx: Context) -> Response:
     return metrics_response(ctx.metrics.registry)

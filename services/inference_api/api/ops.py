@@ -33,7 +33,7 @@ async def ready(service: ServiceDep) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
     return metrics_response(request.app.state.metrics.registry)
