@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from sqlalchemy import func, select
 
@@ -26,6 +27,7 @@ from services.hospital_node.hub_client import connect_hub
 from services.hospital_node.jobs import (
     EnqueueError,
     JobConflict,
+    long_queued_jobs,
     reap_stale_jobs,
     round_has_job,
     start_job,
@@ -41,6 +43,7 @@ class Agent:
         self.ctx = ctx
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="node-agent", daemon=True)
+        self._resent: dict[int, float] = {}  # job id -> when its message was last re-sent
 
     def start(self) -> None:
         self._thread.start()
@@ -59,6 +62,7 @@ class Agent:
         try:
             for job_id in reap_stale_jobs(self.ctx.db, self.ctx.settings.job_stale_seconds):
                 log.warning("job %d lost its worker", job_id)
+            self._resend_lost_messages()
             if self.ctx.settings.auto_join:
                 with connect_hub(self.ctx.settings, interactive=True) as hub:
                     self._join_open_rounds(hub)
@@ -70,6 +74,17 @@ class Agent:
         except Exception:
             self.ctx.metrics.agent_polls.labels("error").inc()
             log.exception("agent poll crashed")
+
+    def _resend_lost_messages(self) -> None:
+        """Re-send jobs queued for long, at most once per stale period each (a broker that
+        lost its data would otherwise leave them queued forever)."""
+        stale = self.ctx.settings.job_stale_seconds
+        now = time.monotonic()
+        for job_id in long_queued_jobs(self.ctx.db, stale):
+            if now - self._resent.get(job_id, float("-inf")) >= stale:
+                self._resent[job_id] = now
+                log.warning("job %d still queued after %g s: sending it again", job_id, stale)
+                self.ctx.runner.submit(job_id)
 
     def _has_datasets(self) -> bool:
         with self.ctx.db.session() as session:

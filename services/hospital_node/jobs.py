@@ -142,6 +142,21 @@ def reap_stale_jobs(db: Database, stale_seconds: float) -> list[int]:
     return [job_id for job_id in stale if fail_job(db, job_id, reason, _RUNNING, still_stale)]
 
 
+def long_queued_jobs(db: Database, older_than_seconds: float) -> list[int]:
+    """Jobs still queued after ``older_than_seconds``: their broker message may be lost.
+
+    Re-sending one is safe: a worker claims a job only while it is still queued, so a
+    duplicate message does nothing.
+    """
+    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    with db.session() as session:
+        return list(
+            session.scalars(
+                select(Job.id).where(Job.state == JobState.queued, Job.created_at < cutoff)
+            ).all()
+        )
+
+
 def recover_embedded_jobs(db: Database) -> list[int]:
     """After an embedded node restarts: fail interrupted jobs, return queued ones to resubmit."""
     with db.session() as session:
