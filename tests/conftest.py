@@ -9,6 +9,8 @@ import pytest
 
 from tests.support.processes import create_database, postgres_server, redis_server
 
+pytest_plugins = ["tests.support.store_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> Iterator[str]:

@@ -1,4 +1,8 @@
-"""Shared, expensive parts: one backbone, one synthetic site, one trained model store."""
+"""Expensive model fixtures shared by the inference and reliability suites: one backbone,
+one synthetic site and one trained model store per session (tests get private copies).
+
+Registered for the whole suite through ``pytest_plugins`` in ``tests/conftest.py``.
+"""
 
 from __future__ import annotations
 
