@@ -15,7 +15,7 @@ from fedmedclip.data.synth import synthesize_federation
 from fedmedclip.simulator import Federation, load_federation
 
 
-def add_data_args(parser: argparse.ArgumentParser, *, per_hospital: int) -> None:
+def add_data_args(parser: argparse.ArgumentParser, *, per_hospital: int, threads: int = 0) -> None:
     """Options describing the synthetic federation and where it is written."""
     parser.add_argument("--hospitals", type=int, default=4)
     parser.add_argument("--classes", type=int, default=4)
@@ -26,7 +26,9 @@ def add_data_args(parser: argparse.ArgumentParser, *, per_hospital: int) -> None
     parser.add_argument(
         "--workdir", type=Path, default=None, help="reuse data and feature cache (default: temp)"
     )
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--threads", type=int, default=threads, help="torch threads (0: torch's default)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
 
 

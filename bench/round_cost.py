@@ -12,7 +12,11 @@ decoded and preprocessed once beforehand (in FedAvg's favour; that set-up is not
 FedAvg is measured for ``--fedavg-rounds`` rounds and extrapolated linearly to ``--rounds``
 (its per-round cost does not change from round to round); the output says so.
 
-    python bench/round_cost.py                      # ViT-S-32, about 3-5 min on 2 cores
+Torch runs on one thread by default (``--threads``): on a small machine shared with other
+work, OpenMP threads that wait on each other turn other processes' load into large swings
+of wall time, most of all for FedMedCLIP's many tiny steps.
+
+    python bench/round_cost.py                      # ViT-S-32, about 5 min on 2 cores
     python bench/round_cost.py --backbone ViT-B-32 --fedavg-blocks 2
 """
 
@@ -27,23 +31,32 @@ from pathlib import Path
 from common import add_data_args, embedded_federation, machine, setup
 
 from fedmedclip.feature_cache import FeatureCache
-from fedmedclip.simulator import SimulationConfig, run_method
+from fedmedclip.simulator import SimulationConfig
 from fedmedclip.simulator.methods import build_method
 
 
-def fedavg_seconds_per_round(federation, config: SimulationConfig, rounds: int) -> float:
-    """Mean local training time of one FedAvg round, all sites, over ``rounds`` rounds."""
-    method = build_method("fedavg", federation, config)  # decodes + preprocesses once
-    started = time.perf_counter()
+def local_training_time(federation, name: str, config, rounds: int) -> tuple[float, float]:
+    """Wall and process-CPU seconds of every site's ``train_site`` over ``rounds`` rounds.
+
+    Only the local training is timed: method set-up (FedAvg decodes and preprocesses the
+    images once here), evaluation and aggregation are outside the clocks. Training cost
+    does not depend on the weights' values, so the rounds are timed from the same state.
+    CPU time is reported too because wall time on a shared machine moves with other load.
+    """
+    method = build_method(name, federation, config)
+    wall = cpu = 0.0
     for round_index in range(1, rounds + 1):
         for site_index in range(len(federation.sites)):
+            wall_start, cpu_start = time.perf_counter(), time.process_time()
             method.train_site(site_index, round_index)
-    return (time.perf_counter() - started) / rounds
+            wall += time.perf_counter() - wall_start
+            cpu += time.process_time() - cpu_start
+    return wall, cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_args(parser, per_hospital=100)
+    add_data_args(parser, per_hospital=100, threads=1)
     parser.add_argument("--backbone", default="ViT-S-32")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--local-epochs", type=int, default=5)
@@ -70,8 +83,7 @@ def main() -> None:
     config = SimulationConfig(
         rounds=args.rounds, local_epochs=args.local_epochs, device=args.device
     )
-    fedmedclip = run_method(federation, "fedmedclip", config)
-    ours = sum(r.train_seconds for r in fedmedclip.rounds)
+    ours, ours_cpu = local_training_time(federation, "fedmedclip", config, args.rounds)
     ours_with_lookup = ours + lookup * args.rounds
 
     n_blocks = len(backbone.model.visual.transformer.resblocks)
@@ -82,13 +94,14 @@ def main() -> None:
     variants.append(
         (f"FedAvg, last {variants[0][1]} blocks, frozen-prefix cache", variants[0][1], True)
     )
-    fedavg = {}
+    fedavg, fedavg_cpu = {}, {}
+    scale = args.rounds / args.fedavg_rounds
     for label, blocks, prefix_cache in variants:
         fedavg_config = dataclasses.replace(
             config, fedavg_blocks=blocks, fedavg_prefix_cache=prefix_cache
         )
-        per_round = fedavg_seconds_per_round(federation, fedavg_config, args.fedavg_rounds)
-        fedavg[label] = per_round * args.rounds
+        wall, cpu = local_training_time(federation, "fedavg", fedavg_config, args.fedavg_rounds)
+        fedavg[label], fedavg_cpu[label] = wall * scale, cpu * scale
 
     print(f"machine: {machine()}")
     print(
@@ -102,14 +115,18 @@ def main() -> None:
         f"FedAvg measured over {args.fedavg_rounds} round(s) and extrapolated to "
         f"{args.rounds} rounds\n"
     )
-    print(f"| local training, {args.rounds} rounds, all sites | seconds | FedAvg / FedMedCLIP |")
-    print("|---|---:|---:|")
-    print(f"| FedMedCLIP (train_local on cached features) | {ours:.2f} | 1 |")
-    print(f"| FedMedCLIP incl. per-round cache reads | {ours_with_lookup:.2f} | - |")
+    print(
+        f"| local training, {args.rounds} rounds, all sites | wall s | CPU s "
+        "| FedAvg / FedMedCLIP (wall) | (CPU) |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    print(f"| FedMedCLIP (train_local on cached features) | {ours:.2f} | {ours_cpu:.2f} | 1 | 1 |")
+    print(f"| FedMedCLIP incl. per-round cache reads | {ours_with_lookup:.2f} | - | - | - |")
     for label, seconds in fedavg.items():
         print(
-            f"| {label} | {seconds:.1f} | {seconds / ours:.0f}x "
-            f"({seconds / ours_with_lookup:.0f}x incl. cache reads) |"
+            f"| {label} | {seconds:.1f} | {fedavg_cpu[label]:.1f} | {seconds / ours:.0f}x "
+            f"({seconds / ours_with_lookup:.0f}x incl. cache reads) "
+            f"| {fedavg_cpu[label] / ours_cpu:.0f}x |"
         )
     print(
         "\nFedAvg vs FedMedCLIP including the one-time cache fill: "
@@ -130,7 +147,9 @@ def main() -> None:
                     "cache_fill_seconds": fill,
                     "cache_read_seconds_per_round": lookup,
                     "fedmedclip_train_seconds": ours,
+                    "fedmedclip_train_cpu_seconds": ours_cpu,
                     "fedavg_seconds_extrapolated": fedavg,
+                    "fedavg_cpu_seconds_extrapolated": fedavg_cpu,
                     "fedavg_rounds_measured": args.fedavg_rounds,
                 },
                 indent=2,

@@ -8,12 +8,13 @@ what the compression costs in accuracy, measured in one run.
 * FedAvg: the whole image encoder as float32 (the paper's FedAvg), and the simulator's
   FedAvg baseline (last 2 blocks + ln_post + proj + classifier) as float32.
 
-Accuracy: FedMedCLIP in the simulator with each codec and with uncompressed (``none``)
-float32 updates, same seeds and splits; mean, spread and the paired difference to
-``none`` over seeds.
+Accuracy: FedMedCLIP in the simulator with each codec, int4 with error feedback (each
+site carries its quantisation residual into its next update), and uncompressed
+(``none``) float32 updates; same seeds and splits; mean, spread and the paired
+difference to ``none`` over seeds.
 
-    python bench/update_bytes.py                    # ViT-S-32 (D=384) and ViT-B-32 (D=512)
-    python bench/update_bytes.py --seeds 5 --rounds 20
+    python bench/update_bytes.py                    # ViT-S-32 and ViT-B-32, about 5 min
+    python bench/update_bytes.py --backbones ViT-S-32 --seeds 6 --per-hospital 150
 """
 
 from __future__ import annotations
@@ -74,24 +75,35 @@ def fedavg_bytes(federation) -> dict[str, int]:
     }
 
 
+ENCODINGS = {
+    "int4": {"codec": "int4"},
+    "int4 + error feedback": {"codec": "int4", "error_feedback": True},
+    "int8": {"codec": "int8"},
+    "fp16": {"codec": "fp16"},
+    "none": {"codec": "none"},
+}
+
+
+def _sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def accuracy_runs(args, workdir: Path, backbone: str) -> dict[str, dict]:
-    """Best-on-validation test accuracy and upload size per codec, over seeds."""
-    runs: dict[str, dict[str, list[float]]] = {
-        c: {"acc": [], "bytes": []} for c in (*CODECS, "none")
-    }
+    """Best-on-validation test accuracy and upload size per encoding, over seeds."""
+    runs: dict[str, dict[str, list[float]]] = {e: {"acc": [], "bytes": []} for e in ENCODINGS}
     for seed in range(args.seeds):
         federation, _ = embedded_federation(args, workdir, backbone, split_seed=seed)
-        for codec in runs:
+        for encoding, options in ENCODINGS.items():
             config = SimulationConfig(
                 rounds=args.rounds,
                 local_epochs=args.local_epochs,
                 seed=seed,
-                codec=codec,
                 device=args.device,
+                **options,
             )
             result = run_method(federation, "fedmedclip", config)
-            runs[codec]["acc"].append(result.best.test["accuracy"])
-            runs[codec]["bytes"].append(
+            runs[encoding]["acc"].append(result.best.test["accuracy"])
+            runs[encoding]["bytes"].append(
                 float(np.mean([r.bytes_up_per_client for r in result.rounds]))
             )
     return runs
@@ -99,7 +111,7 @@ def accuracy_runs(args, workdir: Path, backbone: str) -> dict[str, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_args(parser, per_hospital=150)
+    add_data_args(parser, per_hospital=100)
     parser.add_argument("--backbones", default="ViT-S-32,ViT-B-32")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--local-epochs", type=int, default=5)
@@ -137,15 +149,17 @@ def main() -> None:
         f"## FedMedCLIP accuracy by update encoding ({backbone}, {args.rounds} rounds, "
         f"{args.seeds} seeds; test accuracy at the best validation round)\n"
     )
-    print("| encoding | upload bytes/client/round | test acc mean | sd | mean diff vs none |")
-    print("|---|---:|---:|---:|---:|")
-    for codec, values in runs.items():
+    print(
+        "| encoding | upload bytes/client/round | test acc mean | sd "
+        "| paired diff vs none: mean | sd |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for encoding, values in runs.items():
         acc = values["acc"]
-        diff = statistics.mean(a - b for a, b in zip(acc, none_acc, strict=True))
-        spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        diffs = [100 * (a - b) for a, b in zip(acc, none_acc, strict=True)]
         print(
-            f"| {codec} | {statistics.mean(values['bytes']):,.0f} | {statistics.mean(acc):.3f} "
-            f"| {spread:.3f} | {diff * 100:+.1f} points |"
+            f"| {encoding} | {statistics.mean(values['bytes']):,.0f} | {statistics.mean(acc):.3f} "
+            f"| {_sd(acc):.3f} | {statistics.mean(diffs):+.1f} points | {_sd(diffs):.1f} points |"
         )
     report["accuracy"] = {"backbone": backbone, "rounds": args.rounds, "runs": runs}
     if args.json:

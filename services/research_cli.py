@@ -94,6 +94,9 @@ def simulate(
     ),
     method: MethodChoice = typer.Option(MethodChoice.all, help="Method to run, or all."),
     codec: CodecChoice = typer.Option(CodecChoice.int4, help="Update encoding on the wire."),
+    error_feedback: bool = typer.Option(
+        False, help="Sites carry what quantisation lost over to their next update."
+    ),
     seed: int = typer.Option(0, help="Seed of splits, initial weights and training."),
     out: Path = typer.Option(Path("sim-out"), "--out", help="Where the report is written."),
     lr: float = typer.Option(1e-3, min=0.0, help="Learning rate of the adapter methods."),
@@ -147,6 +150,7 @@ def simulate(
             lr=lr,
             batch_size=batch_size,
             codec=codec.value,
+            error_feedback=error_feedback,
             aggregation_rule=aggregation.value,
             learn_prototypes=learn_prototypes,
             calibrate=calibrate,

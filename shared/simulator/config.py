@@ -25,6 +25,7 @@ class SimulationConfig:
     lr: float = 1e-3
     batch_size: int = 64
     codec: str = "int4"
+    error_feedback: bool = False
     aggregation_rule: str = "weighted_mean"
     learn_prototypes: bool = False
     calibrate: bool = False

@@ -69,7 +69,11 @@ class AdapterMethod(Method):
             if self.uses_head
             else []
         )
-        self.transport = CodecTransport(config.codec, expected_shapes(self.adapter_config))
+        self.transport = CodecTransport(
+            config.codec,
+            expected_shapes(self.adapter_config),
+            error_feedback=config.error_feedback,
+        )
 
     def global_state(self) -> State:
         return self._global
@@ -135,6 +139,7 @@ class FedMedClip(AdapterMethod):
             "calibrate": self.config.calibrate,
             "adaptive_kd": self.config.adaptive_kd,
             "codec": self.config.codec,
+            "error_feedback": self.transport.error_feedback,
         }
 
     def predict(self, site_index: int, split: str) -> torch.Tensor:
@@ -158,7 +163,11 @@ class FedClip(AdapterMethod):
     trains_adapter = True
 
     def options(self) -> dict:
-        return {"calibrate": self.config.calibrate, "codec": self.config.codec}
+        return {
+            "calibrate": self.config.calibrate,
+            "codec": self.config.codec,
+            "error_feedback": self.transport.error_feedback,
+        }
 
     def predict(self, site_index: int, split: str) -> torch.Tensor:
         adapter, text = self._global_adapter(), self.federation.text_prototypes

@@ -91,7 +91,8 @@ def markdown_report(result: SimulationResult) -> str:
         f"{fed['images_encoded']} images encoded in {fed['embed_seconds']:.1f} s, "
         "the rest read from the feature cache",
         f"- rounds: {config.rounds}, local epochs: {config.local_epochs}, lr: {config.lr:g}, "
-        f"codec: {config.codec}, aggregation: {config.aggregation_rule}, seed: {config.seed}",
+        f"codec: {config.codec}{' + error feedback' if config.error_feedback else ''}, "
+        f"aggregation: {config.aggregation_rule}, seed: {config.seed}",
         f"- learnable prototypes: {config.learn_prototypes}, calibration: {config.calibrate}, "
         f"adaptive KD: {config.adaptive_kd}",
         "- each method is reported at the round with the best mean **validation** accuracy; "

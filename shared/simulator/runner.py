@@ -117,6 +117,7 @@ def run_round(method: Method, federation: Federation, round_index: int) -> Round
         if base is not None and update.state is not None:
             received, n_bytes = method.transport.upload(
                 state_delta(update.state, base),
+                site=i,
                 base_version=base_version,
                 omit_rows=update.omit_rows,
             )

@@ -32,31 +32,50 @@ def fp32_bytes(state: State) -> int:
 
 
 class CodecTransport:
-    """Adapter deltas through the update codec; downloads as the hub's model blob."""
+    """Adapter deltas through the update codec; downloads as the hub's model blob.
 
-    def __init__(self, codec: str, expected_shapes: Mapping[str, tuple[int, ...]]) -> None:
+    With ``error_feedback`` each site keeps what quantisation lost from its update (the
+    residual) and adds it to its next delta, so the error does not accumulate over rounds
+    (the usual remedy for coarse quantisation such as int4). Nothing changes on the wire.
+    """
+
+    def __init__(
+        self,
+        codec: str,
+        expected_shapes: Mapping[str, tuple[int, ...]],
+        *,
+        error_feedback: bool = False,
+    ) -> None:
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}; use one of {CODECS}")
         self.codec = codec
         self.expected_shapes = dict(expected_shapes)
+        self.error_feedback = error_feedback and codec != "none"
+        self._residuals: dict[int, dict[str, torch.Tensor]] = {}
 
     def upload(
         self,
         delta: State,
         *,
+        site: int,
         base_version: int,
         omit_rows: Mapping[str, torch.Tensor] | None = None,
     ) -> tuple[dict[str, torch.Tensor], int]:
         """The delta as the hub would decode it, and the bytes on the wire."""
         if self.codec == "none":
             return {k: v.detach().float().clone() for k, v in delta.items()}, fp32_bytes(delta)
+        residual = self._residuals.get(site)
+        if residual is not None:
+            delta = {k: v + residual[k] for k, v in delta.items()}
         payload = encode_update(
             delta, base_version=base_version, quantization=self.codec, omit_rows=omit_rows
         )
         decoded = decode_update(
             payload, expected_shapes=self.expected_shapes, base_version=base_version
-        )
-        return decoded.delta, len(payload)
+        ).delta
+        if self.error_feedback:
+            self._residuals[site] = {k: delta[k] - decoded[k] for k in delta}
+        return decoded, len(payload)
 
     def download_bytes(self, state: State, version: int) -> int:
         """Bytes of the global model blob a node pulls at the start of a round."""
@@ -70,6 +89,7 @@ class Fp32Transport:
         self,
         delta: State,
         *,
+        site: int,
         base_version: int,
         omit_rows: Mapping[str, torch.Tensor] | None = None,
     ) -> tuple[dict[str, torch.Tensor], int]:
@@ -78,7 +98,7 @@ class Fp32Transport:
         Aggregating deltas or full weights gives the same weighted mean, so the delta is
         passed on while the cost counted is that of sending the weights themselves.
         """
-        del base_version, omit_rows  # FedAvg sends whole weights: no base, nothing omitted
+        del site, base_version, omit_rows  # FedAvg sends whole weights, nothing omitted
         return {k: v.detach().float().clone() for k, v in delta.items()}, fp32_bytes(delta)
 
     def download_bytes(self, state: State, version: int) -> int:

@@ -28,6 +28,7 @@ from fedmedclip.simulator import (
 from fedmedclip.simulator.fedavg import FineTunedEncoder
 from fedmedclip.simulator.methods import build_method
 from fedmedclip.simulator.runner import run_round
+from fedmedclip.simulator.transport import CodecTransport
 from fedmedclip.trainer import refresh_head_statistics
 
 FAST = SimulationConfig(rounds=2, local_epochs=2, seed=1)
@@ -179,3 +180,21 @@ def test_report_files(federation: Federation, tmp_path: Path) -> None:
     assert "CLIP weights are RANDOM" in report
     assert "| fedmedclip | " in report and "| zeroshot | 0 |" in report
     assert paths["curves"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_error_feedback_carries_the_quantisation_residual() -> None:
+    """With error feedback, what int4 drops in one round is sent in the next."""
+    shapes = {"w": (8, 16), "b": (8,)}
+    torch.manual_seed(0)
+    deltas = [{k: torch.randn(s) for k, s in shapes.items()} for _ in range(3)]
+    plain = CodecTransport("int4", shapes)
+    feedback = CodecTransport("int4", shapes, error_feedback=True)
+    sent_plain = [plain.upload(d, site=0, base_version=v)[0] for v, d in enumerate(deltas)]
+    sent_feedback = [feedback.upload(d, site=0, base_version=v)[0] for v, d in enumerate(deltas)]
+    truth = sum(d["w"] for d in deltas)
+    residual = feedback._residuals[0]["w"]
+    assert torch.allclose(sum(s["w"] for s in sent_feedback) + residual, truth, atol=1e-5)
+    error_feedback = (sum(s["w"] for s in sent_feedback) - truth).norm()
+    error_plain = (sum(s["w"] for s in sent_plain) - truth).norm()
+    assert error_feedback < error_plain
+    assert 1 not in feedback._residuals  # residuals are per site
