@@ -27,6 +27,7 @@ from services.aggregator.deadlines import DeadlineWatcher
 from services.aggregator.settings import AggregatorSettings
 from services.common.request_context import RequestContextMiddleware
 from services.common.structured_logging import configure_logging
+from services.common.validation import VALIDATION_RESPONSES
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
     app.add_middleware(JsonBodyLimitMiddleware)
     app.add_middleware(RequestContextMiddleware, logger="services.aggregator.access")
     errors.install(app)
-    for module in (task, nodes, rounds, updates, models, audit, ops):
-        app.include_router(module.router)
+    for module in (task, nodes, rounds, updates, models, audit):
+        app.include_router(module.router, responses=VALIDATION_RESPONSES)
+    app.include_router(ops.router)  # health, readiness, metrics: no input to validate
     return app

@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response, status
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from services.common.request_context import RequestContextMiddleware
 from services.common.structured_logging import request_id_var
-from services.common.validation import validation_message
+from services.common.validation import VALIDATION_RESPONSES, validation_body
 from services.hospital_node.agent import Agent
 from services.hospital_node.api import datasets, health, jobs, model
 from services.hospital_node.context import NodeContext
@@ -65,7 +64,7 @@ def _install_handlers(app: FastAPI) -> None:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            content={"detail": validation_message(exc), "errors": jsonable_encoder(exc.errors())},
+            content=validation_body(exc),
         )
 
     @app.exception_handler(Exception)
@@ -127,6 +126,7 @@ def create_app(settings: NodeSettings | None = None) -> FastAPI:
     _install_handlers(app)
     app.middleware("http")(_cap_body)
     app.add_middleware(RequestContextMiddleware, logger=__name__, observe=metrics.http.observe)
-    for router in (health.router, datasets.router, jobs.router, model.router):
-        app.include_router(router)
+    app.include_router(health.router)  # health, readiness, metrics: no input to validate
+    for router in (datasets.router, jobs.router, model.router):
+        app.include_router(router, responses=VALIDATION_RESPONSES)
     return app

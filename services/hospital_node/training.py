@@ -30,7 +30,14 @@ from fedmedclip.metrics import classification_metrics
 from fedmedclip.model import PrivateHead, SharedAdapter, build_head
 from fedmedclip.model_store import ModelStore, StoredModel
 from fedmedclip.schemas import RoundInfo, RoundState, TaskSpec, TrainingHints
-from fedmedclip.trainer import Temperatures, TrainConfig, calibrate, predict, train_local
+from fedmedclip.trainer import (
+    Temperatures,
+    TrainConfig,
+    calibrate,
+    predict,
+    refresh_head_statistics,
+    train_local,
+)
 from services.common.hub_client import HubClient, HubError, HubRejected, ensure_global
 from services.hospital_node.datasets import DatasetSource, load_site_records
 from services.hospital_node.hub_client import connect_hub
@@ -265,7 +272,11 @@ def run_training(
     config = task.adapter_config()
     adapter = SharedAdapter(config)
     adapter.load_state_dict(base.tensors)
-    head = _previous_head(store, task, backbone) or build_head(config, seed=round_id)
+    head = _previous_head(store, task, backbone)
+    if head is None:
+        head = build_head(config, seed=round_id)
+    else:  # the kept head meets a new global FAM: re-pair its normalisation statistics
+        refresh_head_statistics(adapter, head, data.x_train)
     text = backbone.text_prototypes(task.class_names, task.prompt_template)
     progress.phase("training", TRAIN_SPAN[0])
 
@@ -284,6 +295,8 @@ def run_training(
             _train_config(round_info.hints, device),
             progress=after_epoch,
         )
+    # Running statistics lag a short local round; evaluate and keep the head with fresh ones.
+    refresh_head_statistics(adapter, head, data.x_train)
     progress.phase("evaluating", TRAIN_SPAN[1])
     temperatures, metrics = evaluate(adapter, head, text, data)
     metrics = _finite({"train_loss": result.epoch_losses[-1]}) | metrics
@@ -297,7 +310,7 @@ def run_training(
     progress.uploading()
     _upload(hub, round_id, payload, result.n_samples, metrics, idempotency_key)
     head_version = store.save_head(
-        result.head_state or {},
+        {k: v.detach().cpu().clone() for k, v in head.state_dict().items()},
         {
             "global_version": round_info.base_version,
             "round_id": round_id,

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from fedmedclip.data.images import ImageDecodeError
-from services.common.validation import validation_message
+from services.common.validation import validation_body
 from services.inference_api.batcher import BatcherStopped
 from services.inference_api.metrics import InferenceMetrics
 from services.inference_api.model_loader import ModelUnavailable
@@ -53,9 +53,12 @@ class ApiError(HTTPException):
 def install_error_handlers(app: FastAPI, metrics: InferenceMetrics) -> None:
     """Register the handlers that turn exceptions into counted JSON answers."""
 
-    def answer(status: int, detail: str, kind: str, headers: dict | None = None) -> JSONResponse:
+    def answer(
+        status: int, detail: str | dict, kind: str, headers: dict | None = None
+    ) -> JSONResponse:
         metrics.errors.labels(kind).inc()
-        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+        body = detail if isinstance(detail, dict) else {"detail": detail}
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
@@ -64,7 +67,7 @@ def install_error_handlers(app: FastAPI, metrics: InferenceMetrics) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return answer(422, validation_message(exc), "invalid_request")
+        return answer(422, validation_body(exc), "invalid_request")
 
     @app.exception_handler(ImageDecodeError)
     async def _bad_image(_: Request, exc: ImageDecodeError) -> JSONResponse:

@@ -80,8 +80,6 @@ INFERENCE_OPERATIONS = [
     "POST /model/reload",
 ]
 
-KNOWN_BUGS: dict[tuple[str, str], str] = {}
-
 
 @dataclass
 class Service:
@@ -156,14 +154,7 @@ SERVICES = {
     "inference": INFERENCE_OPERATIONS,
 }
 CASES = [
-    pytest.param(
-        name,
-        label,
-        id=f"{name}:{label}",
-        marks=[pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[(name, label)])]
-        if (name, label) in KNOWN_BUGS
-        else [],
-    )
+    pytest.param(name, label, id=f"{name}:{label}")
     for name, labels in SERVICES.items()
     for label in labels
 ]
@@ -195,31 +186,11 @@ def test_fuzz_operation(name: str, label: str, request: pytest.FixtureRequest, f
     assert not result.failures, result.report()
 
 
-# The two apps that answer validation errors with a flattened message document FastAPI's
-# default body instead ({"detail": [{"loc", "msg", "type"}, ...]}).
+# Validation errors are answered with our own body (one sentence + the field list); the
+# OpenAPI must document that body, not FastAPI's default HTTPValidationError.
 MALFORMED = [
-    pytest.param(
-        "aggregator",
-        "PUT /api/v1/task",
-        {"class_names": "not a list"},
-        id="aggregator",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="aggregator 422 bodies are {'detail': '<sentence>'} but the OpenAPI schema "
-            "documents HTTPValidationError ({'detail': [ValidationError, ...]}) for every 422",
-        ),
-    ),
-    pytest.param(
-        "node",
-        "POST /api/v1/datasets",
-        {"path": ["not", "a", "path"]},
-        id="node",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="node 422 bodies are {'detail': '<sentence>', 'errors': [...]} but the "
-            "OpenAPI schema documents HTTPValidationError ({'detail': [ValidationError, ...]})",
-        ),
-    ),
+    pytest.param("aggregator", "PUT /api/v1/task", {"class_names": "not a list"}, id="aggregator"),
+    pytest.param("node", "POST /api/v1/datasets", {"path": ["not", "a", "path"]}, id="node"),
 ]
 
 

@@ -78,7 +78,8 @@ def test_every_api_route_needs_the_site_admin_token(client: TestClient, method, 
 def test_malformed_requests_get_a_4xx_naming_the_problem(client: TestClient) -> None:
     bad_type = client.post("/api/v1/jobs", json={"round_id": "seven"}, headers=ADMIN)
     assert bad_type.status_code == 422
-    assert bad_type.json()["detail"].startswith("invalid request: round_id:")
+    assert bad_type.json()["detail"].startswith("invalid request: body.round_id:")
+    assert bad_type.json()["errors"][0]["loc"] == ["body", "round_id"]
     extra = client.post("/api/v1/datasets", json={"path": "/x", "evil": 1}, headers=ADMIN)
     assert extra.status_code == 422 and "evil: Extra inputs" in extra.json()["detail"]
     broken = client.post(

@@ -1,7 +1,7 @@
 """Exception handlers: every failure becomes ``{"detail": "<what is wrong>"}``.
 
-Validation errors are flattened into one readable sentence (``body.min_clients: Input
-should be ...``) instead of FastAPI's nested list, database conflicts become 409 and an
+Validation errors get one readable sentence (``body.min_clients: Input should be ...``)
+next to the field list (``services.common.validation``), database conflicts become 409 and an
 unreachable database 503, so a client never gets a bare 500 for something it or the
 environment did.
 """
@@ -17,23 +17,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from services.aggregator.errors import ServiceError, Unauthenticated
 from services.common.structured_logging import request_id_var
+from services.common.validation import validation_body
 
 log = logging.getLogger(__name__)
-
-
-def describe_validation(exc: RequestValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        if error.get("type") == "json_invalid":
-            cause = (error.get("ctx") or {}).get("error", "")
-            parts.append(f"body: invalid JSON ({cause})" if cause else "body: invalid JSON")
-            continue
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "__root__")
-        message = error.get("msg", "invalid value")
-        if cause := (error.get("ctx") or {}).get("error"):
-            message = f"{message} ({cause})"
-        parts.append(f"{where}: {message}" if where else message)
-    return "; ".join(parts) or "invalid request"
 
 
 async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -42,7 +28,7 @@ async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    return JSONResponse({"detail": describe_validation(exc)}, status_code=422)
+    return JSONResponse(validation_body(exc), status_code=422)
 
 
 async def _integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:

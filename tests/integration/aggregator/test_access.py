@@ -116,7 +116,7 @@ def test_malformed_json_bodies_are_422_with_a_message(hub: Hub) -> None:
     broken = hub.client.post(
         "/api/v1/rounds", content=b"{oops", headers={**ADMIN, "Content-Type": "application/json"}
     )
-    assert broken.status_code == 422 and broken.json()["detail"].startswith("body: invalid JSON")
+    assert broken.status_code == 422 and "body: invalid JSON" in broken.json()["detail"]
     wrong_type = hub.client.post("/api/v1/rounds", json={"min_clients": "three"}, headers=ADMIN)
     assert wrong_type.status_code == 422 and "body.min_clients" in wrong_type.json()["detail"]
     unknown = hub.client.post("/api/v1/rounds", json={"colour": "red"}, headers=ADMIN)
