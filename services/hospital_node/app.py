@@ -20,7 +20,7 @@ from services.common.request_context import RequestContextMiddleware
 from services.common.structured_logging import request_id_var
 from services.common.validation import VALIDATION_RESPONSES, validation_body
 from services.hospital_node.agent import Agent
-from services.hospital_node.api import datasets, health, jobs, model
+from services.hospital_node.api import datasets, health, jobs, model, privacy
 from services.hospital_node.context import NodeContext
 from services.hospital_node.db import Database
 from services.hospital_node.jobs import JobRunner, ThreadRunner, execute_job, recover_embedded_jobs
@@ -127,6 +127,6 @@ def create_app(settings: NodeSettings | None = None) -> FastAPI:
     app.middleware("http")(_cap_body)
     app.add_middleware(RequestContextMiddleware, logger=__name__, observe=metrics.http.observe)
     app.include_router(health.router)  # health, readiness, metrics: no input to validate
-    for router in (datasets.router, jobs.router, model.router):
+    for router in (datasets.router, jobs.router, model.router, privacy.router):
         app.include_router(router, responses=VALIDATION_RESPONSES)
     return app

@@ -1,4 +1,4 @@
-"""The node's own database: registered datasets and training jobs (SQLAlchemy 2).
+"""The node's own database: datasets, training jobs and the DP ledger (SQLAlchemy 2).
 
 SQLite under ``DATA_DIR`` is the default; the API process and the Celery worker open the
 same file (WAL mode and a busy timeout let them write concurrently). The schema is small
@@ -118,6 +118,24 @@ class Job(Base):
     def idempotency_key(self) -> str:
         """Stable across retries of this job's upload, distinct for a new job."""
         return f"job-{self.id}-round-{self.round_id}"
+
+
+class PrivacyRelease(Base):
+    """One noised FAM update that left (or was about to leave) the site: the DP ledger.
+
+    Written before the upload, once per privatised payload (a retried upload of the same
+    payload is not a new release), and never deleted: the site's cumulative epsilon is
+    recomputed from these rows, so losing them would reset its privacy budget.
+    """
+
+    __tablename__ = "privacy_releases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int]
+    round_id: Mapped[int]
+    clip_norm: Mapped[float]
+    noise_multiplier: Mapped[float]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -40,6 +40,7 @@ from services.hospital_node.db import (
     utcnow,
 )
 from services.hospital_node.hub_client import connect_hub
+from services.hospital_node.privacy import PrivacyBudgetExhausted, PrivacyLedger
 from services.hospital_node.settings import NodeSettings
 from services.hospital_node.training import JobFailure, JobOutcome, run_training
 
@@ -58,6 +59,7 @@ EXPECTED_FAILURES = (
     CodecError,
     ModelBlobError,
     OSError,
+    PrivacyBudgetExhausted,
 )
 _RUNNING = (JobState.running, JobState.uploading)
 
@@ -268,12 +270,14 @@ def execute_job(
     hub = connect_hub(settings)
     try:
         outcome = run_training(
+            job_id=job_id,
             round_id=round_id,
             idempotency_key=key,
             datasets=_datasets(db),
             settings=settings,
             hub=hub,
             progress=progress,
+            ledger=PrivacyLedger(db),
         )
         _finish(db, job_id, outcome)
         log.info("job %d done: round %d, head v%d", job_id, round_id, outcome.head_version)

@@ -12,6 +12,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from fedmedclip.privacy import DPConfig
 from services.common.settings import CommaSeparated
 
 
@@ -53,6 +54,19 @@ class NodeSettings(BaseSettings):
     job_stale_seconds: float = Field(
         60.0, gt=0, description="A running job without a heartbeat for this long has failed."
     )
+    # Client-side differential privacy on the FAM delta (docs/privacy.md); off when 0.
+    dp_clip_norm: float = Field(
+        0.0, ge=0, description="Clip each update to this L2 norm; 0 = no DP."
+    )
+    dp_noise_multiplier: float = Field(
+        0.0, ge=0, description="Gaussian noise std as a multiple of dp_clip_norm."
+    )
+    dp_delta: float = Field(1e-5, gt=0, lt=1, description="Delta of the reported (epsilon, delta).")
+    dp_max_epsilon: float = Field(
+        0.0,
+        ge=0,
+        description="Refuse a job that would take the cumulative epsilon past this; 0 = no cap.",
+    )
 
     @field_validator("aggregator_url")
     @classmethod
@@ -64,6 +78,21 @@ class NodeSettings(BaseSettings):
         if self.feature_cache_dir is None:
             self.feature_cache_dir = self.data_dir / "feature_cache"
         return self
+
+    @model_validator(mode="after")
+    def _dp_both_or_neither(self) -> NodeSettings:
+        if (self.dp_clip_norm > 0) != (self.dp_noise_multiplier > 0):
+            raise ValueError(
+                "set both FEDMEDCLIP_NODE_DP_CLIP_NORM and FEDMEDCLIP_NODE_DP_NOISE_MULTIPLIER "
+                "to turn differential privacy on, or neither"
+            )
+        return self
+
+    def dp_config(self) -> DPConfig | None:
+        """The site's DP settings, or None when updates are sent without DP."""
+        if self.dp_clip_norm <= 0:
+            return None
+        return DPConfig(self.dp_clip_norm, self.dp_noise_multiplier, self.dp_delta)
 
     def sqlalchemy_url(self) -> str:
         """The node database URL (SQLite under ``data_dir`` unless one is configured)."""

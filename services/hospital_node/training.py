@@ -3,7 +3,8 @@
 The steps follow the federation contract: read the task and the round from the hub,
 download the round's base model and check its sha256, embed the site's images once
 (feature cache), train the shared adapter and the private head from there, calibrate on
-the validation split, evaluate on the test split, send only the encoded FAM delta, then
+the validation split, evaluate on the test split, send only the encoded FAM delta (clipped
+and noised first when the site uses differential privacy, see ``privacy``), then
 version the head in the model store next to the FAM version it was trained from.
 
 Nothing here touches the node database: progress goes through a :class:`Progress`
@@ -29,6 +30,7 @@ from fedmedclip.feature_cache import FeatureCache
 from fedmedclip.metrics import classification_metrics
 from fedmedclip.model import PrivateHead, SharedAdapter, build_head
 from fedmedclip.model_store import ModelStore, StoredModel
+from fedmedclip.privacy import privatize_delta
 from fedmedclip.schemas import RoundInfo, RoundState, TaskSpec, TrainingHints
 from fedmedclip.trainer import (
     Temperatures,
@@ -41,6 +43,7 @@ from fedmedclip.trainer import (
 from services.common.hub_client import HubClient, HubError, HubRejected, ensure_global
 from services.hospital_node.datasets import DatasetSource, load_site_records
 from services.hospital_node.hub_client import connect_hub
+from services.hospital_node.privacy import PrivacyLedger
 from services.hospital_node.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -248,15 +251,20 @@ def _upload(
 
 def run_training(
     *,
+    job_id: int,
     round_id: int,
     idempotency_key: str,
     datasets: Sequence[DatasetSource],
     settings: NodeSettings,
     hub: HubClient,
     progress: Progress,
+    ledger: PrivacyLedger,
 ) -> JobOutcome:
     """Do the site's work for ``round_id`` and upload its FAM delta; see the module doc."""
     store = ModelStore(settings.model_store_dir)
+    dp = settings.dp_config()
+    if dp is not None:  # fail before any work when the site's budget is spent
+        ledger.ensure_budget(dp, settings.dp_max_epsilon)
     progress.phase("reading task and round", 0.0)
     task = hub.get_task()
     round_info = _open_round(hub, round_id)
@@ -301,11 +309,18 @@ def run_training(
     temperatures, metrics = evaluate(adapter, head, text, data)
     metrics = _finite({"train_loss": result.epoch_losses[-1]}) | metrics
 
+    delta = state_delta(result.adapter_state, base.tensors)
+    omit_rows = result.pruned_rows
+    if dp is not None:  # the noised delta goes whole: the pruned-row bitmap is not private
+        metrics |= ledger.charge(
+            job_id=job_id, round_id=round_id, config=dp, max_epsilon=settings.dp_max_epsilon
+        )
+        delta, omit_rows = privatize_delta(delta, dp), None
     payload = encode_update(
-        state_delta(result.adapter_state, base.tensors),
+        delta,
         base_version=round_info.base_version,
         quantization=task.fam.quantization,
-        omit_rows=result.pruned_rows,
+        omit_rows=omit_rows,
     )
     progress.uploading()
     _upload(hub, round_id, payload, result.n_samples, metrics, idempotency_key)

@@ -17,6 +17,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from fedmedclip.privacy import DPConfig
+from services.hospital_node.settings import NodeSettings
 from tests.deploy.helpers import ROOT, service_of, settings_env_names
 
 HUB = ROOT / "deploy" / "k8s" / "fedmedclip-hub"
@@ -558,3 +560,31 @@ def test_env_names_exist_in_the_settings_classes(helm: str, case: str) -> None:
         known, required = settings_env_names(service)
         assert names <= known, f"{service}: no such setting: {sorted(names - known)}"
         assert required <= names, f"{service}: required settings not set: {required - names}"
+
+
+def _dp_settings(container: dict) -> NodeSettings:
+    """NodeSettings built from the container's FEDMEDCLIP_NODE_DP_* variables only."""
+    values = {
+        e["name"].removeprefix("FEDMEDCLIP_NODE_").lower(): e["value"]
+        for e in container["env"]
+        if e["name"].startswith("FEDMEDCLIP_NODE_DP_")
+    }
+    assert len(values) == 4, values
+    return NodeSettings(**values)
+
+
+def test_site_privacy_values_reach_node_and_worker_as_valid_settings(helm: str) -> None:
+    privacy = '{"clipNorm":0.5,"noiseMultiplier":4,"delta":1e-6,"maxEpsilon":8}'
+    result = run_helm(
+        helm, "template", "fm", str(SITE), "--namespace", NAMESPACE, "--set-json",
+        f"privacy={privacy}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    for name in ("node-api", "worker"):
+        (container,) = pod_spec(workload(docs, name))["containers"]
+        settings = _dp_settings(container)
+        assert settings.dp_config() == DPConfig(clip_norm=0.5, noise_multiplier=4, delta=1e-6)
+        assert settings.dp_max_epsilon == 8
+    (default,) = pod_spec(workload(render(helm, "site-cpu"), "worker"))["containers"]
+    assert _dp_settings(default).dp_config() is None

@@ -67,6 +67,7 @@ NODE_OPERATIONS = [
     "GET /api/v1/jobs",
     "GET /api/v1/jobs/{job_id}",
     "GET /api/v1/model",
+    "GET /api/v1/privacy",
     "POST /api/v1/datasets",
     "POST /api/v1/jobs",
 ]

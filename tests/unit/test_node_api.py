@@ -65,6 +65,7 @@ def test_ready_fails_when_the_broker_is_down(tmp_path: Path) -> None:
         ("GET", "/api/v1/datasets"),
         ("POST", "/api/v1/datasets"),
         ("GET", "/api/v1/model"),
+        ("GET", "/api/v1/privacy"),
     ],
 )
 def test_every_api_route_needs_the_site_admin_token(client: TestClient, method, path) -> None:

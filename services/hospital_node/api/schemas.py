@@ -81,3 +81,19 @@ class ModelOut(BaseModel):
     global_version: int | None
     head_version: int | None
     head: HeadOut | None
+
+
+class PrivacyOut(BaseModel):
+    """The site's differential-privacy settings and budget (docs/privacy.md)."""
+
+    enabled: bool
+    clip_norm: float | None
+    noise_multiplier: float | None
+    delta: float
+    max_epsilon: float | None = Field(description="Cap on the cumulative epsilon; null = none.")
+    releases: int = Field(description="Noised updates sent (or about to be) so far.")
+    epsilon_spent: float = Field(description="Cumulative epsilon at `delta` so far.")
+    epsilon_per_update: float | None
+    epsilon_after_next: float | None = Field(
+        description="Cumulative epsilon once the next update is sent with these settings."
+    )

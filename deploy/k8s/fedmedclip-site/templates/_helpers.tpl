@@ -148,6 +148,14 @@ Call with (dict "ctx" $ "device" "cpu").
   value: {{ $v.node.pollSeconds | quote }}
 - name: FEDMEDCLIP_NODE_LOG_JSON
   value: {{ $v.node.logJson | quote }}
+- name: FEDMEDCLIP_NODE_DP_CLIP_NORM
+  value: {{ $v.privacy.clipNorm | quote }}
+- name: FEDMEDCLIP_NODE_DP_NOISE_MULTIPLIER
+  value: {{ $v.privacy.noiseMultiplier | quote }}
+- name: FEDMEDCLIP_NODE_DP_DELTA
+  value: {{ $v.privacy.delta | quote }}
+- name: FEDMEDCLIP_NODE_DP_MAX_EPSILON
+  value: {{ $v.privacy.maxEpsilon | quote }}
 {{- end -}}
 
 {{/* Volumes of the node API and worker pods. */}}

@@ -1,0 +1,111 @@
+"""The site's differential-privacy budget: a ledger of noised updates and what they add up to.
+
+With DP on (``FEDMEDCLIP_NODE_DP_*``), every FAM delta is clipped and noised before it is
+encoded, and each such release is written to the node database *before* the upload: a
+crash after sending must not let the site forget what it spent. The cumulative epsilon is
+always recomputed from the whole ledger with the RDP accountant of ``fedmedclip.privacy``,
+so it survives restarts and is the same in the API process and the Celery worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from fedmedclip.privacy import DPConfig, PrivacyAccountant, epsilon_per_round
+from services.hospital_node.db import Database, PrivacyRelease
+
+
+class PrivacyBudgetExhausted(RuntimeError):
+    """Sending one more DP update would take the site past its epsilon cap."""
+
+
+@dataclass(frozen=True)
+class PrivacyStatus:
+    """What the site has spent so far and what the next update would cost."""
+
+    releases: int
+    epsilon_spent: float
+    epsilon_after_next: float | None
+    epsilon_per_update: float | None
+
+
+class PrivacyLedger:
+    """Reads and appends the ``privacy_releases`` table of one node database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def history(self) -> list[float]:
+        """Noise multiplier of every release so far, oldest first."""
+        with self.db.session() as session:
+            return list(
+                session.scalars(
+                    select(PrivacyRelease.noise_multiplier).order_by(PrivacyRelease.id)
+                ).all()
+            )
+
+    def status(self, config: DPConfig | None, delta: float) -> PrivacyStatus:
+        """Spent epsilon at ``delta``; with ``config``, also the cost of one more update."""
+        accountant = _replayed(self.history())
+        spent = accountant.epsilon(delta)
+        if config is None:
+            return PrivacyStatus(accountant.rounds, spent, None, None)
+        releases = accountant.rounds
+        accountant.step(config.noise_multiplier)
+        return PrivacyStatus(
+            releases,
+            spent,
+            accountant.epsilon(delta),
+            epsilon_per_round(config.noise_multiplier, delta),
+        )
+
+    def ensure_budget(self, config: DPConfig, max_epsilon: float) -> tuple[float, float]:
+        """Epsilon spent and epsilon after one more update; raises past ``max_epsilon`` (> 0).
+
+        A job checks this before it starts work, and again when it records its release.
+        """
+        accountant = _replayed(self.history())
+        spent = accountant.epsilon(config.delta)
+        accountant.step(config.noise_multiplier)
+        after = accountant.epsilon(config.delta)
+        if max_epsilon > 0 and after > max_epsilon:
+            raise PrivacyBudgetExhausted(
+                f"privacy budget exhausted: one more update would take the site's epsilon "
+                f"from {spent:.2f} to {after:.2f}, above FEDMEDCLIP_NODE_DP_MAX_EPSILON="
+                f"{max_epsilon:g}; nothing was sent"
+            )
+        return spent, after
+
+    def charge(
+        self, *, job_id: int, round_id: int, config: DPConfig, max_epsilon: float
+    ) -> dict[str, float]:
+        """Record one release (refused past ``max_epsilon``) before the update is sent.
+
+        Returns the DP figures reported with the update: per-update and cumulative epsilon.
+        """
+        _, after = self.ensure_budget(config, max_epsilon)
+        with self.db.session() as session:
+            session.add(
+                PrivacyRelease(
+                    job_id=job_id,
+                    round_id=round_id,
+                    clip_norm=config.clip_norm,
+                    noise_multiplier=config.noise_multiplier,
+                )
+            )
+        return {
+            "dp_epsilon_update": epsilon_per_round(config.noise_multiplier, config.delta),
+            "dp_epsilon_total": after,
+            "dp_delta": config.delta,
+            "dp_noise_multiplier": config.noise_multiplier,
+            "dp_clip_norm": config.clip_norm,
+        }
+
+
+def _replayed(history: list[float]) -> PrivacyAccountant:
+    accountant = PrivacyAccountant()
+    for noise_multiplier in history:
+        accountant.step(noise_multiplier)
+    return accountant
