@@ -74,15 +74,28 @@ class Aggregate:
     metrics: dict[str, float]
 
 
+PRIVACY_METRIC_PREFIX = "dp_"
+"""Differential-privacy figures of the nodes (epsilon, delta, noise settings)."""
+
+
 def metrics_summary(updates: Sequence[StoredUpdate]) -> dict[str, float]:
-    """Sample-weighted mean of each local metric over the nodes that reported it."""
+    """Sample-weighted mean of each local metric over the nodes that reported it.
+
+    Privacy figures are not averaged: a budget is only as good as its worst site, so the
+    summary keeps their maximum (the largest epsilon spent by any contributor).
+    """
     sums: dict[str, float] = {}
     weights: dict[str, float] = {}
+    worst: dict[str, float] = {}
     for u in updates:
         for name, value in u.local_metrics.items():
+            if name.startswith(PRIVACY_METRIC_PREFIX):
+                worst[name] = max(worst.get(name, value), value)
+                continue
             sums[name] = sums.get(name, 0.0) + value * u.sample_count
             weights[name] = weights.get(name, 0.0) + u.sample_count
-    return {name: sums[name] / weights[name] for name in sorted(sums)}
+    means = {name: sums[name] / weights[name] for name in sums}
+    return dict(sorted((means | worst).items()))
 
 
 def _stored_updates(session: Session, round_id: int) -> list[StoredUpdate]:

@@ -69,3 +69,13 @@ def test_json_log_lines_carry_the_request_id_and_fields() -> None:
         request_id_var.reset(token)
     assert line["message"] == "hello you" and line["request_id"] == "req-1"
     assert line["status"] == 201 and line["level"] == "INFO"
+
+
+def test_metrics_summary_keeps_the_worst_privacy_budget() -> None:
+    updates = [
+        StoredUpdate(1, "a", "x", 90, {"acc": 0.5, "dp_epsilon_total": 1.5}),
+        StoredUpdate(2, "b", "y", 10, {"acc": 0.9, "dp_epsilon_total": 8.0}),
+    ]
+    summary = metrics_summary(updates)
+    assert summary["dp_epsilon_total"] == 8.0
+    assert summary["acc"] == pytest.approx(0.54)
