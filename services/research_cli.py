@@ -125,6 +125,15 @@ def simulate(
     val_fraction: float = typer.Option(0.15, help="Share of each site held out for validation."),
     test_fraction: float = typer.Option(0.2, help="Share of each site held out for testing."),
     prompt_template: str = typer.Option("a picture of a {}.", help="Class prompt template."),
+    dp_clip_norm: float | None = typer.Option(
+        None,
+        help="Differential privacy: clip each site's whole update to this L2 norm "
+        "(with --dp-noise-multiplier; see docs/privacy.md).",
+    ),
+    dp_noise_multiplier: float | None = typer.Option(
+        None, help="Differential privacy: noise standard deviation over the clip norm."
+    ),
+    dp_delta: float = typer.Option(1e-5, help="Differential privacy: delta of the epsilon."),
 ) -> None:
     """Compare FedMedCLIP with baselines on a federation folder and write a report."""
     from rich.console import Console
@@ -160,10 +169,15 @@ def simulate(
             lr_factors=factors,
             fedavg_blocks=fedavg_blocks,
             fedavg_lr=fedavg_lr,
+            dp_clip_norm=dp_clip_norm,
+            dp_noise_multiplier=dp_noise_multiplier,
+            dp_delta=dp_delta,
         )
+        methods = list(METHODS) if method is MethodChoice.all else [method.value]
+        for name in methods:
+            METHOD_CLASSES[name].check_config(config)
     except ValueError as exc:
         raise _fail(f"invalid settings: {exc}") from exc
-    methods = list(METHODS) if method is MethodChoice.all else [method.value]
 
     try:
         model = load_backbone(backbone, pretrained, device=config.device)
@@ -215,6 +229,7 @@ def simulate(
                 f"{name:>10} round {record.round}/{rounds}: "
                 f"val {record.val['accuracy']:.3f} test {record.test['accuracy']:.3f} "
                 f"up {record.bytes_up_per_client / 1000:,.1f} KB {record.train_seconds:.1f} s"
+                + (f" ε {record.dp_epsilon:.2f}" if record.dp_epsilon is not None else "")
             )
             progress.advance(task)
 

@@ -5,6 +5,9 @@ module, so they agree on the layout without importing each other:
 
     ROOT/global/v000007.safetensors   global shared adapter, version 7
     ROOT/heads/h000003.safetensors    private head 3 (metadata names its FAM version)
+    ROOT/heads/h000003.pairing.safetensors
+                                      a sample of the site's training features, with which
+                                      the reader re-pairs head 3 with any global version
     ROOT/current.json                 {"global_version": 7, "head_version": 3}
 
 Tensors are safetensors (never pickle); metadata is one JSON string in the safetensors
@@ -118,11 +121,37 @@ class ModelStore:
         found = (re.fullmatch(r"h(\d+)\.safetensors", p.name) for p in folder.iterdir())
         return sorted(int(m.group(1)) for m in found if m)
 
-    def save_head(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> int:
-        """Store a new private head version; ``meta`` should name its ``global_version``."""
+    def _pairing_path(self, version: int) -> Path:
+        return self.root / "heads" / f"h{version:06d}.pairing.safetensors"
+
+    def save_head(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        meta: Mapping[str, Any],
+        pairing_features: torch.Tensor | None = None,
+    ) -> int:
+        """Store a new private head version; ``meta`` should name its ``global_version``.
+
+        ``pairing_features`` (site-private embeddings, see ``trainer.pairing_sample``) are
+        written first, so a head that has them is never visible without them.
+        """
         version = (self.head_versions() or [0])[-1] + 1
+        if pairing_features is not None:
+            blob = encode_blob({"features": pairing_features.float()}, {"head_version": version})
+            _atomic_write(self._pairing_path(version), blob)
         _atomic_write(self._head_path(version), encode_blob(tensors, {**meta, "version": version}))
         return version
+
+    def load_pairing_features(self, head_version: int) -> torch.Tensor | None:
+        """The features stored with a head for re-pairing, or None when it has none."""
+        path = self._pairing_path(head_version)
+        if not path.exists():
+            return None
+        tensors, _ = decode_blob(path.read_bytes())
+        features = tensors.get("features")
+        if features is None or features.ndim != 2:
+            raise ModelBlobError(f"pairing features of head {head_version} are not a matrix")
+        return features
 
     def load_head(self, version: int) -> StoredModel:
         data = self._head_path(version).read_bytes()

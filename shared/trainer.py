@@ -166,6 +166,26 @@ def refresh_head_statistics(
     head.eval()
 
 
+PAIRING_SAMPLE_SIZE = 4096
+"""Training features kept with a head: plenty to estimate BatchNorm means and variances."""
+
+
+def pairing_sample(
+    features: torch.Tensor, limit: int = PAIRING_SAMPLE_SIZE, seed: int = 0
+) -> torch.Tensor:
+    """A seeded subsample of at most ``limit`` rows of the site's training features.
+
+    Stored beside the head (never sent anywhere), it lets whoever serves the head re-pair
+    it with a newer global FAM by :func:`refresh_head_statistics`, without the images or
+    the backbone.
+    """
+    features = features.detach().float().cpu()
+    if len(features) <= limit:
+        return features.clone()
+    rows = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))
+    return features[rows[:limit].sort().values].clone()
+
+
 @torch.no_grad()
 def branch_logits(
     adapter: SharedAdapter,

@@ -5,7 +5,8 @@ download the round's base model and check its sha256, embed the site's images on
 (feature cache), train the shared adapter and the private head from there, calibrate on
 the validation split, evaluate on the test split, send only the encoded FAM delta (clipped
 and noised first when the site uses differential privacy, see ``privacy``), then
-version the head in the model store next to the FAM version it was trained from.
+version the head in the model store next to the FAM version it was trained from, with a
+sample of training features that lets the inference API re-pair it with later versions.
 
 Nothing here touches the node database: progress goes through a :class:`Progress`
 object, so the same code runs in a Celery worker and in the API's embedded thread.
@@ -36,6 +37,7 @@ from fedmedclip.trainer import (
     Temperatures,
     TrainConfig,
     calibrate,
+    pairing_sample,
     predict,
     refresh_head_statistics,
     train_local,
@@ -337,6 +339,7 @@ def run_training(
             "weights": settings.backbone_weights,
             "backbone_id": backbone.id,
         },
+        pairing_features=pairing_sample(data.x_train, seed=round_id),
     )
     store.set_current(global_version=round_info.base_version, head_version=head_version)
     return JobOutcome(

@@ -10,6 +10,12 @@ What to serve: the site's ``current.json`` names a global version and a private 
 version (the node writes both after training). When the service follows the hub, the
 global version is instead the hub's production version, downloaded into the store; the
 head stays the site's current one.
+
+Pairing: a head's BatchNorm statistics describe the FAM it was trained with, and a head
+served with another FAM version without re-estimating them lost about 16 accuracy points
+in the simulator. So when the node stored a sample of training features with the head,
+every build re-estimates the head's statistics under the FAM it will serve with
+(``fedmedclip.trainer.refresh_head_statistics``; a forward pass, nothing is trained).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from fedmedclip.backbone import Backbone, BackboneError, cached_backbone
 from fedmedclip.model import PrivateHead, SharedAdapter, build_head
 from fedmedclip.model_store import ModelBlobError, ModelStore, StoredModel
 from fedmedclip.schemas import TaskSpec
-from fedmedclip.trainer import Temperatures
+from fedmedclip.trainer import Temperatures, refresh_head_statistics
 from services.common.hub_client import HubError
 from services.inference_api.hub import HubFollower
 from services.inference_api.metrics import InferenceMetrics
@@ -68,6 +74,7 @@ class LoadedModel:
     global_sha256: str
     head_sha256: str
     head_trained_on: int | None
+    head_repaired: bool
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -101,6 +108,7 @@ class LoadedModel:
             "global_version": self.global_version,
             "head_version": self.head_version,
             "head_trained_on_global_version": self.head_trained_on,
+            "head_statistics_repaired": self.head_repaired,
             "global_sha256": self.global_sha256,
             "head_sha256": self.head_sha256,
             "backbone": self.backbone.name,
@@ -299,19 +307,32 @@ class ModelManager:
             raise ModelLoadError(
                 f"head h{head_version} does not fit the task of global v{global_version}: {exc}"
             ) from exc
+        adapter, head = adapter.to(backbone.device).eval(), head.to(backbone.device).eval()
+        features = self._pairing_features(head_version)
+        if features is not None:
+            refresh_head_statistics(adapter, head, features)
         return LoadedModel(
             global_version=global_version,
             head_version=head_version,
             task=task,
             backbone=backbone,
-            adapter=adapter.to(backbone.device).eval(),
-            head=head.to(backbone.device).eval(),
+            adapter=adapter,
+            head=head,
             temperatures=_temperatures(stored_head.meta),
             text_prototypes=self._text_prototypes(task, backbone, previous),
             global_sha256=stored_global.sha256,
             head_sha256=stored_head.sha256,
             head_trained_on=stored_head.meta.get("global_version"),
+            head_repaired=features is not None,
         )
+
+    def _pairing_features(self, head_version: int) -> torch.Tensor | None:
+        try:
+            return self.store.load_pairing_features(head_version)
+        except (OSError, ModelBlobError) as exc:
+            raise ModelLoadError(
+                f"cannot read the pairing features of head h{head_version}: {exc}"
+            ) from exc
 
     @staticmethod
     def _text_prototypes(

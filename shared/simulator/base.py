@@ -11,6 +11,7 @@ import torch
 
 from fedmedclip.ensemble import fit_temperature
 from fedmedclip.simulator.config import SimulationConfig
+from fedmedclip.simulator.dp import SitePrivacy
 from fedmedclip.simulator.federation import Federation
 from fedmedclip.simulator.transport import CodecTransport, Fp32Transport
 
@@ -33,16 +34,37 @@ def local_seed(seed: int, round_index: int, site_index: int) -> int:
 
 class Method(ABC):
     """A way to learn from the federation. ``federated`` methods exchange a state with
-    the hub every round through ``transport``; the others train (or not) on their own."""
+    the hub every round through ``transport``; the others train (or not) on their own.
+
+    With DP on (``config.dp``), ``privacy`` holds the sites' noise and accountants for the
+    run; it stays None for a method that sends nothing, since there is nothing to protect.
+    """
 
     name: ClassVar[str]
     federated: ClassVar[bool] = False
     trains: ClassVar[bool] = True
+    dp_supported: ClassVar[bool] = True
     transport: CodecTransport | Fp32Transport
 
     def __init__(self, federation: Federation, config: SimulationConfig) -> None:
+        self.check_config(config)
         self.federation = federation
         self.config = config
+        dp = config.dp
+        self.privacy = (
+            SitePrivacy(dp, config.seed, len(federation.sites))
+            if dp is not None and self.federated
+            else None
+        )
+
+    @classmethod
+    def check_config(cls, config: SimulationConfig) -> None:
+        """Refuse settings this method cannot honour, before any work is done."""
+        if config.dp is not None and not cls.dp_supported:
+            raise ValueError(
+                f"{cls.name} cannot run with differential privacy: DP applies to the FAM delta "
+                "of the adapter methods; run it without the DP settings"
+            )
 
     def global_state(self) -> State:
         """The current global shared state (federated methods only)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from fedmedclip.aggregation import RULES
+from fedmedclip.privacy import DPConfig
 from fedmedclip.simulator.transport import CODECS
 
 METHODS = ("fedmedclip", "fedclip", "local", "zeroshot", "fedavg")
@@ -18,6 +19,11 @@ class SimulationConfig:
     transformer needs a far smaller step). ``lr_factors`` turns on a learning-rate search:
     every trained method runs once per factor times its base rate and the run with the best
     mean validation accuracy is kept, so the test split never picks a hyper-parameter.
+
+    ``dp_clip_norm`` and ``dp_noise_multiplier`` (set both or neither) turn on client-side
+    differential privacy: each site clips and noises its delta before upload (see
+    :mod:`fedmedclip.privacy` and ``docs/privacy.md``); ``dp_delta`` is the delta the
+    reported epsilon is computed at.
     """
 
     rounds: int = 10
@@ -38,6 +44,9 @@ class SimulationConfig:
     fedavg_lr: float = 1e-4
     fedavg_batch_size: int = 32
     fedavg_prefix_cache: bool = True
+    dp_clip_norm: float | None = None
+    dp_noise_multiplier: float | None = None
+    dp_delta: float = 1e-5
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -54,6 +63,20 @@ class SimulationConfig:
             raise ValueError("lr_factors must be positive")
         if self.fedavg_blocks < 1:
             raise ValueError("fedavg_blocks must be at least 1")
+        if (self.dp_clip_norm is None) != (self.dp_noise_multiplier is None):
+            raise ValueError(
+                "differential privacy needs both dp_clip_norm and dp_noise_multiplier, or neither"
+            )
+        # Building the DPConfig checks every DP value; with DP off only dp_delta is left.
+        if self.dp is None and not 0 < self.dp_delta < 1:
+            raise ValueError(f"dp_delta must be in (0, 1), got {self.dp_delta!r}")
+
+    @property
+    def dp(self) -> DPConfig | None:
+        """The sites' DP settings, or None when differential privacy is off."""
+        if self.dp_clip_norm is None or self.dp_noise_multiplier is None:
+            return None
+        return DPConfig(self.dp_clip_norm, self.dp_noise_multiplier, self.dp_delta)
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -92,6 +92,10 @@ class EncoderFedAvg(Method):
 
     name = "fedavg"
     federated = True
+    # Its updates take the same upload path, so noising them would be one line; but the one
+    # clip norm of a run is chosen for the FAM delta, a wrong scale for encoder weights, and
+    # the figure would mislead. Refused rather than applied with a meaningless bound.
+    dp_supported = False
 
     def __init__(self, federation: Federation, config: SimulationConfig) -> None:
         super().__init__(federation, config)

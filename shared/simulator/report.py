@@ -30,6 +30,8 @@ def _round_json(record: RoundRecord) -> dict:
         "bytes_down_per_client": record.bytes_down_per_client,
         "train_seconds": record.train_seconds,
         "seconds": record.seconds,
+        "dp_epsilon_round": record.dp_epsilon_round,
+        "dp_epsilon": record.dp_epsilon,
     }
 
 
@@ -54,6 +56,7 @@ def method_summary(result: MethodResult) -> dict:
         ),
         "train_seconds": sum(r.train_seconds for r in result.rounds),
         "seconds": result.seconds,
+        "dp_epsilon": result.dp_epsilon,
     }
 
 
@@ -71,6 +74,22 @@ def metrics_json(result: SimulationResult) -> dict:
 
 def _kb(n: float) -> str:
     return f"{n / 1000:,.1f}"
+
+
+def _dp_line(result: SimulationResult) -> str:
+    """The DP settings and the epsilon the sites spent, for the report's settings list."""
+    config = result.config
+    dp = config.dp
+    if dp is None:
+        return "- differential privacy: off"
+    spent = [m.dp_epsilon for m in result.methods.values() if m.dp_epsilon is not None]
+    epsilon = f"{max(spent):.2f}" if spent else "0 (no method sent an update)"
+    per_run = " per run of the learning-rate search" if len(config.lr_factors) > 1 else ""
+    return (
+        f"- differential privacy (per site, client-side): clip norm {dp.clip_norm:g}, "
+        f"noise multiplier {dp.noise_multiplier:g}; final ε = {epsilon}{per_run} "
+        f"at δ = {dp.delta:g} (RDP, replace_one)"
+    )
 
 
 def markdown_report(result: SimulationResult) -> str:
@@ -95,6 +114,7 @@ def markdown_report(result: SimulationResult) -> str:
         f"aggregation: {config.aggregation_rule}, seed: {config.seed}",
         f"- learnable prototypes: {config.learn_prototypes}, calibration: {config.calibrate}, "
         f"adaptive KD: {config.adaptive_kd}",
+        _dp_line(result),
         "- each method is reported at the round with the best mean **validation** accuracy; "
         "test metrics are means over sites at that round",
         "",

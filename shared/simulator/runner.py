@@ -8,6 +8,10 @@ validation and test splits with its own head and the new global state (the head'
 normalisation statistics first re-estimated under that state on the site's own training
 features, see ``fedmedclip.trainer.refresh_head_statistics``).
 
+With differential privacy on (``SimulationConfig.dp``), each site clips and noises its delta
+before the transport and sends every row (no ``omit_rows``: the pruned-row bitmap would leak
+outside the guarantee); each round record carries the epsilon spent (``docs/privacy.md``).
+
 The reported round is the one with the best mean VALIDATION accuracy; the test split is
 only read out at that round, never used to choose anything (nor is the learning rate,
 see ``SimulationConfig.lr_factors``).
@@ -37,7 +41,11 @@ Metrics = dict[str, float]
 
 @dataclass
 class RoundRecord:
-    """Metrics and costs after one round (round 0: a method that does not train)."""
+    """Metrics and costs after one round (round 0: a method that does not train).
+
+    ``dp_epsilon_round`` is the epsilon one site's update of this round spends and
+    ``dp_epsilon`` the cumulative epsilon after it (largest over sites); both None without DP.
+    """
 
     round: int
     sites: dict[str, dict[str, Metrics]]
@@ -47,6 +55,8 @@ class RoundRecord:
     bytes_down_per_client: int = 0
     train_seconds: float = 0.0
     seconds: float = 0.0
+    dp_epsilon_round: float | None = None
+    dp_epsilon: float | None = None
 
     @property
     def bytes_up_per_client(self) -> float:
@@ -68,6 +78,12 @@ class MethodResult:
     def best(self) -> RoundRecord:
         """The round with the best mean validation accuracy (the earliest on ties)."""
         return max(self.rounds, key=lambda r: (r.val["accuracy"], -r.round))
+
+    @property
+    def dp_epsilon(self) -> float | None:
+        """Cumulative epsilon over every round run, those after the best one included: each
+        was sent, so each was spent (None without DP or when nothing was sent)."""
+        return self.rounds[-1].dp_epsilon
 
 
 @dataclass
@@ -115,17 +131,18 @@ def run_round(method: Method, federation: Federation, round_index: int) -> Round
         update = method.train_site(i, round_index)
         train_seconds += time.perf_counter() - t0
         if base is not None and update.state is not None:
+            delta, omit_rows = state_delta(update.state, base), update.omit_rows
+            if method.privacy is not None:
+                delta, omit_rows = method.privacy.privatize(delta, i, round_index), None
             received, n_bytes = method.transport.upload(
-                state_delta(update.state, base),
-                site=i,
-                base_version=base_version,
-                omit_rows=update.omit_rows,
+                delta, site=i, base_version=base_version, omit_rows=omit_rows
             )
             updates.append((received, float(update.n_samples)))
             bytes_up[site.name] = n_bytes
     if base is not None:
         method.set_global(apply_delta(base, aggregate(updates, rule=config.aggregation_rule)))
     per_site = evaluate(method, federation)
+    privacy = method.privacy
     return RoundRecord(
         round_index,
         per_site,
@@ -135,6 +152,8 @@ def run_round(method: Method, federation: Federation, round_index: int) -> Round
         bytes_down_per_client=bytes_down,
         train_seconds=train_seconds,
         seconds=time.perf_counter() - started,
+        dp_epsilon_round=privacy.epsilon_per_round if privacy else None,
+        dp_epsilon=privacy.epsilon() if privacy else None,
     )
 
 

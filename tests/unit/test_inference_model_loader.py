@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from fedmedclip.backbone import cached_backbone
-from fedmedclip.model import build_head
+from fedmedclip.model import SharedAdapter, build_head
 from fedmedclip.model_store import ModelStore
 from fedmedclip.schemas import TaskSpec
+from fedmedclip.trainer import pairing_sample, refresh_head_statistics
 from services.inference_api.hub import HubFollower
 from services.inference_api.metrics import InferenceMetrics
 from services.inference_api.model_loader import ModelManager, ModelUnavailable
@@ -150,3 +151,28 @@ def test_an_unreachable_hub_falls_back_to_the_store(tmp_path, trained):
         hub.close()
     assert (model.global_version, model.head_version) == (1, 1)
     assert hub.production is None
+
+
+def test_a_head_with_pairing_features_is_repaired_under_the_served_fam(tmp_path, site, trained):
+    store = _copy(trained, tmp_path)
+    stored = store.load_head(1)
+    features = pairing_sample(site.features)
+    paired = store.save_head(stored.tensors, stored.meta, pairing_features=features)
+    store.set_current(1, paired)
+    model = _manager(store)[0].refresh()
+    assert model.head_repaired and model.describe()["head_statistics_repaired"] is True
+
+    config = site.task.adapter_config()
+    adapter, head = SharedAdapter(config), build_head(config)
+    adapter.load_state_dict(store.load_global(1).tensors)
+    head.load_state_dict(stored.tensors)
+    refresh_head_statistics(adapter, head, features)
+    served = model.head.state_dict()
+    assert all(torch.allclose(served[k], v) for k, v in head.state_dict().items())
+    means = [k for k in stored.tensors if k.endswith("running_mean")]
+    assert means and any(not torch.allclose(served[k], stored.tensors[k]) for k in means)
+
+    store.set_current(1, 1)  # the same head without features is served as stored
+    plain = _manager(store)[0].refresh()
+    assert not plain.head_repaired
+    assert all(torch.equal(plain.head.state_dict()[k], stored.tensors[k]) for k in means)

@@ -58,12 +58,29 @@ def test_simulate_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
     assert any((out / "feature_cache").rglob("*.npy"))
 
 
+def test_simulate_with_differential_privacy_reports_epsilon(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["simulate", "--data", str(data_dir), "--rounds", "2", "--local-epochs", "1"]
+    dp = ["--dp-clip-norm", "0.5", "--dp-noise-multiplier", "4", "--dp-delta", "1e-6"]
+    result = runner.invoke(app, [*args, *dp, "--method", "fedmedclip", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["dp_noise_multiplier"] == 4.0
+    assert metrics["config"]["dp_delta"] == 1e-6
+    epsilon = metrics["methods"]["fedmedclip"]["dp_epsilon"]
+    assert "round 2/2" in result.output and f"ε {epsilon:.2f}" in result.output
+    assert f"final ε = {epsilon:.2f} at δ = 1e-06" in (out / "report.md").read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--method", "bogus"], "bogus"),
         (["--codec", "int2"], "int2"),
         (["--lr-search", "1,x"], "invalid settings"),
+        (["--dp-clip-norm", "1"], "needs both dp_clip_norm and dp_noise_multiplier"),
+        (["--dp-clip-norm", "-1", "--dp-noise-multiplier", "1"], "clip_norm must be a positive"),
+        (["--dp-clip-norm", "1", "--dp-noise-multiplier", "1"], "fedavg cannot run with"),
     ],
 )
 def test_simulate_rejects_bad_options(

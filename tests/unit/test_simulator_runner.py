@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,10 @@ import torch
 from torch.nn import functional as F
 
 from fedmedclip.backbone import load_backbone
-from fedmedclip.codec import apply_delta, decode_update, encode_update, state_delta
+from fedmedclip.codec import apply_delta, decode_update, encode_update, state_delta, update_norm
 from fedmedclip.data.synth import synthesize_federation
 from fedmedclip.model import AdapterConfig, build_adapter, build_head, expected_shapes
+from fedmedclip.privacy import DPConfig, epsilon_after, epsilon_per_round, privatize_delta
 from fedmedclip.simulator import (
     Federation,
     MethodResult,
@@ -25,6 +27,8 @@ from fedmedclip.simulator import (
     run_simulation,
     write_report,
 )
+from fedmedclip.simulator.base import Method
+from fedmedclip.simulator.dp import noise_seed
 from fedmedclip.simulator.fedavg import FineTunedEncoder
 from fedmedclip.simulator.methods import build_method
 from fedmedclip.simulator.runner import run_round
@@ -32,6 +36,7 @@ from fedmedclip.simulator.transport import CodecTransport
 from fedmedclip.trainer import refresh_head_statistics
 
 FAST = SimulationConfig(rounds=2, local_epochs=2, seed=1)
+DP = dataclasses.replace(FAST, dp_clip_norm=0.5, dp_noise_multiplier=4.0)
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +203,85 @@ def test_error_feedback_carries_the_quantisation_residual() -> None:
     error_plain = (sum(s["w"] for s in sent_plain) - truth).norm()
     assert error_feedback < error_plain
     assert 1 not in feedback._residuals  # residuals are per site
+
+
+def _record_uploads(method: Method, monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Keep the arguments of every upload the method's transport is given."""
+    calls: list[dict] = []
+    upload = method.transport.upload
+
+    def recording_upload(delta: dict[str, torch.Tensor], **kwargs: object):
+        calls.append({"delta": delta} | kwargs)
+        return upload(delta, **kwargs)
+
+    monkeypatch.setattr(method.transport, "upload", recording_upload)
+    return calls
+
+
+def test_dp_round_sends_the_clipped_noised_delta_with_every_row(
+    federation: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = build_method("fedmedclip", federation, FAST)
+    private = build_method("fedmedclip", federation, DP)
+    sent_plain = _record_uploads(plain, monkeypatch)
+    sent_private = _record_uploads(private, monkeypatch)
+    run_round(plain, federation, 1)
+    run_round(private, federation, 1)
+    assert DP.dp is not None
+    n_params = sum(v.numel() for v in plain.global_state().values())
+    for site_index, (clean, noisy) in enumerate(zip(sent_plain, sent_private, strict=True)):
+        assert clean["omit_rows"] is not None and noisy["omit_rows"] is None
+        generator = torch.Generator().manual_seed(noise_seed(DP.seed, site_index, 1))
+        expected = privatize_delta(clean["delta"], DP.dp, generator)
+        assert expected.keys() == noisy["delta"].keys()
+        for name, value in expected.items():
+            assert torch.equal(noisy["delta"][name], value), name
+            assert not torch.allclose(noisy["delta"][name], clean["delta"][name])
+        noise_norm = DP.dp.noise_std * math.sqrt(n_params)
+        assert update_norm(noisy["delta"]) == pytest.approx(noise_norm, rel=0.05)
+
+
+def test_dp_run_accounts_every_round_and_reports_epsilon(
+    federation: Federation, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(DP, rounds=3, local_epochs=1)
+    result = run_simulation(federation, ["fedmedclip", "local"], config)
+    fedmedclip, local = result.methods["fedmedclip"], result.methods["local"]
+    epsilons = [r.dp_epsilon for r in fedmedclip.rounds]
+    assert all(e is not None and math.isfinite(e) for e in epsilons)
+    assert all(a < b for a, b in zip(epsilons, epsilons[1:], strict=False))
+    assert epsilons[0] == pytest.approx(epsilon_per_round(4.0, 1e-5))
+    assert epsilons[-1] == pytest.approx(epsilon_after(3, 4.0, 1e-5))
+    assert {r.dp_epsilon_round for r in fedmedclip.rounds} == {epsilon_per_round(4.0, 1e-5)}
+    assert all(r.dp_epsilon is None and r.dp_epsilon_round is None for r in local.rounds)
+
+    paths = write_report(result, tmp_path)
+    metrics = json.loads(paths["metrics"].read_text())
+    assert metrics["config"]["dp_clip_norm"] == 0.5
+    assert [r["dp_epsilon"] for r in metrics["methods"]["fedmedclip"]["rounds"]] == epsilons
+    assert metrics["methods"]["fedmedclip"]["dp_epsilon"] == epsilons[-1]
+    assert metrics["methods"]["local"]["dp_epsilon"] is None
+    assert f"noise multiplier 4; final ε = {epsilons[-1]:.2f}" in paths["report"].read_text()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"dp_clip_norm": 1.0}, "both dp_clip_norm and dp_noise_multiplier"),
+        ({"dp_noise_multiplier": 1.0}, "both dp_clip_norm and dp_noise_multiplier"),
+        ({"dp_clip_norm": 0.0, "dp_noise_multiplier": 1.0}, "clip_norm must be a positive"),
+        ({"dp_clip_norm": 1.0, "dp_noise_multiplier": 1.0, "dp_delta": 1.0}, "delta must be"),
+        ({"dp_delta": 0.0}, "dp_delta must be"),
+    ],
+)
+def test_dp_settings_are_validated(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SimulationConfig(**settings)
+
+
+def test_dp_config_and_methods_that_refuse_it(federation: Federation) -> None:
+    assert FAST.dp is None
+    assert DP.dp == DPConfig(clip_norm=0.5, noise_multiplier=4.0, delta=1e-5)
+    with pytest.raises(ValueError, match="fedavg cannot run with differential privacy"):
+        build_method("fedavg", federation, DP)
+    assert build_method("local", federation, DP).privacy is None  # it sends nothing

@@ -8,7 +8,7 @@ from PIL import Image
 from fedmedclip.feature_cache import FeatureCache
 from fedmedclip.model import AdapterConfig, adapter_state, build_adapter, build_head
 from fedmedclip.model_store import ModelBlobError, ModelStore, decode_blob, encode_blob
-from fedmedclip.trainer import TrainConfig, calibrate, predict, train_local
+from fedmedclip.trainer import TrainConfig, calibrate, pairing_sample, predict, train_local
 
 CONFIG = AdapterConfig(dim=32, n_classes=3)
 
@@ -75,6 +75,22 @@ def test_model_store_round_trip(tmp_path):
     assert store.load_head(2).meta["version"] == 2
     with pytest.raises(ModelBlobError):
         decode_blob(b"not safetensors at all")
+
+
+def test_heads_keep_their_pairing_features(tmp_path):
+    store = ModelStore(tmp_path)
+    head = build_head(CONFIG).state_dict()
+    features, _, _ = _separable(n=50)
+    sample = pairing_sample(features, limit=20, seed=3)
+    assert sample.shape == (20, 32)
+    assert torch.equal(sample, pairing_sample(features, limit=20, seed=3))
+    assert {tuple(r) for r in sample.tolist()} <= {tuple(r) for r in features.tolist()}
+    assert torch.equal(pairing_sample(features, limit=100), features)
+    with_features = store.save_head(head, {"global_version": 1}, pairing_features=sample)
+    without = store.save_head(head, {"global_version": 1})
+    assert torch.equal(store.load_pairing_features(with_features), sample)
+    assert store.load_pairing_features(without) is None
+    assert store.head_versions() == [1, 2]  # the features file is not a head
 
 
 def test_feature_cache_encodes_each_image_once(tmp_path):
