@@ -99,6 +99,12 @@ class TrainingHints(BaseModel):
     kd_temperature: float = Field(2.0, gt=0, le=100)
     adaptive_kd: bool = True
     prune_weight: float = Field(0.0, ge=0, le=10)
+    calibrate: bool = Field(
+        False,
+        description="Fit each branch's temperature on the site's validation split. Off by "
+        "default: on small validation splits it cost accuracy in the simulator "
+        "(bench/accuracy.py).",
+    )
 
 
 class RoundState(StrEnum):

@@ -3,10 +3,11 @@
 The steps follow the federation contract: read the task and the round from the hub,
 download the round's base model and check its sha256, embed the site's images once
 (feature cache), train the shared adapter and the private head from there, calibrate on
-the validation split, evaluate on the test split, send only the encoded FAM delta (clipped
-and noised first when the site uses differential privacy, see ``privacy``), then
-version the head in the model store next to the FAM version it was trained from, with a
-sample of training features that lets the inference API re-pair it with later versions.
+the validation split if the round asks, evaluate on the test split, send only the
+encoded FAM delta (clipped and noised first when the site uses differential privacy, see
+``privacy``), then version the head in the model store next to the FAM version it was
+trained from, with a sample of training features that lets the inference API re-pair it
+with later versions.
 
 Nothing here touches the node database: progress goes through a :class:`Progress`
 object, so the same code runs in a Celery worker and in the API's embedded thread.
@@ -213,12 +214,17 @@ def site_features(
 
 
 def evaluate(
-    adapter: SharedAdapter, head: PrivateHead, text: torch.Tensor, data: SiteFeatures
+    adapter: SharedAdapter,
+    head: PrivateHead,
+    text: torch.Tensor,
+    data: SiteFeatures,
+    *,
+    calibrate_on_val: bool,
 ) -> tuple[Temperatures, dict[str, float]]:
-    """Calibrate the branch temperatures on val, then score the ensemble on val and test."""
+    """Score the ensemble on val and test, first calibrating on val when the round asks."""
     temperatures = (
         calibrate(adapter, head, data.x_val, data.y_val, text)
-        if len(data.y_val)
+        if calibrate_on_val and len(data.y_val)
         else Temperatures()
     )
     metrics: dict[str, float] = {}
@@ -308,7 +314,9 @@ def run_training(
     # Running statistics lag a short local round; evaluate and keep the head with fresh ones.
     refresh_head_statistics(adapter, head, data.x_train)
     progress.phase("evaluating", TRAIN_SPAN[1])
-    temperatures, metrics = evaluate(adapter, head, text, data)
+    temperatures, metrics = evaluate(
+        adapter, head, text, data, calibrate_on_val=round_info.hints.calibrate
+    )
     metrics = _finite({"train_loss": result.epoch_losses[-1]}) | metrics
 
     delta = state_delta(result.adapter_state, base.tensors)

@@ -77,3 +77,13 @@ def test_fit_temperature_softens_overconfident_logits():
     base = fit_temperature(logits, labels)
     # Scaling logits 20x makes them overconfident; the fitted temperature scales along.
     assert 10 < fit_temperature(logits * 20, labels) / base < 40
+
+
+def test_a_tiny_validation_split_cannot_make_a_branch_near_certain():
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    logits = torch.zeros(8, 3)
+    logits[torch.arange(8), labels] = 1.0  # all right, mildly confident
+    plain = fit_temperature(logits, labels, prior_sigma=1e6)  # effectively no prior
+    shrunk = fit_temperature(logits, labels)
+    assert plain < 0.1  # the plain NLL fit sharpens as far as float precision lets it
+    assert 0.3 < shrunk < 1.0  # the prior keeps it sharpening, but moderately
