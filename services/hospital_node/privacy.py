@@ -46,37 +46,34 @@ class PrivacyLedger:
                 ).all()
             )
 
+    def _costs(self, config: DPConfig, delta: float) -> tuple[int, float, float]:
+        """Releases so far, epsilon spent, and cumulative epsilon after one more update."""
+        accountant = _replayed(self.history())
+        releases, spent = accountant.rounds, accountant.epsilon(delta)
+        accountant.step(config.noise_multiplier)
+        return releases, spent, accountant.epsilon(delta)
+
     def status(self, config: DPConfig | None, delta: float) -> PrivacyStatus:
         """Spent epsilon at ``delta``; with ``config``, also the cost of one more update."""
-        accountant = _replayed(self.history())
-        spent = accountant.epsilon(delta)
         if config is None:
-            return PrivacyStatus(accountant.rounds, spent, None, None)
-        releases = accountant.rounds
-        accountant.step(config.noise_multiplier)
+            accountant = _replayed(self.history())
+            return PrivacyStatus(accountant.rounds, accountant.epsilon(delta), None, None)
+        releases, spent, after = self._costs(config, delta)
         return PrivacyStatus(
-            releases,
-            spent,
-            accountant.epsilon(delta),
-            epsilon_per_round(config.noise_multiplier, delta),
+            releases, spent, after, epsilon_per_round(config.noise_multiplier, delta)
         )
 
-    def ensure_budget(self, config: DPConfig, max_epsilon: float) -> tuple[float, float]:
-        """Epsilon spent and epsilon after one more update; raises past ``max_epsilon`` (> 0).
-
-        A job checks this before it starts work, and again when it records its release.
-        """
-        accountant = _replayed(self.history())
-        spent = accountant.epsilon(config.delta)
-        accountant.step(config.noise_multiplier)
-        after = accountant.epsilon(config.delta)
+    def ensure_budget(self, config: DPConfig, max_epsilon: float) -> float:
+        """Cumulative epsilon after one more update; raises when it passes ``max_epsilon``
+        (> 0). A job checks this before it starts work, and again when it records it."""
+        _, spent, after = self._costs(config, config.delta)
         if max_epsilon > 0 and after > max_epsilon:
             raise PrivacyBudgetExhausted(
                 f"privacy budget exhausted: one more update would take the site's epsilon "
                 f"from {spent:.2f} to {after:.2f}, above FEDMEDCLIP_NODE_DP_MAX_EPSILON="
                 f"{max_epsilon:g}; nothing was sent"
             )
-        return spent, after
+        return after
 
     def charge(
         self, *, job_id: int, round_id: int, config: DPConfig, max_epsilon: float
@@ -85,7 +82,7 @@ class PrivacyLedger:
 
         Returns the DP figures reported with the update: per-update and cumulative epsilon.
         """
-        _, after = self.ensure_budget(config, max_epsilon)
+        after = self.ensure_budget(config, max_epsilon)
         with self.db.session() as session:
             session.add(
                 PrivacyRelease(

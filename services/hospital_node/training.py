@@ -288,11 +288,7 @@ def run_training(
     config = task.adapter_config()
     adapter = SharedAdapter(config)
     adapter.load_state_dict(base.tensors)
-    head = _previous_head(store, task, backbone)
-    if head is None:
-        head = build_head(config, seed=round_id)
-    else:  # the kept head meets a new global FAM: re-pair its normalisation statistics
-        refresh_head_statistics(adapter, head, data.x_train)
+    head = _previous_head(store, task, backbone) or build_head(config, seed=round_id)
     text = backbone.text_prototypes(task.class_names, task.prompt_template)
     progress.phase("training", TRAIN_SPAN[0])
 
@@ -311,7 +307,8 @@ def run_training(
             _train_config(round_info.hints, device),
             progress=after_epoch,
         )
-    # Running statistics lag a short local round; evaluate and keep the head with fresh ones.
+    # Running statistics lag a short local round: evaluate with fresh ones (under the local
+    # FAM; the inference API re-pairs the head with the FAM it serves, see pairing_sample).
     refresh_head_statistics(adapter, head, data.x_train)
     progress.phase("evaluating", TRAIN_SPAN[1])
     temperatures, metrics = evaluate(
