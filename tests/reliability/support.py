@@ -44,7 +44,28 @@ def threaded_hub(
         yield server, hub
 
 
-class HubProcess:
+class ManagedProcess:
+    """A subprocess a test may SIGKILL, or stop with a grace period before the kill."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    stop_grace_seconds: float = 30.0
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs, open transactions are simply cut off."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=self.stop_grace_seconds)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class HubProcess(ManagedProcess):
     """``fedmedclip aggregator serve`` as a subprocess that can be SIGKILLed and restarted."""
 
     def __init__(self, data_dir: Path, log_path: Path) -> None:
@@ -82,25 +103,11 @@ class HubProcess:
             raise RuntimeError(f"aggregator exited with {self.proc.returncode}:\n{self.log()}")
         return http_ok(f"{self.url}/ready")
 
-    def kill(self) -> None:
-        """SIGKILL: no shutdown handler runs, open transactions are simply cut off."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
-class RedisProcess:
+class RedisProcess(ManagedProcess):
     """A private redis-server on a fixed port that a test may crash and start again."""
 
     def __init__(self, workdir: Path, *, appendonly: bool) -> None:
@@ -121,16 +128,6 @@ class RedisProcess:
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, timeout=30)
 
-    def crash(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
-
 
 def node_env(settings: Any) -> dict[str, str]:
     """``FEDMEDCLIP_NODE_*`` variables that give a worker process the same settings."""
@@ -142,8 +139,11 @@ def node_env(settings: Any) -> dict[str, str]:
     return env
 
 
-class WorkerProcess:
+class WorkerProcess(ManagedProcess):
     """``fedmedclip node worker``: a Celery worker subprocess that a test may SIGKILL."""
+
+    # A worker still in a task would finish it first on SIGTERM: kill it after 5 s.
+    stop_grace_seconds = 5.0
 
     def __init__(self, settings: Any, log_path: Path) -> None:
         self.log_path = log_path
@@ -156,20 +156,6 @@ class WorkerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        """Terminate; a worker still in a task would finish it first, so kill it after 5 s."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]

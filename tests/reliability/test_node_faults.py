@@ -155,7 +155,7 @@ def test_killed_worker_and_crashed_redis_lose_no_job_and_count_no_update_twice(
     worker = site.start_worker()
     second = site.start_job(round_id)
     site.wait(second, _running, timeout=180)
-    site.redis.crash()
+    site.redis.kill()
     ready = site.node.get("/ready")
     assert ready.status_code == 503 and "error" in ready.json()["checks"]["broker"]
     time.sleep(1.0)
@@ -183,7 +183,7 @@ def test_a_job_queued_when_redis_loses_its_data_is_not_silently_lost(site_factor
     round_id = site.hub.open_round(min_clients=1, deadline_seconds=3600)["id"]
     job_id = site.start_job(round_id)  # no worker yet: the message waits in Redis
     assert site.job(job_id)["state"] == "queued"
-    site.redis.crash()
+    site.redis.kill()
     site.redis.start()  # empty: the message is gone
     site.start_worker()
     try:
