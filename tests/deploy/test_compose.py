@@ -450,7 +450,7 @@ def test_dockerignore_keeps_what_pip_install_needs() -> None:
         for line in DOCKERIGNORE.read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    needed = ["pyproject.toml", "README.md", "shared/__init__.py", "services/cli.py"]
+    needed = ["pyproject.toml", "README.md", "shared/fedmedclip/__init__.py", "services/cli.py"]
     for path in needed:
         excluded = [
             p
