@@ -19,17 +19,20 @@ from anyio import to_thread
 from fastapi import FastAPI
 
 from fedmedclip import __version__
-from services.aggregator.api import audit, errors, models, nodes, ops, rounds, task, updates
-from services.aggregator.body_limit import JsonBodyLimitMiddleware
+from services.aggregator.api import audit, models, nodes, ops, rounds, task, updates
 from services.aggregator.context import AppContext
 from services.aggregator.db.migrate import prepare_schema
 from services.aggregator.deadlines import DeadlineWatcher
 from services.aggregator.settings import AggregatorSettings
+from services.common.problems import COMMON_RESPONSES, install_problem_handlers
 from services.common.request_context import RequestContextMiddleware
 from services.common.structured_logging import configure_logging
-from services.common.validation import VALIDATION_RESPONSES
 
 log = logging.getLogger(__name__)
+
+JSON_BODY_LIMIT = 1024 * 1024
+"""Cap on every body but an update's: far above any legitimate JSON body here (a task with
+1000 class names is ~100 KB). Update uploads get ``MAX_UPLOAD_BYTES`` instead."""
 
 DESCRIPTION = """Federation hub of FedMedCLIP: registers hospital nodes, runs training rounds,
 receives compressed FAM updates, aggregates them into versioned global models and keeps
@@ -63,12 +66,15 @@ def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        max_body_size=JSON_BODY_LIMIT,
     )
     app.state.context = context
-    app.add_middleware(JsonBodyLimitMiddleware)
     app.add_middleware(RequestContextMiddleware, logger="services.aggregator.access")
-    errors.install(app)
-    for module in (task, nodes, rounds, updates, models, audit):
-        app.include_router(module.router, responses=VALIDATION_RESPONSES)
-    app.include_router(ops.router)  # health, readiness, metrics: no input to validate
+    install_problem_handlers(app)
+    for module in (task, nodes, rounds, models, audit):
+        app.include_router(module.router, responses=COMMON_RESPONSES)
+    app.include_router(
+        updates.router, responses=COMMON_RESPONSES, max_body_size=settings.max_upload_bytes
+    )
+    app.include_router(ops.router)  # health, readiness, metrics: open, no input to validate
     return app

@@ -16,8 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.aggregator.audit import ADMIN, node_actor
 from services.aggregator.db.models import Node, utcnow
-from services.aggregator.errors import Forbidden, Unauthenticated, Unavailable
-from services.common import tokens
+from services.common.problems import Forbidden, Unauthenticated, Unavailable
 from services.common.tokens import hash_token, tokens_equal
 
 LAST_SEEN_RESOLUTION = timedelta(seconds=10)
@@ -42,14 +41,6 @@ class Principal:
         return ADMIN if self.role is Role.admin else node_actor(self.node_name or "?")
 
 
-def bearer_token(authorization: str | None) -> str:
-    """The token of an ``Authorization: Bearer <token>`` header, or 401."""
-    try:
-        return tokens.bearer_token(authorization)
-    except tokens.BearerError as exc:
-        raise Unauthenticated(str(exc)) from exc
-
-
 def _find_node(session: Session, token: str) -> Node | None:
     digest = hash_token(token)
     node = session.scalars(select(Node).where(Node.token_hash == digest)).first()
@@ -60,19 +51,20 @@ def _find_node(session: Session, token: str) -> Node | None:
 
 def authenticate(
     sessions: sessionmaker[Session],
-    authorization: str | None,
+    token: str,
     admin_token: str | None,
     allowed: frozenset[Role],
 ) -> Principal:
-    """Resolve the caller and check its role.
+    """Resolve the caller of ``token`` and check its role.
 
-    401 for a missing, malformed, unknown or revoked token; 403 for a valid token of a role
-    the route does not accept; 503 for an admin-only route while no admin token is set.
-    Runs in its own short transaction so that no lock is held while a request body uploads.
+    401 for an unknown or revoked token; 403 for a valid token of a role the route does not
+    accept; 503 for an admin-only route while no admin token is set. Runs in its own short
+    transaction so that no lock is held while a request body uploads.
     """
     if allowed == {Role.admin} and admin_token is None:
-        raise Unavailable("admin token not configured (set FEDMEDCLIP_AGG_ADMIN_TOKEN)")
-    token = bearer_token(authorization)
+        raise Unavailable(
+            "admin token not configured (set FEDMEDCLIP_AGG_ADMIN_TOKEN)", code="no_admin_token"
+        )
     if admin_token is not None and tokens_equal(token, admin_token):
         principal = Principal(Role.admin)
     else:

@@ -34,7 +34,7 @@ from fedmedclip.schemas import RoundState
 from services.aggregator import audit, models_registry, rounds, tasks
 from services.aggregator.db.engine import Database
 from services.aggregator.db.models import Node, Round, Update, utcnow
-from services.aggregator.errors import Conflict
+from services.common.problems import Conflict
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from fedmedclip.schemas import RoundState
 from services.aggregator import audit
 from services.aggregator.closing import DEADLINE_PASSED, RESUMED, RoundCloser
 from services.aggregator.db.models import Round, utcnow
-from services.aggregator.errors import ServiceError
+from services.common.problems import ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from fedmedclip.model_store import blob_sha256, decode_blob, encode_blob
 from fedmedclip.schemas import ModelInfo, TaskSpec
 from services.aggregator import audit
 from services.aggregator.db.models import ModelVersion, ProductionEvent
-from services.aggregator.errors import Conflict, NotFound
+from services.common.problems import Conflict, NotFound
 
 
 def _info(model: ModelVersion, production: int | None) -> ModelInfo:

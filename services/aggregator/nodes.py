@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from services.aggregator import audit
 from services.aggregator.db.models import Node, utcnow
-from services.aggregator.errors import Conflict, NotFound
+from services.common.problems import Conflict, NotFound
 from services.common.tokens import hash_token, new_token
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from fedmedclip.schemas import AggregationRule, RoundInfo, RoundState, TrainingHints
 from services.aggregator import audit, models_registry, tasks
 from services.aggregator.db.models import Round, Update, utcnow
-from services.aggregator.errors import Conflict, NotFound
+from services.common.problems import Conflict, NotFound
 
 ACTIVE_STATES = (RoundState.open.value, RoundState.aggregating.value)
 

@@ -15,7 +15,7 @@ from fedmedclip.model import AdapterConfig, expected_shapes
 from fedmedclip.schemas import TaskSpec
 from services.aggregator import audit, models_registry
 from services.aggregator.db.models import Round, Task, utcnow
-from services.aggregator.errors import Conflict, NotFound
+from services.common.problems import Conflict, NotFound
 
 TASK_ID = 1
 

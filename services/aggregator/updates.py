@@ -23,7 +23,7 @@ from fedmedclip.codec import CodecError, decode_update, payload_sha256
 from fedmedclip.schemas import RoundState, UpdateReceipt
 from services.aggregator import audit, rounds, tasks
 from services.aggregator.db.models import Update, utcnow
-from services.aggregator.errors import (
+from services.common.problems import (
     Conflict,
     InvalidRequest,
     NotFound,

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
+from starlette.types import Scope
 
 from services.common.structured_logging import request_id_var
 
@@ -245,6 +246,7 @@ def install_problem_handlers(app: FastAPI, *, observe: ErrorObserver | None = No
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 413:
+            _keep_this_answer(request.scope)
             limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
             detail = (
                 f"request body is larger than the limit of {limit} bytes"
@@ -279,6 +281,45 @@ def install_problem_handlers(app: FastAPI, *, observe: ErrorObserver | None = No
     app.add_exception_handler(IntegrityError, conflict)
     app.add_exception_handler(OperationalError, database_down)
     app.add_exception_handler(Exception, unexpected)
+    _document_problem_schema(app)
+
+
+_BODY_LIMIT_RESPONDER_SCOPE_KEY = "starlette._body_limit_responder"
+
+
+def _keep_this_answer(scope: Scope) -> None:
+    """Let our 413 problem reach the client when the body's declared length is over the cap.
+
+    Starlette's body limiter (the one cap mechanism, ``max_body_size``) swaps any answer to a
+    request whose ``Content-Length`` exceeds the limit for a plain-text 413 as the answer
+    starts. Our answer *is* that 413, with the limit named, so the swap is switched off for
+    it; every other answer to such a request is still swapped.
+    """
+    responder = scope.get(_BODY_LIMIT_RESPONDER_SCOPE_KEY)
+    if responder is not None and hasattr(responder, "content_length"):
+        responder.content_length = None
+
+
+def _document_problem_schema(app: FastAPI) -> None:
+    """Put ``Problem`` (and ``FieldError``) into the OpenAPI components.
+
+    :func:`problem_responses` documents error answers as ``application/problem+json`` only,
+    by reference; FastAPI would add ``application/json`` next to it had they named a model.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if "Problem" not in components:
+            problem = Problem.model_json_schema(
+                ref_template="#/components/schemas/{model}", mode="serialization"
+            )
+            components.update(problem.pop("$defs", {}))
+            components["Problem"] = problem
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented extension point
 
 
 _DESCRIPTIONS = {
@@ -296,10 +337,13 @@ _DESCRIPTIONS = {
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for routers and apps: each status documented with the problem body."""
+    """``responses=`` for routers and apps: each status documented with the problem body.
+
+    Only ``application/problem+json`` is listed (what the handlers send); the ``Problem``
+    schema it refers to is added by :func:`install_problem_handlers`.
+    """
     return {
         status: {
-            "model": Problem,
             "description": _DESCRIPTIONS.get(status, HTTPStatus(status).phrase),
             "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }

@@ -7,18 +7,14 @@ round follower with auto-join) runs in a thread for the app's lifetime.
 
 from __future__ import annotations
 
-import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response, status
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
+from services.common.problems import install_problem_handlers, problem_responses
 from services.common.request_context import RequestContextMiddleware
-from services.common.structured_logging import request_id_var
-from services.common.validation import VALIDATION_RESPONSES, validation_body
 from services.hospital_node.agent import Agent
 from services.hospital_node.api import datasets, health, jobs, model, privacy
 from services.hospital_node.context import NodeContext
@@ -27,10 +23,13 @@ from services.hospital_node.jobs import JobRunner, ThreadRunner, execute_job, re
 from services.hospital_node.metrics import NodeMetrics
 from services.hospital_node.settings import NodeSettings
 
-log = logging.getLogger(__name__)
-
 MAX_BODY_BYTES = 64 * 1024
-"""The node API takes small JSON bodies only; anything bigger is refused unread."""
+"""The node API takes small JSON bodies only; anything bigger is refused (413), declared
+or streamed."""
+
+API_RESPONSES = problem_responses(401, 404, 409, 413, 422, 502, 503)
+"""What the admin routes may answer besides success (404 for unknown jobs and rounds, 502
+and 503 for a hub that refused or is away)."""
 
 
 class SettingsError(ValueError):
@@ -57,41 +56,6 @@ def _runner(settings: NodeSettings, db: Database) -> JobRunner:
         execute_job(settings, db, job_id, cancel)
 
     return ThreadRunner(run)
-
-
-def _install_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            content=validation_body(exc),
-        )
-
-    @app.exception_handler(Exception)
-    async def _crash(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return JSONResponse(
-            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
-            content={"detail": f"internal error (request {request_id_var.get()})"},
-        )
-
-
-async def _cap_body(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """Refuse, unread, any body above :data:`MAX_BODY_BYTES` or without a declared length."""
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-        return JSONResponse(
-            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
-            content={"detail": f"request body larger than {MAX_BODY_BYTES} bytes"},
-        )
-    if length is None and request.headers.get("transfer-encoding"):
-        return JSONResponse(
-            status_code=status.HTTP_411_LENGTH_REQUIRED,
-            content={"detail": "send a Content-Length with the request body"},
-        )
-    return await call_next(request)
 
 
 def create_app(settings: NodeSettings | None = None) -> FastAPI:
@@ -121,12 +85,12 @@ def create_app(settings: NodeSettings | None = None) -> FastAPI:
         description="Local datasets, training jobs and the site's model versions.",
         version="0.1.0",
         lifespan=lifespan,
+        max_body_size=MAX_BODY_BYTES,
     )
     app.state.node = ctx
-    _install_handlers(app)
-    app.middleware("http")(_cap_body)
+    install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware, logger=__name__, observe=metrics.http.observe)
-    app.include_router(health.router)  # health, readiness, metrics: no input to validate
+    app.include_router(health.router)  # health, readiness, metrics: open, no input to validate
     for router in (datasets.router, jobs.router, model.router, privacy.router):
-        app.include_router(router, responses=VALIDATION_RESPONSES)
+        app.include_router(router, responses=API_RESPONSES)
     return app

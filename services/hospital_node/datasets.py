@@ -4,6 +4,10 @@ A node reads images only from folders the site admin allowed (``DATA_ROOTS``). E
 path is resolved (``..`` collapsed, symlinks followed) before the check, and so is every
 image a manifest or folder lists, so neither a crafted path nor a symlink inside a root can
 make the node read, embed or train on a file outside them.
+
+:func:`register_dataset` is what ``POST /api/v1/datasets`` does; it raises the service
+errors of :mod:`services.common.problems`, a rejected dataset as a 422 that keeps the list
+of ``problems`` and the validation ``report`` as extension members.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+
 from fedmedclip.data.datasets import (
     DatasetError,
     DatasetReport,
@@ -20,6 +27,10 @@ from fedmedclip.data.datasets import (
     read_dataset,
     validate_dataset,
 )
+from services.common.problems import Conflict, Unprocessable
+from services.hospital_node.db import Database, Dataset
+from services.hospital_node.hub_client import federation_classes
+from services.hospital_node.settings import NodeSettings
 
 _LISTED = 5
 
@@ -126,3 +137,52 @@ def load_site_records(
             for r in found
         ]
     return records
+
+
+def _unusable(exc: DatasetRejected) -> Unprocessable:
+    return Unprocessable(
+        f"the dataset cannot be used: {exc}",
+        code="dataset_rejected",
+        extra={"problems": exc.problems, "report": exc.report},
+    )
+
+
+def register_dataset(
+    settings: NodeSettings, db: Database, path_text: str, name: str | None
+) -> Dataset:
+    """Validate a dataset against the federation's classes and record it.
+
+    422 listing every problem for an unusable dataset; 409 for a name or path already
+    registered, or while the federation has no task to check the classes against.
+    """
+    roots = settings.data_roots
+    try:
+        path = confine(path_text, roots)
+    except DatasetRejected as exc:
+        raise _unusable(exc) from exc
+    name = name or path.stem
+    with db.session() as session:
+        clash = session.scalar(
+            select(Dataset).where(or_(Dataset.name == name, Dataset.path == str(path)))
+        )
+    if clash is not None:
+        raise Conflict(
+            f"dataset {clash.name!r} (id {clash.id}) already uses this name or path",
+            code="dataset_exists",
+        )
+    try:
+        records, report = inspect_dataset(path, roots, federation_classes(settings))
+    except DatasetRejected as exc:
+        raise _unusable(exc) from exc
+    try:
+        with db.session() as session:
+            dataset = Dataset(name=name, path=str(path), n_images=len(records), report=report)
+            session.add(dataset)
+            return dataset
+    except IntegrityError as exc:  # registered concurrently under the same name
+        raise Conflict(f"dataset {name!r} already exists", code="dataset_exists") from exc
+
+
+def list_datasets(db: Database) -> list[Dataset]:
+    with db.session() as session:
+        return list(session.scalars(select(Dataset).order_by(Dataset.id)))

@@ -7,7 +7,8 @@ agent's poll, the round watch during training) give up sooner.
 
 from __future__ import annotations
 
-from services.common.hub_client import HubClient
+from services.common.hub_client import HubClient, HubError, HubRejected
+from services.common.problems import BadGateway, Conflict, Unavailable
 from services.hospital_node.settings import NodeSettings
 
 INTERACTIVE_RETRIES = 1
@@ -28,3 +29,24 @@ def connect_hub(settings: NodeSettings, *, interactive: bool = False) -> HubClie
         backoff_seconds=settings.hub_backoff_seconds,
         timeout_seconds=timeout,
     )
+
+
+def federation_classes(settings: NodeSettings) -> list[str]:
+    """The federation's class names, which a dataset is validated against.
+
+    409 while the hub has no task, 502 for any other refusal by the hub, 503 when the hub
+    cannot be reached: the admin waiting for an answer learns which side to look at.
+    """
+    try:
+        with connect_hub(settings, interactive=True) as hub:
+            return hub.get_task().class_names
+    except HubRejected as exc:
+        if exc.status_code == 404:
+            raise Conflict(
+                "the federation has no task yet, so there are no classes to check the "
+                "dataset against; register it once the hub admin has set the task",
+                code="no_task",
+            ) from exc
+        raise BadGateway(str(exc), code="hub_rejected") from exc
+    except HubError as exc:
+        raise Unavailable(str(exc), code="hub_unavailable") from exc

@@ -13,17 +13,20 @@ from fastapi import FastAPI
 
 from fedmedclip.backbone import resolve_device
 from fedmedclip.model_store import ModelStore
+from services.common.problems import install_problem_handlers
 from services.common.request_context import RequestContextMiddleware
 from services.common.structured_logging import configure_logging
 from services.inference_api.api import model, ops, predict
 from services.inference_api.audit import AuditLog
 from services.inference_api.auth import TokenRegistry
-from services.inference_api.errors import install_error_handlers
 from services.inference_api.hub import HubFollower
 from services.inference_api.metrics import InferenceMetrics
 from services.inference_api.model_loader import ModelManager
 from services.inference_api.service import InferenceService
 from services.inference_api.settings import InferenceSettings
+
+JSON_BODY_LIMIT = 64 * 1024
+"""Cap on any body but an upload's (no other route takes one)."""
 
 
 def create_app(settings: InferenceSettings | None = None) -> FastAPI:
@@ -67,6 +70,7 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
         version="0.1.0",
         description="FAM + private-head ensemble predictions for PNG, JPEG and DICOM images.",
         lifespan=lifespan,
+        max_body_size=JSON_BODY_LIMIT,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -75,12 +79,13 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
         (t.get_secret_value() for t in settings.clinician_tokens),
         settings.admin_token.get_secret_value(),
     )
-    install_error_handlers(app, metrics)
+    install_problem_handlers(app, observe=lambda code: metrics.errors.labels(code).inc())
     app.add_middleware(
         RequestContextMiddleware,
         logger="services.inference_api.access",
         observe=metrics.http.observe,
     )
-    for router in (predict.router, model.router, ops.router):
-        app.include_router(router)
+    predict.include(app, settings)
+    app.include_router(model.router)
+    app.include_router(ops.router)
     return app

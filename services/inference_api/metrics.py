@@ -31,7 +31,7 @@ class InferenceMetrics:
         )
         self.errors = Counter(
             f"{prefix}_errors",
-            "Refused or failed requests by kind.",
+            "Refused or failed requests by kind (the problem code of the answer).",
             ["kind"],
             registry=self.registry,
         )

@@ -2,7 +2,9 @@
 
 The HTTP layer hands it decoded uploads; it picks the model once per request, prepares
 the images in a worker thread, lets the micro-batcher run them together with other
-requests' images, and audits the answers.
+requests' images, and audits the answers. Its refusals are service errors
+(:mod:`services.common.problems`): an undecodable image is 422 ``bad_image``, no model yet
+503 ``no_model`` (retry in 10 s), a stopping service 503 ``shutting_down``.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ import torch
 from starlette.concurrency import run_in_threadpool
 
 from fedmedclip.data.images import ImageDecodeError
+from services.common.problems import Unavailable, Unprocessable
 from services.inference_api.audit import AuditEntry, AuditLog
 from services.inference_api.auth import Caller
-from services.inference_api.batcher import MicroBatcher
+from services.inference_api.batcher import BatcherStopped, MicroBatcher
 from services.inference_api.metrics import InferenceMetrics
-from services.inference_api.model_loader import LoadedModel, ModelManager
+from services.inference_api.model_loader import LoadedModel, ModelManager, ModelUnavailable
 from services.inference_api.predictor import Prediction, forward, prepare
 from services.inference_api.uploads import Upload
+
+NO_MODEL_RETRY_SECONDS = 10
+"""How long a client is asked to wait (``Retry-After``) while no model is loaded."""
 
 
 @dataclass(frozen=True)
@@ -80,14 +86,28 @@ class InferenceService:
         if self.manager.hub is not None:
             self.manager.hub.close()
 
+    def serving_model(self) -> LoadedModel:
+        """The model to answer one request with; 503 ``no_model`` before the first."""
+        try:
+            return self.manager.require()
+        except ModelUnavailable as exc:
+            raise Unavailable(
+                str(exc),
+                code="no_model",
+                headers={"Retry-After": str(NO_MODEL_RETRY_SECONDS)},
+            ) from exc
+
     async def classify(
         self, model: LoadedModel, uploads: list[Upload], caller: Caller, request_id: str
     ) -> list[Answer]:
         """Predict every upload with ``model`` and audit the answers."""
         with self.batcher.preparing():
             pixels = await run_in_threadpool(self._prepare_all, model, uploads)
-        futures = [self.batcher.submit(BatchItem(model, p)) for p in pixels]
-        predictions = await asyncio.gather(*futures)
+        try:
+            futures = [self.batcher.submit(BatchItem(model, p)) for p in pixels]
+            predictions = await asyncio.gather(*futures)
+        except BatcherStopped as exc:
+            raise Unavailable(str(exc), code="shutting_down") from exc
         answers = [
             Answer(upload.sha256, prediction)
             for upload, prediction in zip(uploads, predictions, strict=True)
@@ -108,9 +128,10 @@ class InferenceService:
             try:
                 pixels.append(prepare(upload.data, model.backbone, self.max_pixels))
             except ImageDecodeError as exc:
-                if len(uploads) == 1:
-                    raise
-                raise ImageDecodeError(f"file {number} ({upload.filename!r}): {exc}") from exc
+                which = "" if len(uploads) == 1 else f"file {number} ({upload.filename!r}): "
+                raise Unprocessable(
+                    f"cannot use this image: {which}{exc}", code="bad_image"
+                ) from exc
         return pixels
 
     def _forward_batch(self, items: list[BatchItem]) -> list[Prediction]:

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from services.aggregator.auth import Principal, Role, authenticate
 from services.aggregator.context import AppContext
-
-_bearer = HTTPBearer(auto_error=False, description="Admin token or a node token.")
+from services.common.tokens import BearerToken
 
 
 def get_context(request: Request) -> AppContext:
@@ -43,16 +41,9 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 def _caller(*roles: Role):
     allowed = frozenset(roles)
 
-    def dependency(
-        request: Request,
-        context: ContextDep,
-        _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-    ) -> Principal:
+    def dependency(context: ContextDep, token: BearerToken) -> Principal:
         return authenticate(
-            context.db.sessions,
-            request.headers.get("authorization"),
-            context.settings.admin_token_value(),
-            allowed,
+            context.db.sessions, token, context.settings.admin_token_value(), allowed
         )
 
     return dependency

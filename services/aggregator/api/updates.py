@@ -1,17 +1,24 @@
-"""``POST /api/v1/rounds/{id}/updates``: a node's encoded FAM delta."""
+"""``POST /api/v1/rounds/{id}/updates``: a node's encoded FAM delta.
+
+The body cap is the app's ``max_body_size`` for this router (``MAX_UPLOAD_BYTES``, set where
+the router is included); the route only counts what arrives and records a refusal.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from fedmedclip.schemas import UpdateReceipt
 from services.aggregator import audit, rounds, updates
 from services.aggregator.api.deps import ContextDep, NodeDep, SessionDep
-from services.aggregator.errors import PayloadTooLarge, ServiceError
+from services.aggregator.context import AppContext
 from services.aggregator.metrics import AggregatorMetrics
+from services.common.problems import ServiceError
 
 router = APIRouter(prefix="/api/v1/rounds", tags=["updates"])
 
@@ -22,18 +29,28 @@ _BODY_DOC = {
 }
 
 
-async def read_capped_body(request: Request, cap: int, metrics: AggregatorMetrics) -> bytes:
-    """Read the body, refusing it as soon as it grows past ``cap`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap:
-        raise PayloadTooLarge(f"update of {declared} bytes is larger than the cap of {cap} bytes")
+async def _receive(request: Request, metrics: AggregatorMetrics) -> bytes:
+    """The body, counted as it arrives (the body limiter stops it past the cap with a 413)."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         metrics.bytes_received.inc(len(chunk))
-        if len(body) > cap:
-            raise PayloadTooLarge(f"update is larger than the cap of {cap} bytes")
     return bytes(body)
+
+
+async def _record_rejection(
+    context: AppContext, session: Session, actor: str, round_id: int, reason: str, detail: str
+) -> None:
+    context.metrics.updates_rejected.labels(reason).inc()
+    await run_in_threadpool(session.rollback)  # release the write lock before auditing
+    await run_in_threadpool(
+        audit.record_rejection,
+        context.db.sessions,
+        actor,
+        rounds.target(round_id),
+        reason=reason,
+        detail=detail,
+    )
 
 
 @router.post(
@@ -63,11 +80,18 @@ async def post_update(
     assert node.node_id is not None and node.node_name is not None  # node role
     cap = context.settings.max_upload_bytes
     try:
+        body = await _receive(request, context.metrics)
+    except HTTPException as exc:
+        if exc.status_code == 413:  # over MAX_UPLOAD_BYTES: a refused update, on the record
+            detail = f"update is larger than the limit of {cap} bytes"
+            await _record_rejection(context, session, node.actor, round_id, "too_large", detail)
+        raise
+    try:
         submission = updates.Submission(
             round_id=round_id,
             node_id=node.node_id,
             node_name=node.node_name,
-            body=await read_capped_body(request, cap, context.metrics),
+            body=body,
             sample_count=sample_count,
             local_metrics=updates.parse_local_metrics(local_metrics),
             idempotency_key=idempotency_key,
@@ -77,16 +101,7 @@ async def post_update(
         )
     except ServiceError as exc:
         reason = updates.rejection_reason(exc)
-        context.metrics.updates_rejected.labels(reason).inc()
-        await run_in_threadpool(session.rollback)  # release the write lock before auditing
-        await run_in_threadpool(
-            audit.record_rejection,
-            context.db.sessions,
-            node.actor,
-            rounds.target(round_id),
-            reason=reason,
-            detail=exc.detail,
-        )
+        await _record_rejection(context, session, node.actor, round_id, reason, exc.detail)
         raise
     if result.replayed:
         response.status_code = 200

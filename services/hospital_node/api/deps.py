@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, Request
 
-from services.common.tokens import BearerError, bearer_token, tokens_equal
+from services.common.problems import Unauthenticated
+from services.common.tokens import BearerToken, tokens_equal
 from services.hospital_node.context import NodeContext
 
 
@@ -17,22 +18,10 @@ def get_context(request: Request) -> NodeContext:
 Context = Annotated[NodeContext, Depends(get_context)]
 
 
-def require_admin(
-    ctx: Context, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
-) -> None:
+def require_admin(ctx: Context, token: BearerToken) -> None:
     """Only the site admin may use the node API (health routes stay open)."""
-    try:
-        token = bearer_token(authorization)
-    except BearerError as exc:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}
-        ) from exc
     if not tokens_equal(token, ctx.settings.admin_token):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "invalid token for the node API",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise Unauthenticated("invalid token for the node API")
 
 
 AdminOnly = [Depends(require_admin)]

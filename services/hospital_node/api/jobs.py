@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Query, status
-from sqlalchemy import func, select
+from fastapi import APIRouter, Query, status
 
-from services.common.hub_client import HubRejected, HubUnavailable
+from services.hospital_node import job_requests
 from services.hospital_node.api.deps import AdminOnly, Context
 from services.hospital_node.api.schemas import JobIn, JobOut, JobProgressOut
-from services.hospital_node.db import Dataset, Job
-from services.hospital_node.hub_client import connect_hub
-from services.hospital_node.jobs import EnqueueError, JobConflict, start_job
+from services.hospital_node.db import Job
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=AdminOnly)
 
@@ -38,49 +35,11 @@ def job_out(job: Job) -> JobOut:
     )
 
 
-def _round_to_join(ctx: Context, round_id: int | None) -> int:
-    """The round the job is for, checked with the hub where the hub can answer.
-
-    With an explicit round id and an unreachable hub the job is still accepted: it
-    retries the hub itself and ends failed with the reason if the hub stays away.
-    """
-    try:
-        with connect_hub(ctx.settings, interactive=True) as hub:
-            if round_id is None:
-                rounds = hub.open_rounds()
-                if not rounds:
-                    raise HTTPException(status.HTTP_409_CONFLICT, "no round is open at the hub")
-                return rounds[0].id
-            state = hub.get_round(round_id).state
-    except HubRejected as exc:
-        code = status.HTTP_404_NOT_FOUND if exc.status_code == 404 else status.HTTP_502_BAD_GATEWAY
-        raise HTTPException(code, str(exc)) from exc
-    except HubUnavailable as exc:
-        if round_id is None:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
-        return round_id
-    if state != "open":
-        raise HTTPException(status.HTTP_409_CONFLICT, f"round {round_id} is {state}, not open")
-    return round_id
-
-
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
 def create_job(ctx: Context, body: JobIn | None = None) -> JobOut:
     """Record a job for the open round (or ``round_id``) and return at once."""
-    with ctx.db.session() as session:
-        if not session.scalar(select(func.count()).select_from(Dataset)):
-            raise HTTPException(
-                status.HTTP_409_CONFLICT,
-                "no dataset is registered; register one with POST /api/v1/datasets first",
-            )
-    round_id = _round_to_join(ctx, body.round_id if body else None)
-    try:
-        job = start_job(ctx.db, ctx.runner, round_id, "api")
-    except JobConflict as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    except EnqueueError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
-    return job_out(job)
+    round_id = body.round_id if body else None
+    return job_out(job_requests.request_job(ctx.settings, ctx.db, ctx.runner, round_id))
 
 
 @router.get("", response_model=list[JobOut])
@@ -90,17 +49,9 @@ def list_jobs(
     state: str | None = Query(None, pattern="^(queued|running|uploading|done|failed)$"),
 ) -> list[JobOut]:
     """Jobs, newest first."""
-    query = select(Job).order_by(Job.id.desc()).limit(limit)
-    if state:
-        query = query.where(Job.state == state)
-    with ctx.db.session() as session:
-        return [job_out(j) for j in session.scalars(query).all()]
+    return [job_out(j) for j in job_requests.list_jobs(ctx.db, limit=limit, state=state)]
 
 
 @router.get("/{job_id}", response_model=JobOut)
 def get_job(job_id: int, ctx: Context) -> JobOut:
-    with ctx.db.session() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} does not exist")
-        return job_out(job)
+    return job_out(job_requests.get_job(ctx.db, job_id))

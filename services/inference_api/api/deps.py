@@ -6,13 +6,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from services.common.tokens import BearerError, bearer_token
+from services.common.problems import Forbidden, Unauthenticated
+from services.common.tokens import BearerToken
 from services.inference_api.auth import Caller, Role, TokenRegistry
-from services.inference_api.errors import ApiError
 from services.inference_api.service import InferenceService
 from services.inference_api.settings import InferenceSettings
-
-_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def get_service(request: Request) -> InferenceService:
@@ -23,26 +21,21 @@ def get_settings(request: Request) -> InferenceSettings:
     return request.app.state.settings
 
 
-def _caller(request: Request) -> Caller:
-    try:
-        token = bearer_token(request.headers.get("authorization"))
-    except BearerError as exc:
-        raise ApiError(401, str(exc), headers=_CHALLENGE) from exc
+def _caller(request: Request, token: BearerToken) -> Caller:
     registry: TokenRegistry = request.app.state.tokens
     caller = registry.identify(token)
     if caller is None:
-        raise ApiError(401, "unknown bearer token", headers=_CHALLENGE)
+        raise Unauthenticated("unknown bearer token")
     return caller
 
 
 def require(*roles: Role):
     """A dependency that admits only callers with one of ``roles`` (else 403)."""
 
-    def dependency(request: Request) -> Caller:
-        caller = _caller(request)
+    def dependency(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
         if caller.role not in roles:
             allowed = " or ".join(r.value for r in roles)
-            raise ApiError(403, f"this route needs a {allowed} token, not a {caller.role} token")
+            raise Forbidden(f"this route needs a {allowed} token, not a {caller.role} token")
         return caller
 
     return dependency

@@ -7,15 +7,16 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from services.common.problems import problem_responses
 from services.inference_api.api.deps import AdminDep, ReaderDep, ServiceDep
 
-router = APIRouter(tags=["model"])
+router = APIRouter(tags=["model"], responses=problem_responses(401, 403, 503))
 
 
 @router.get("/model")
 async def current_model(_: ReaderDep, service: ServiceDep) -> dict[str, Any]:
     """Versions, checksums, backbone, weights and classes of the model being served."""
-    return service.manager.require().describe()
+    return service.serving_model().describe()
 
 
 @router.post("/model/reload")
@@ -25,4 +26,4 @@ async def reload_model(_: AdminDep, service: ServiceDep) -> dict[str, Any]:
     Also retries a model that failed to load before, e.g. after a fixed checkpoint path.
     """
     await asyncio.to_thread(service.manager.refresh, True)
-    return service.manager.require().describe()
+    return service.serving_model().describe()

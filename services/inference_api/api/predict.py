@@ -1,26 +1,32 @@
-"""POST /predict and POST /predict/batch: images in, traceable ensemble predictions out."""
+"""POST /predict and POST /predict/batch: images in, traceable ensemble predictions out.
+
+Each route has a router of its own so that :func:`include` can give it the body cap its
+settings allow (one file, or ``MAX_FILES_PER_REQUEST`` files).
+"""
 
 from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 
+from services.common.problems import problem_responses
 from services.common.structured_logging import request_id_var
 from services.inference_api.api.deps import ClinicianDep, ServiceDep, SettingsDep
 from services.inference_api.api.schemas import BatchPredictionOut, ModelRef, PredictionOut
-from services.inference_api.uploads import read_uploads
+from services.inference_api.settings import InferenceSettings
+from services.inference_api.uploads import body_limit, read_uploads
 
-router = APIRouter(tags=["predict"])
+_ERRORS = problem_responses(401, 403, 413, 415, 422, 503)
+single = APIRouter(tags=["predict"], responses=_ERRORS)
+batch = APIRouter(tags=["predict"], responses=_ERRORS)
 
-_ERRORS = {
-    401: {"description": "Missing or unknown bearer token."},
-    403: {"description": "The token is not a clinician token."},
-    413: {"description": "Upload over the size cap."},
-    415: {"description": "Not a multipart/form-data request."},
-    422: {"description": "Missing file, or not a decodable PNG, JPEG or DICOM image."},
-    503: {"description": "No model loaded yet."},
-}
+
+def include(app: FastAPI, settings: InferenceSettings) -> None:
+    """Mount both routes, each capped to the body its settings allow."""
+    most = settings.max_upload_bytes
+    app.include_router(single, max_body_size=body_limit(1, most))
+    app.include_router(batch, max_body_size=body_limit(settings.max_files_per_request, most))
 
 
 def _multipart_body(field: str, many: bool) -> dict:
@@ -47,10 +53,9 @@ def _elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
 
-@router.post(
+@single.post(
     "/predict",
     response_model=PredictionOut,
-    responses=_ERRORS,
     openapi_extra=_multipart_body("file", many=False),
 )
 async def predict_one(
@@ -58,7 +63,7 @@ async def predict_one(
 ) -> PredictionOut:
     """Classify one PNG, JPEG or DICOM image sent as multipart field ``file``."""
     started = time.perf_counter()
-    model = service.manager.require()
+    model = service.serving_model()
     uploads = await read_uploads(
         request, field="file", max_files=1, max_bytes=settings.max_upload_bytes
     )
@@ -66,10 +71,9 @@ async def predict_one(
     return PredictionOut.of(answers[0], model, _elapsed_ms(started))
 
 
-@router.post(
+@batch.post(
     "/predict/batch",
     response_model=BatchPredictionOut,
-    responses=_ERRORS,
     openapi_extra=_multipart_body("files", many=True),
 )
 async def predict_batch(
@@ -81,7 +85,7 @@ async def predict_batch(
     predicted, so a caller never has to match partial results to its inputs.
     """
     started = time.perf_counter()
-    model = service.manager.require()
+    model = service.serving_model()
     uploads = await read_uploads(
         request,
         field="files",

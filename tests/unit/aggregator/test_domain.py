@@ -7,10 +7,9 @@ import logging
 
 import pytest
 
-from services.aggregator.auth import bearer_token
 from services.aggregator.closing import StoredUpdate, metrics_summary
-from services.aggregator.errors import InvalidRequest, Unauthenticated
 from services.aggregator.updates import parse_local_metrics
+from services.common.problems import InvalidRequest
 from services.common.structured_logging import JsonFormatter, RequestIdFilter, request_id_var
 from services.common.tokens import hash_token, new_token
 
@@ -20,16 +19,6 @@ def test_tokens_are_random_and_stored_only_as_sha256() -> None:
     assert first != second and len(first) >= 40
     assert hash_token(first) != hash_token(second)
     assert len(hash_token(first)) == 64 and first not in hash_token(first)
-
-
-@pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer", "Bearer   "])
-def test_bearer_header_must_carry_a_token(header) -> None:
-    with pytest.raises(Unauthenticated):
-        bearer_token(header)
-
-
-def test_bearer_token_is_extracted() -> None:
-    assert bearer_token("bearer abc.DEF-1") == "abc.DEF-1"
 
 
 def test_local_metrics_header_parsing() -> None:
