@@ -1,7 +1,9 @@
 """POST /predict and POST /predict/batch: images in, traceable ensemble predictions out.
 
 Each route has a router of its own so that :func:`include` can give it the body cap its
-settings allow (one file, or ``MAX_FILES_PER_REQUEST`` files).
+settings allow (one file, or ``MAX_FILES_PER_REQUEST`` files). A route reads its upload
+before it picks the model: a malformed or oversized request is named as such (4xx) even
+while no model is loaded (503).
 """
 
 from __future__ import annotations
@@ -63,10 +65,10 @@ async def predict_one(
 ) -> PredictionOut:
     """Classify one PNG, JPEG or DICOM image sent as multipart field ``file``."""
     started = time.perf_counter()
-    model = service.serving_model()
     uploads = await read_uploads(
         request, field="file", max_files=1, max_bytes=settings.max_upload_bytes
     )
+    model = service.serving_model()
     answers = await service.classify(model, uploads, caller, request_id_var.get())
     return PredictionOut.of(answers[0], model, _elapsed_ms(started))
 
@@ -85,13 +87,13 @@ async def predict_batch(
     predicted, so a caller never has to match partial results to its inputs.
     """
     started = time.perf_counter()
-    model = service.serving_model()
     uploads = await read_uploads(
         request,
         field="files",
         max_files=settings.max_files_per_request,
         max_bytes=settings.max_upload_bytes,
     )
+    model = service.serving_model()
     answers = await service.classify(model, uploads, caller, request_id_var.get())
     latency = _elapsed_ms(started)
     return BatchPredictionOut(
