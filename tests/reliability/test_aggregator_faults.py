@@ -184,7 +184,7 @@ def test_every_bad_update_is_refused_with_a_4xx_and_nothing_is_stored(tmp_path: 
             "oversized (declared length)": (
                 lambda: post(b"\0" * (1024 * 1024 + 1)),
                 413,
-                "cap of 1048576",
+                "limit of 1048576",
             ),
             "oversized (streamed)": (
                 lambda: hub.client.post(
@@ -193,7 +193,7 @@ def test_every_bad_update_is_refused_with_a_4xx_and_nothing_is_stored(tmp_path: 
                     headers={**bearer(other), "X-Sample-Count": "1", "Idempotency-Key": "s"},
                 ),
                 413,
-                "cap",
+                "limit",
             ),
             "NaN": (lambda: post(_nonfinite(float("nan"))()), 400, "NaN"),
             "+inf": (lambda: post(_nonfinite(float("inf"))()), 400, "infinite"),
