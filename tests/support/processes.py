@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from services.common.serving import ServerLimits
+from services.common.serving import ServerLimits, ServerTls
 
 PG_BIN = Path(os.environ.get("FEDMEDCLIP_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -127,12 +127,15 @@ class ThreadedServer:
         port: int | None = None,
         *,
         limits: ServerLimits | None = None,
+        tls: ServerTls | None = None,
         log_level: str = "warning",
     ) -> None:
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         # Served as `fedmedclip ... serve` serves it: the same protocol, timeouts and caps.
         options = (limits or ServerLimits()).uvicorn_options()
+        if tls is not None:
+            options |= tls.uvicorn_options()
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level=log_level, **options
         )
