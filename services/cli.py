@@ -10,6 +10,7 @@ import typer
 from services.aggregator.cli import app as aggregator_app
 from services.hospital_node.cli import app as node_app
 from services.inference_api.cli import app as inference_app
+from services.pki_cli import app as pki_app
 from services.research_cli import data_app, demo, simulate
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
 app.add_typer(aggregator_app, name="aggregator", help="The federation hub (rounds, models).")
 app.add_typer(node_app, name="node", help="A hospital site's node API and training worker.")
 app.add_typer(inference_app, name="inference", help="The site's prediction API.")
+app.add_typer(pki_app, name="pki", help="Federation CA and certificates (mutual TLS).")
 app.add_typer(data_app, name="data", help="Synthetic data and dataset tools.")
 app.command(help="Run a small federation end to end on this machine.")(demo)
 app.command(help="Compare FedMedCLIP with baselines on local data (research simulator).")(simulate)

@@ -16,21 +16,15 @@ def serve(
 ) -> None:
     """Run the aggregator with uvicorn (settings from FEDMEDCLIP_AGG_* variables)."""
     import torch
-    import uvicorn
+
+    from services.common.serving import serve as serve_app
 
     # The hub's tensors are small (one D x D FAM per update) and requests already run in
     # parallel threads; intra-op threads only add synchronisation, which on a busy host
     # made decoding and averaging an update up to 20x slower (see bench/aggregate.py).
     torch.set_num_threads(1)
 
-    uvicorn.run(
-        "services.aggregator.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        access_log=False,
-        log_config=None,
-    )
+    serve_app("services.aggregator.app:create_app", factory=True, host=host, port=port)
 
 
 @app.command()

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
+from starlette.requests import ClientDisconnect
 from starlette.types import Scope
 
 from services.common.structured_logging import request_id_var
@@ -36,6 +37,8 @@ from services.common.structured_logging import request_id_var
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+CLIENT_CLOSED_REQUEST = 499
+"""Status recorded (never sent: nobody is listening) when the client left mid-request."""
 TYPE_PREFIX = "urn:fedmedclip:problem:"
 """A URN, not a URL: the type names the problem without pretending to be a web page."""
 
@@ -147,6 +150,7 @@ _CODE_BY_STATUS = {
     415: "unsupported_media_type",
     422: "invalid_request",
     429: "too_many_requests",
+    CLIENT_CLOSED_REQUEST: "client_disconnected",
     500: "internal",
     502: "bad_gateway",
     503: "unavailable",
@@ -243,8 +247,20 @@ def install_problem_handlers(app: FastAPI, *, observe: ErrorObserver | None = No
         detail, fields = validation_problem(exc)
         return answer(422, detail, code="invalid_request", errors=fields)
 
+    async def client_left(request: Request, _: Exception) -> JSONResponse:
+        # Not an internal error: one line, no traceback (a dropped upload is cheap to
+        # repeat, so a traceback per drop would be a cheap way to flood the logs).
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return answer(
+            CLIENT_CLOSED_REQUEST,
+            "the client disconnected before the request was read",
+            code="client_disconnected",
+        )
+
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
+        if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI wraps it while parsing forms
+            return await client_left(request, exc.__cause__)
         if exc.status_code == 413:
             _keep_this_answer(request.scope)
             limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
@@ -277,6 +293,7 @@ def install_problem_handlers(app: FastAPI, *, observe: ErrorObserver | None = No
 
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(ClientDisconnect, client_left)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(IntegrityError, conflict)
     app.add_exception_handler(OperationalError, database_down)

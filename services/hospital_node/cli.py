@@ -17,15 +17,14 @@ def serve(
     port: int = typer.Option(8200, help="Port of the node API."),
 ) -> None:
     """Run the node API (datasets, jobs, model) and, with auto-join, the round agent."""
-    import uvicorn
-
+    from services.common.serving import serve as serve_app
     from services.common.structured_logging import configure_logging
     from services.hospital_node.app import create_app
     from services.hospital_node.settings import NodeSettings
 
     settings = NodeSettings()
     configure_logging(settings.log_json)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+    serve_app(create_app(settings), host=host, port=port)
 
 
 @app.command()

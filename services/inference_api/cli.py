@@ -22,9 +22,9 @@ def serve(
     port: int = typer.Option(8300, help="TCP port."),
 ) -> None:
     """Serve POST /predict from the site's model store (settings: FEDMEDCLIP_INFERENCE_*)."""
-    import uvicorn
     from pydantic import ValidationError
 
+    from services.common.serving import serve as serve_app
     from services.inference_api.app import create_app
     from services.inference_api.settings import InferenceSettings
 
@@ -33,6 +33,4 @@ def serve(
     except ValidationError as exc:
         typer.echo(f"invalid FEDMEDCLIP_INFERENCE_* settings:\n{exc}", err=True)
         raise typer.Exit(2) from exc
-    # Our own middleware logs every request with its id, so uvicorn's access log and
-    # logging config stay off (they would log each request twice, in another format).
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    serve_app(create_app(settings), host=host, port=port)

@@ -21,6 +21,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from services.common.serving import ServerLimits, ServerTls
+
 PG_BIN = Path(os.environ.get("FEDMEDCLIP_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
@@ -119,10 +121,24 @@ def redis_server() -> Iterator[str]:
 class ThreadedServer:
     """Runs an ASGI app with uvicorn in a background thread on a free loopback port."""
 
-    def __init__(self, app, port: int | None = None) -> None:
+    def __init__(
+        self,
+        app,
+        port: int | None = None,
+        *,
+        limits: ServerLimits | None = None,
+        tls: ServerTls | None = None,
+        log_level: str = "warning",
+    ) -> None:
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        # Served as `fedmedclip ... serve` serves it: the same protocol, timeouts and caps.
+        options = (limits or ServerLimits()).uvicorn_options()
+        if tls is not None:
+            options |= tls.uvicorn_options()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level=log_level, **options
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
