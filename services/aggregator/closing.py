@@ -32,9 +32,9 @@ from fedmedclip.aggregation import aggregate
 from fedmedclip.codec import apply_delta, decode_update
 from fedmedclip.schemas import RoundState
 from services.aggregator import audit, models_registry, rounds, tasks
-from services.aggregator.db.engine import Database
 from services.aggregator.db.models import Node, Round, Update, utcnow
 from services.aggregator.errors import Conflict
+from services.common.db import Database
 
 log = logging.getLogger(__name__)
 

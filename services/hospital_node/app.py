@@ -16,13 +16,14 @@ from fastapi import FastAPI, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from fedmedclip import __version__
 from services.common.request_context import RequestContextMiddleware
-from services.common.structured_logging import request_id_var
+from services.common.structured_logging import configure_logging, request_id_var
 from services.common.validation import VALIDATION_RESPONSES, validation_body
 from services.hospital_node.agent import Agent
 from services.hospital_node.api import datasets, health, jobs, model, privacy
 from services.hospital_node.context import NodeContext
-from services.hospital_node.db import Database
+from services.hospital_node.db import Database, open_database
 from services.hospital_node.jobs import JobRunner, ThreadRunner, execute_job, recover_embedded_jobs
 from services.hospital_node.metrics import NodeMetrics
 from services.hospital_node.settings import NodeSettings
@@ -97,8 +98,9 @@ async def _cap_body(
 def create_app(settings: NodeSettings | None = None) -> FastAPI:
     """Build the node API for ``settings`` (read from the environment when omitted)."""
     settings = settings or NodeSettings()
+    configure_logging(settings.log_json, settings.log_level)
     _check_settings(settings)
-    db = Database(settings.sqlalchemy_url())
+    db = open_database(settings.resolved_database_url())
     metrics = NodeMetrics(db)
     ctx = NodeContext(settings=settings, db=db, runner=_runner(settings, db), metrics=metrics)
     agent = Agent(ctx)
@@ -119,7 +121,7 @@ def create_app(settings: NodeSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="FedMedCLIP hospital node",
         description="Local datasets, training jobs and the site's model versions.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
     )
     app.state.node = ctx

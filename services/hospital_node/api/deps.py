@@ -27,7 +27,7 @@ def require_admin(
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}
         ) from exc
-    if not tokens_equal(token, ctx.settings.admin_token):
+    if not tokens_equal(token, ctx.settings.admin_token.get_secret_value()):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "invalid token for the node API",
