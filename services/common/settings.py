@@ -19,9 +19,9 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal, Self, get_args
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -139,6 +139,15 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _empty_optional_secret_is_unset(self) -> Self:
+        """``FOO=""`` for an optional secret means "not configured", as its absence does."""
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if field.default is None and isinstance(value, SecretStr) and not reveal(value):
+                setattr(self, name, None)
+        return self
 
     @classmethod
     def settings_customise_sources(
