@@ -115,8 +115,8 @@ def child(n: int, quantization: str, torch_threads: int) -> dict:
 
     from fedmedclip.schemas import RoundState
     from services.aggregator.closing import CLOSED_BY_ADMIN, RoundCloser
-    from services.aggregator.db.engine import Database
     from services.aggregator.db.migrate import upgrade
+    from services.common.db import Database
 
     if torch_threads:
         torch.set_num_threads(torch_threads)

@@ -410,7 +410,7 @@ def _predict(
         {
             "FEDMEDCLIP_INFERENCE_MODEL_STORE_DIR": str(site["store"]),
             "FEDMEDCLIP_INFERENCE_AGGREGATOR_URL": hub,
-            "FEDMEDCLIP_INFERENCE_AGGREGATOR_TOKEN": site["token"],
+            "FEDMEDCLIP_INFERENCE_NODE_TOKEN": site["token"],
             "FEDMEDCLIP_INFERENCE_CLINICIAN_TOKENS": clinician,
             "FEDMEDCLIP_INFERENCE_RELOAD_SECONDS": "1",
             "FEDMEDCLIP_INFERENCE_DEVICE": "cpu",

@@ -41,7 +41,7 @@ an audit trail. Authenticate with `Authorization: Bearer <admin or node token>`.
 
 def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
     settings = settings or AggregatorSettings()
-    configure_logging(settings.log_json, upper_levels=True)
+    configure_logging(settings.log_json, settings.log_level)
     context = AppContext.build(settings)
     watcher = DeadlineWatcher(context.closer)
 

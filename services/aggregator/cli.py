@@ -30,9 +30,9 @@ def serve(
 @app.command()
 def migrate() -> None:
     """Bring the database schema to the newest revision (needed once per PostgreSQL upgrade)."""
-    from services.aggregator.db.engine import Database
     from services.aggregator.db.migrate import current_revision, upgrade
     from services.aggregator.settings import AggregatorSettings
+    from services.common.db import Database
 
     db = Database.connect(AggregatorSettings().resolved_database_url())
     try:

@@ -32,8 +32,8 @@ from fedmedclip.aggregation import aggregate
 from fedmedclip.codec import apply_delta, decode_update
 from fedmedclip.schemas import RoundState
 from services.aggregator import audit, models_registry, rounds, tasks
-from services.aggregator.db.engine import Database
 from services.aggregator.db.models import Node, Round, Update, utcnow
+from services.common.db import Database
 from services.common.problems import Conflict
 
 log = logging.getLogger(__name__)

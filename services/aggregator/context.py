@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.aggregator.closing import RoundCloser
-from services.aggregator.db.engine import Database
 from services.aggregator.metrics import AggregatorMetrics
 from services.aggregator.settings import AggregatorSettings
+from services.common.db import Database
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from fedmedclip.schemas import RoundState
-from services.aggregator.db.engine import Database
 from services.aggregator.db.models import Round
+from services.common.db import Database
 
 log = logging.getLogger(__name__)
 

@@ -9,16 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings, reveal, sqlite_or_configured
 
 
-class AggregatorSettings(BaseSettings):
+class AggregatorSettings(ServiceSettings):
     """Everything an operator can set; defaults give a working embedded (SQLite) hub."""
 
-    model_config = SettingsConfigDict(env_prefix="FEDMEDCLIP_AGG_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="FEDMEDCLIP_AGG_")
 
     data_dir: Path = Field(Path("./var/aggregator"), description="Where the SQLite file lives.")
-    database_url: str | None = Field(
+    database_url: SecretStr | None = Field(
         None, description="SQLAlchemy URL; defaults to sqlite:///<data_dir>/aggregator.db."
     )
     admin_token: SecretStr | None = Field(
@@ -31,16 +33,11 @@ class AggregatorSettings(BaseSettings):
     auto_migrate: bool = Field(
         False, description="Migrate PostgreSQL at start (SQLite always migrates itself)."
     )
-    log_json: bool = Field(False, description="One JSON object per log line (containers).")
 
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file inside ``data_dir``."""
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{self.data_dir.resolve() / 'aggregator.db'}"
+        return sqlite_or_configured(self.database_url, self.data_dir, "aggregator.db")
 
     def admin_token_value(self) -> str | None:
         """The admin token, treating an empty string as not configured."""
-        if self.admin_token is None:
-            return None
-        return self.admin_token.get_secret_value() or None
+        return reveal(self.admin_token) or None

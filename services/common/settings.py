@@ -1,8 +1,41 @@
-"""Helpers for the services' pydantic-settings classes."""
+"""The settings base of the three services, and helpers for their pydantic-settings classes.
+
+Every service reads ``<PREFIX><FIELD>`` environment variables through a subclass of
+:class:`ServiceSettings`, which adds what all of them share:
+
+* ``log_json`` and ``log_level``;
+* secrets (every ``SecretStr`` field, lists of them included) may instead be read from a
+  file named by ``<VARIABLE>_FILE`` (Docker and Kubernetes secrets are mounted as files).
+  Setting both the variable and its ``_FILE`` twin is refused: which of two different
+  secrets should win is not something to guess, and silently taking one hides a
+  misconfigured deployment. An empty variable counts as unset, so a compose file may leave
+  ``FOO: ""`` next to ``FOO_FILE``.
+* deprecated variable names (``validation_alias=AliasChoices(new, old)``; the prefix is
+  applied to aliases too) keep working with a warning naming the new variable.
+"""
 
 from __future__ import annotations
 
-from pydantic import BeforeValidator
+import logging
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self, get_args
+
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+log = logging.getLogger(__name__)
+
+FILE_SUFFIX = "_FILE"
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 def split_commas(value: object) -> object:
@@ -15,3 +48,145 @@ def split_commas(value: object) -> object:
 CommaSeparated = BeforeValidator(split_commas)
 """Field metadata for a list read from one comma-separated variable (not JSON):
 ``Annotated[list[X], NoDecode, CommaSeparated]``."""
+
+
+def is_secret(field: FieldInfo) -> bool:
+    """Whether ``SecretStr`` appears anywhere in the field's type (``list[SecretStr] | None``)."""
+    pending: list[Any] = [field.annotation]
+    while pending:
+        annotation = pending.pop()
+        if annotation is SecretStr:
+            return True
+        pending.extend(get_args(annotation))
+    return False
+
+
+def reveal(secret: SecretStr | None) -> str:
+    """The secret's value; an unset secret is the empty string."""
+    return secret.get_secret_value() if secret is not None else ""
+
+
+def sqlite_or_configured(url: SecretStr | None, data_dir: Path, file_name: str) -> str:
+    """The configured database URL, or the embedded SQLite file ``data_dir/file_name``.
+
+    An empty URL counts as unset, so ``DATABASE_URL=`` in a compose file means SQLite.
+    """
+    return reveal(url) or f"sqlite:///{data_dir.resolve() / file_name}"
+
+
+class SecretFileSource(EnvSettingsSource):
+    """Reads each secret field from the file named by its variable's ``_FILE`` twin.
+
+    It is an environment source whose "environment" is the content of those files, keyed by
+    the variable they stand in for, so aliases, prefixes and comma-separated lists behave
+    exactly as for the variables themselves.
+    """
+
+    def _load_env_vars(self) -> dict[str, str]:
+        environ = {
+            (key if self.case_sensitive else key.lower()): value
+            for key, value in os.environ.items()
+        }
+        suffix = FILE_SUFFIX if self.case_sensitive else FILE_SUFFIX.lower()
+        secrets: dict[str, str] = {}
+        for field_name, field in self.settings_cls.model_fields.items():
+            if not is_secret(field):
+                continue
+            for _, env_name, _ in self._extract_field_info(field, field_name):
+                path = environ.get(env_name + suffix)
+                if path is None:
+                    continue
+                variable = env_name.upper()
+                if environ.get(env_name):
+                    raise SettingsError(
+                        f"both {variable} and {variable}{FILE_SUFFIX} are set; set only one"
+                    )
+                secrets[env_name] = _read_secret(f"{variable}{FILE_SUFFIX}", path)
+        return secrets
+
+
+def _read_secret(variable: str, path: str) -> str:
+    try:
+        content = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SettingsError(f"{variable} names {path!r}, which cannot be read: {reason}") from exc
+    # Editors and `echo` end files with a newline that is never part of the secret.
+    return content.rstrip("\r\n")
+
+
+class ServiceSettings(BaseSettings):
+    """Base of the services' settings: logging, ``_FILE`` secrets, deprecated names.
+
+    Subclasses set ``env_prefix`` and may list ``deprecated_variables`` (old full variable
+    name -> new one) whose use is warned about when the settings are read.
+    """
+
+    model_config = SettingsConfigDict(
+        extra="ignore",
+        # Aliases are suffixes like field names (the prefix is added), and a field may
+        # still be given by its name in code (``Settings(node_token=...)``).
+        env_prefix_target="all",
+        populate_by_name=True,
+    )
+
+    deprecated_variables: ClassVar[dict[str, str]] = {}
+
+    log_json: bool = Field(False, description="One JSON object per log line (containers).")
+    log_level: LogLevel = Field("INFO", description="Lowest level logged.")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _empty_optional_secret_is_unset(self) -> Self:
+        """``FOO=""`` for an optional secret means "not configured", as its absence does."""
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if field.default is None and isinstance(value, SecretStr) and not reveal(value):
+                setattr(self, name, None)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        for old, new in cls.deprecated_variables.items():
+            if old in os.environ or old + FILE_SUFFIX in os.environ:
+                log.warning("%s is deprecated; set %s instead", old, new)
+        # A file beats an empty variable of the same name (both non-empty is an error).
+        return (init_settings, SecretFileSource(settings_cls), env_settings, dotenv_settings)
+
+    @classmethod
+    def variable_names(cls) -> dict[str, str]:
+        """Field name -> the environment variable documented for it."""
+        prefix = cls.model_config.get("env_prefix", "")
+        return {name: (prefix + name).upper() for name in cls.model_fields}
+
+    @classmethod
+    def secret_variable_names(cls) -> set[str]:
+        """The variables that may be given as ``<VARIABLE>_FILE`` instead."""
+        names = cls.variable_names()
+        return {names[field] for field, info in cls.model_fields.items() if is_secret(info)}
+
+    def environment(self) -> dict[str, str]:
+        """Variables that give another process (a worker) exactly these settings.
+
+        Secrets are revealed: the result is meant for a child process's environment only.
+        """
+        env: dict[str, str] = {}
+        for field, variable in self.variable_names().items():
+            value = getattr(self, field)
+            items = value if isinstance(value, list) else [value]
+            env[variable] = ",".join(
+                reveal(item) if isinstance(item, SecretStr) else "" if item is None else str(item)
+                for item in items
+            )
+        return env

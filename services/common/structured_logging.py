@@ -28,21 +28,12 @@ class RequestIdFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log collectors in containers.
-
-    ``level`` is lower case (``info``) unless ``upper_levels`` asks for the logging names
-    (``INFO``), which the aggregator's collectors have always been given.
-    """
-
-    def __init__(self, *, upper_levels: bool = False) -> None:
-        super().__init__()
-        self.upper_levels = upper_levels
+    """One JSON object per line, for log collectors in containers (``level`` in lower case)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        level = record.levelname if self.upper_levels else record.levelname.lower()
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": level,
+            "level": record.levelname.lower(),
             "logger": record.name,
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
@@ -65,18 +56,16 @@ class TextFormatter(logging.Formatter):
         return line + "".join(f" {k}={v}" for k, v in fields.items())
 
 
-def configure_logging(
-    json_logs: bool, level: int = logging.INFO, *, upper_levels: bool = False
-) -> None:
+def configure_logging(json_logs: bool, level: int | str = logging.INFO) -> None:
     """Install one stderr handler on the root logger; calling it again replaces it.
 
-    ``upper_levels`` is passed to :class:`JsonFormatter` (JSON lines only).
+    ``level`` is a number or a level name (``"INFO"``), as the services' ``log_level``.
     """
     root = logging.getLogger()
     root.handlers = [h for h in root.handlers if h.get_name() != _HANDLER_NAME]
     handler = logging.StreamHandler(sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(JsonFormatter(upper_levels=upper_levels) if json_logs else TextFormatter())
+    handler.setFormatter(JsonFormatter() if json_logs else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level)

@@ -13,12 +13,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from fedmedclip import __version__
 from services.common.problems import install_problem_handlers, problem_responses
 from services.common.request_context import RequestContextMiddleware
+from services.common.structured_logging import configure_logging
 from services.hospital_node.agent import Agent
 from services.hospital_node.api import datasets, health, jobs, model, privacy
 from services.hospital_node.context import NodeContext
-from services.hospital_node.db import Database
+from services.hospital_node.db import Database, open_database
 from services.hospital_node.jobs import JobRunner, ThreadRunner, execute_job, recover_embedded_jobs
 from services.hospital_node.metrics import NodeMetrics
 from services.hospital_node.settings import NodeSettings
@@ -61,8 +63,9 @@ def _runner(settings: NodeSettings, db: Database) -> JobRunner:
 def create_app(settings: NodeSettings | None = None) -> FastAPI:
     """Build the node API for ``settings`` (read from the environment when omitted)."""
     settings = settings or NodeSettings()
+    configure_logging(settings.log_json, settings.log_level)
     _check_settings(settings)
-    db = Database(settings.sqlalchemy_url())
+    db = open_database(settings.resolved_database_url())
     metrics = NodeMetrics(db)
     ctx = NodeContext(settings=settings, db=db, runner=_runner(settings, db), metrics=metrics)
     agent = Agent(ctx)
@@ -83,7 +86,7 @@ def create_app(settings: NodeSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="FedMedCLIP hospital node",
         description="Local datasets, training jobs and the site's model versions.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
         max_body_size=MAX_BODY_BYTES,
     )

@@ -18,13 +18,10 @@ def serve(
 ) -> None:
     """Run the node API (datasets, jobs, model) and, with auto-join, the round agent."""
     from services.common.serving import serve as serve_app
-    from services.common.structured_logging import configure_logging
     from services.hospital_node.app import create_app
     from services.hospital_node.settings import NodeSettings
 
-    settings = NodeSettings()
-    configure_logging(settings.log_json)
-    serve_app(create_app(settings), host=host, port=port)
+    serve_app(create_app(NodeSettings()), host=host, port=port)
 
 
 @app.command()

@@ -9,28 +9,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from fedmedclip.privacy import DPConfig
-from services.common.settings import CommaSeparated
+from services.common.settings import CommaSeparated, ServiceSettings, sqlite_or_configured
 
 
-class NodeSettings(BaseSettings):
+class NodeSettings(ServiceSettings):
     """Everything the node API, its agent and its worker need to know."""
 
-    model_config = SettingsConfigDict(env_prefix="FEDMEDCLIP_NODE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="FEDMEDCLIP_NODE_")
 
     aggregator_url: str = Field("http://127.0.0.1:8100", description="The hub.")
-    node_token: str = Field("", description="This node's bearer token from the hub.")
-    admin_token: str = Field("", description="Site admin token for the node API.")
+    node_token: SecretStr = Field(
+        SecretStr(""), description="This node's bearer token from the hub."
+    )
+    admin_token: SecretStr = Field(SecretStr(""), description="Site admin token for the node API.")
     broker_url: str = Field("", description="Redis URL for Celery; empty = in-process jobs.")
     data_roots: Annotated[list[Path], NoDecode, CommaSeparated] = Field(
         default_factory=list, description="Folders datasets may live in (comma-separated)."
     )
     data_dir: Path = Field(Path("./var/node"), description="Node database and feature cache.")
-    database_url: str = Field(
-        "", description="SQLAlchemy URL of the node database; empty = SQLite in data_dir."
+    database_url: SecretStr | None = Field(
+        None, description="SQLAlchemy URL of the node database; empty = SQLite in data_dir."
     )
     feature_cache_dir: Path | None = Field(
         None, description="Cache of image embeddings; empty = DATA_DIR/feature_cache."
@@ -44,7 +46,6 @@ class NodeSettings(BaseSettings):
     poll_seconds: float = Field(
         5.0, gt=0, description="Agent poll period; also how often a job checks its round."
     )
-    log_json: bool = Field(False, description="JSON logs.")
     # Operational knobs with safe defaults (not needed in a normal install).
     hub_retries: int = Field(5, ge=0, le=20, description="Retries of a failed hub call.")
     hub_backoff_seconds: float = Field(
@@ -94,6 +95,6 @@ class NodeSettings(BaseSettings):
             return None
         return DPConfig(self.dp_clip_norm, self.dp_noise_multiplier, self.dp_delta)
 
-    def sqlalchemy_url(self) -> str:
-        """The node database URL (SQLite under ``data_dir`` unless one is configured)."""
-        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'node.db'}"
+    def resolved_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file inside ``data_dir``."""
+        return sqlite_or_configured(self.database_url, self.data_dir, "node.db")

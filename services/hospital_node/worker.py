@@ -18,7 +18,7 @@ from functools import cache
 
 from celery import Celery
 
-from services.hospital_node.db import Database
+from services.common.db import Database
 from services.hospital_node.jobs import execute_job
 from services.hospital_node.settings import NodeSettings
 
@@ -27,8 +27,8 @@ TASK_NAME = "fedmedclip.node.run_job"
 
 @cache
 def _database(url: str) -> Database:
-    """One engine per worker process and database."""
-    return Database(url)
+    """One engine per worker process and database (the node API migrates it, not workers)."""
+    return Database.connect(url)
 
 
 def create_celery(settings: NodeSettings) -> Celery:
@@ -50,7 +50,7 @@ def create_celery(settings: NodeSettings) -> Celery:
 
     @app.task(name=TASK_NAME)
     def run_job(job_id: int) -> None:
-        execute_job(settings, _database(settings.sqlalchemy_url()), int(job_id))
+        execute_job(settings, _database(settings.resolved_database_url()), int(job_id))
 
     return app
 
@@ -79,7 +79,7 @@ def run_worker(settings: NodeSettings, *, loglevel: str = "INFO") -> None:
     """Run a Celery worker in this process (blocks until it is stopped)."""
     from services.common.structured_logging import configure_logging
 
-    configure_logging(settings.log_json)
+    configure_logging(settings.log_json, settings.log_level)
     app = create_celery(settings)
     app.worker_main(
         [

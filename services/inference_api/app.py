@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from fedmedclip import __version__
 from fedmedclip.backbone import resolve_device
 from fedmedclip.model_store import ModelStore
 from services.common.problems import install_problem_handlers
@@ -32,11 +33,11 @@ JSON_BODY_LIMIT = 64 * 1024
 def create_app(settings: InferenceSettings | None = None) -> FastAPI:
     """Build the app; ``settings`` default to the FEDMEDCLIP_INFERENCE_* environment."""
     settings = settings or InferenceSettings()
-    configure_logging(settings.log_json)
+    configure_logging(settings.log_json, settings.log_level)
     metrics = InferenceMetrics()
     store = ModelStore(settings.model_store_dir)
     hub = (
-        HubFollower(settings.aggregator_url, settings.aggregator_token.get_secret_value(), store)
+        HubFollower(settings.aggregator_url, settings.node_token.get_secret_value(), store)
         if settings.follows_hub
         else None
     )
@@ -67,7 +68,7 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="FedMedCLIP inference API",
-        version="0.1.0",
+        version=__version__,
         description="FAM + private-head ensemble predictions for PNG, JPEG and DICOM images.",
         lifespan=lifespan,
         max_body_size=JSON_BODY_LIMIT,

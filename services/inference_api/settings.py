@@ -6,18 +6,21 @@ Each field ``x`` is read from ``FEDMEDCLIP_INFERENCE_X`` (see docs/architecture.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from services.common.settings import CommaSeparated
+from services.common.settings import CommaSeparated, ServiceSettings
 
 
-class InferenceSettings(BaseSettings):
+class InferenceSettings(ServiceSettings):
     """Everything the prediction service can be told; defaults match the documentation."""
 
-    model_config = SettingsConfigDict(env_prefix="FEDMEDCLIP_INFERENCE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="FEDMEDCLIP_INFERENCE_")
+    deprecated_variables: ClassVar[dict[str, str]] = {
+        "FEDMEDCLIP_INFERENCE_AGGREGATOR_TOKEN": "FEDMEDCLIP_INFERENCE_NODE_TOKEN"
+    }
 
     model_store_dir: Path = Field(
         Path("./var/node/model_store"), description="The site's model store (the node's)."
@@ -25,8 +28,11 @@ class InferenceSettings(BaseSettings):
     aggregator_url: str = Field(
         "", description="Follow the hub's production global version when set."
     )
-    aggregator_token: SecretStr = Field(
-        SecretStr(""), description="Node token used to read models from the hub."
+    # Named as in the node (the same token); AGGREGATOR_TOKEN is its deprecated former name.
+    node_token: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=AliasChoices("node_token", "aggregator_token"),
+        description="Node token used to read models from the hub.",
     )
     backbone_weights: str = Field(
         "none", description="open_clip pretrained tag, checkpoint path, or none (random)."
@@ -45,7 +51,6 @@ class InferenceSettings(BaseSettings):
     max_batch_size: int = Field(16, ge=1, description="Images per forward pass.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     reload_seconds: float = Field(10.0, gt=0, description="Model store / hub check period.")
-    log_json: bool = Field(False, description="JSON log lines (containers).")
     audit_path: Path = Field(
         Path("./var/inference/audit.jsonl"), description="Append-only prediction audit log."
     )
@@ -63,8 +68,8 @@ class InferenceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _hub_needs_token(self) -> InferenceSettings:
-        if self.aggregator_url and not self.aggregator_token.get_secret_value():
-            raise ValueError("aggregator_token is required when aggregator_url is set")
+        if self.aggregator_url and not self.node_token.get_secret_value():
+            raise ValueError("node_token is required when aggregator_url is set")
         return self
 
     @model_validator(mode="after")

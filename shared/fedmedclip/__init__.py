@@ -4,4 +4,7 @@ masked heads, losses, update codec, aggregation, data readers, metrics and the s
 This package holds no web or database code; the services in ``services/`` build on it.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+# One source of truth: pyproject.toml (the installed distribution's metadata).
+__version__ = version("fedmedclip")

@@ -13,6 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from services.common.settings import FILE_SUFFIX
+
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_HELM = ROOT / ".tools" / "bin" / "helm"
 INSTALL_HELM = ROOT / "scripts" / "install-helm.sh"
@@ -51,8 +53,9 @@ def find_helm() -> str | None:
 def settings_env_names(service: str) -> tuple[set[str], set[str]]:
     """(all names, required names) that a service's settings class reads.
 
-    Derived as ``env_prefix + FIELD_NAME`` from the pydantic-settings class itself, so a
-    renamed or removed setting makes the deployment files fail here.
+    Derived as ``env_prefix + FIELD_NAME`` (and ``..._FILE`` for secrets) from the
+    pydantic-settings class itself, so a renamed or removed setting makes the deployment
+    files fail here. Deprecated names are not known: deployment files use current ones.
     """
     module_name, class_name = SETTINGS_CLASSES[service]
     settings_class = getattr(importlib.import_module(module_name), class_name)
@@ -60,12 +63,15 @@ def settings_env_names(service: str) -> tuple[set[str], set[str]]:
     assert prefix.upper() == ENV_PREFIXES[service], (
         f"{class_name} env_prefix is {prefix!r}, docs/architecture.md says {ENV_PREFIXES[service]}"
     )
-    names, required = set(), set()
-    for field_name, field in settings_class.model_fields.items():
-        name = (prefix + field_name).upper()
-        names.add(name)
-        if field.is_required():
-            required.add(name)
+    variables = settings_class.variable_names()
+    names = set(variables.values()) | {
+        name + FILE_SUFFIX for name in settings_class.secret_variable_names()
+    }
+    required = {
+        variables[field_name]
+        for field_name, field in settings_class.model_fields.items()
+        if field.is_required()
+    }
     return names, required
 
 

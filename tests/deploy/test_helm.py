@@ -550,7 +550,7 @@ def test_inference_follows_the_hub_only_with_a_token(helm: str, case: str) -> No
     container = pod_spec(workload(render(helm, case), "inference"))["containers"][0]
     names = {env["name"] for env in container["env"]}
     follows = "FEDMEDCLIP_INFERENCE_AGGREGATOR_URL" in names
-    assert follows == ("FEDMEDCLIP_INFERENCE_AGGREGATOR_TOKEN" in names)
+    assert follows == ("FEDMEDCLIP_INFERENCE_NODE_TOKEN" in names)
     assert follows == (case == "site-gpu")
 
 

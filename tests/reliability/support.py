@@ -129,16 +129,6 @@ class RedisProcess(ManagedProcess):
         wait_for_port(self.port, timeout=30)
 
 
-def node_env(settings: Any) -> dict[str, str]:
-    """``FEDMEDCLIP_NODE_*`` variables that give a worker process the same settings."""
-    env = {}
-    for name, value in settings.model_dump().items():
-        if isinstance(value, list):
-            value = ",".join(str(v) for v in value)
-        env[f"FEDMEDCLIP_NODE_{name.upper()}"] = "" if value is None else str(value)
-    return env
-
-
 class WorkerProcess(ManagedProcess):
     """``fedmedclip node worker``: a Celery worker subprocess that a test may SIGKILL."""
 
@@ -151,7 +141,7 @@ class WorkerProcess(ManagedProcess):
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", "from services.hospital_node.cli import app; app()"]
                 + ["worker"],
-                env=os.environ | node_env(settings),
+                env=os.environ | settings.environment(),
                 cwd=REPO,
                 stdout=log,
                 stderr=subprocess.STDOUT,

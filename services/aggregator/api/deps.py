@@ -26,13 +26,8 @@ def get_session(context: ContextDep) -> Iterator[Session]:
     Used with ``scope="function"`` so the commit happens before the response is sent: a
     2xx means the change is durable.
     """
-    with context.db.sessions() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    with context.db.session() as session:
+        yield session
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]

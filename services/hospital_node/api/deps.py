@@ -20,7 +20,7 @@ Context = Annotated[NodeContext, Depends(get_context)]
 
 def require_admin(ctx: Context, token: BearerToken) -> None:
     """Only the site admin may use the node API (health routes stay open)."""
-    if not tokens_equal(token, ctx.settings.admin_token):
+    if not tokens_equal(token, ctx.settings.admin_token.get_secret_value()):
         raise Unauthenticated("invalid token for the node API")
 
 

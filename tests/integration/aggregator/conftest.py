@@ -1,4 +1,5 @@
-"""Every aggregator scenario runs twice: on embedded SQLite and on a real PostgreSQL."""
+"""Every aggregator scenario runs twice: on embedded SQLite and on a real PostgreSQL
+(``database_url`` from tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,6 @@ import pytest
 
 from services.aggregator.settings import AggregatorSettings
 from tests.integration.aggregator.support import ADMIN_TOKEN, Hub, running_hub
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hub.db'}"
-    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture

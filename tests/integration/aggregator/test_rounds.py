@@ -191,8 +191,8 @@ def test_a_round_left_aggregating_by_a_crash_is_finished_after_its_lease(
 ) -> None:
     from sqlalchemy import update
 
-    from services.aggregator.db.engine import Database
     from services.aggregator.db.models import Round, utcnow
+    from services.common.db import Database
 
     token = hub.add_node("alpha")
     round_info = hub.open_round()

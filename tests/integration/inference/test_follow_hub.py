@@ -77,7 +77,7 @@ def test_follows_the_production_version_of_the_hub(backbone, site, tmp_path):
         publish_round(site_store, backbone, site, global_version=100)
 
         settings = make_settings(
-            store_root, tmp_path, aggregator_url=hub_server.url, aggregator_token=node_token
+            store_root, tmp_path, aggregator_url=hub_server.url, node_token=node_token
         )
         with serve(settings) as server, client(server) as http:
             model = _ok(http.get("/model"))

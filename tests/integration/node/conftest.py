@@ -185,22 +185,12 @@ def broker_url(redis_url: str) -> str:
     return redis_url.rsplit("/", 1)[0] + f"/{next(_redis_databases) % 16}"
 
 
-def settings_env(settings: NodeSettings) -> dict[str, str]:
-    """The environment that gives a worker process the same settings."""
-    env = {}
-    for name, value in settings.model_dump().items():
-        if isinstance(value, list):
-            value = ",".join(str(v) for v in value)
-        env[f"FEDMEDCLIP_NODE_{name.upper()}"] = str(value)
-    return env
-
-
 class Worker:
     """A ``fedmedclip node worker`` subprocess."""
 
     def __init__(self, settings: NodeSettings, log_path: Path) -> None:
         self.log_path = log_path
-        env = os.environ | settings_env(settings)
+        env = os.environ | settings.environment()
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from services.hospital_node.cli import app; app()", "worker"],

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from services.aggregator.cli import app
-from services.aggregator.db.engine import Database
 from services.aggregator.db.migrate import current_revision, head_revision
+from services.common.db import Database
 
 
 def test_help_lists_serve_and_migrate() -> None:

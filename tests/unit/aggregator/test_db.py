@@ -11,7 +11,6 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from services.aggregator import audit
-from services.aggregator.db.engine import Database
 from services.aggregator.db.migrate import (
     SchemaNotCurrentError,
     check_current,
@@ -20,6 +19,7 @@ from services.aggregator.db.migrate import (
     prepare_schema,
 )
 from services.aggregator.db.models import AuditEvent, Base, Node
+from services.common.db import Database
 
 
 @pytest.fixture

@@ -53,11 +53,11 @@ def test_json_log_lines_carry_the_request_id_and_fields() -> None:
     token = request_id_var.set("req-1")
     try:
         assert RequestIdFilter().filter(record)
-        line = json.loads(JsonFormatter(upper_levels=True).format(record))
+        line = json.loads(JsonFormatter().format(record))
     finally:
         request_id_var.reset(token)
     assert line["message"] == "hello you" and line["request_id"] == "req-1"
-    assert line["status"] == 201 and line["level"] == "INFO"
+    assert line["status"] == 201 and line["level"] == "info"
 
 
 def test_metrics_summary_keeps_the_worst_privacy_budget() -> None:

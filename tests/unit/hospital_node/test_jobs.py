@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.hospital_node.db import Database, Job, JobState, utcnow
+from services.hospital_node.db import Database, Job, JobState, open_database, utcnow
 from services.hospital_node.jobs import (
     DatabaseProgress,
     EnqueueError,
@@ -40,7 +40,7 @@ def settings(tmp_path: Path) -> NodeSettings:
 
 @pytest.fixture
 def db(settings: NodeSettings) -> Database:
-    database = Database(settings.sqlalchemy_url())
+    database = open_database(settings.resolved_database_url())
     yield database
     database.dispose()
 

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from fedmedclip.privacy import DPConfig, epsilon_after, epsilon_per_round
 from services.hospital_node.app import create_app
-from services.hospital_node.db import Database
+from services.hospital_node.db import open_database
 from services.hospital_node.privacy import PrivacyBudgetExhausted, PrivacyLedger
 from services.hospital_node.settings import NodeSettings
 
@@ -26,20 +26,20 @@ def test_settings_need_both_dp_values() -> None:
 
 def test_cumulative_epsilon_comes_from_the_ledger_and_survives_a_reopen(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'node.db'}"
-    ledger = PrivacyLedger(Database(url))
+    ledger = PrivacyLedger(open_database(url))
     first = ledger.charge(job_id=1, round_id=1, config=CONFIG, max_epsilon=0)
     second = ledger.charge(job_id=2, round_id=2, config=CONFIG, max_epsilon=0)
     assert first["dp_epsilon_update"] == pytest.approx(epsilon_per_round(4.0, 1e-5))
     assert first["dp_epsilon_total"] == pytest.approx(epsilon_after(1, 4.0, 1e-5))
     assert second["dp_epsilon_total"] == pytest.approx(epsilon_after(2, 4.0, 1e-5))
-    reopened = PrivacyLedger(Database(url)).status(CONFIG, 1e-5)
+    reopened = PrivacyLedger(open_database(url)).status(CONFIG, 1e-5)
     assert reopened.releases == 2
     assert reopened.epsilon_spent == pytest.approx(second["dp_epsilon_total"])
     assert reopened.epsilon_after_next == pytest.approx(epsilon_after(3, 4.0, 1e-5))
 
 
 def test_the_cap_refuses_an_update_and_records_nothing(tmp_path: Path) -> None:
-    ledger = PrivacyLedger(Database(f"sqlite:///{tmp_path / 'node.db'}"))
+    ledger = PrivacyLedger(open_database(f"sqlite:///{tmp_path / 'node.db'}"))
     cap = epsilon_after(2, 4.0, 1e-5) + 0.01  # room for two updates, not three
     for round_id in (1, 2):
         ledger.charge(job_id=round_id, round_id=round_id, config=CONFIG, max_epsilon=cap)

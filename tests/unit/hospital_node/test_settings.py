@@ -40,7 +40,7 @@ def test_defaults_match_the_documentation(monkeypatch) -> None:
         5.0,
         False,
     )
-    assert s.sqlalchemy_url() == f"sqlite:///{Path('./var/node').resolve() / 'node.db'}"
+    assert s.resolved_database_url() == f"sqlite:///{Path('./var/node').resolve() / 'node.db'}"
 
 
 def test_environment_is_read_with_comma_separated_roots(monkeypatch, tmp_path) -> None:

@@ -38,7 +38,7 @@ def test_settings_come_from_the_documented_environment_variables(monkeypatch):
     monkeypatch.setenv("FEDMEDCLIP_INFERENCE_RELOAD_SECONDS", "3")
     monkeypatch.setenv("FEDMEDCLIP_INFERENCE_LOG_JSON", "true")
     monkeypatch.setenv("FEDMEDCLIP_INFERENCE_AGGREGATOR_URL", "http://hub:8100/")
-    monkeypatch.setenv("FEDMEDCLIP_INFERENCE_AGGREGATOR_TOKEN", "node-token")
+    monkeypatch.setenv("FEDMEDCLIP_INFERENCE_NODE_TOKEN", "node-token")
     settings = InferenceSettings()
     assert [t.get_secret_value() for t in settings.clinician_tokens] == ["t1", "t2", "t3"]
     assert settings.model_store_dir == Path("/srv/store")
@@ -65,13 +65,19 @@ def test_defaults_match_the_documentation(monkeypatch):
     [
         ({"clinician_tokens": ""}, "clinician_tokens"),
         ({"clinician_tokens": "a", "admin_token": "a"}, "admin_token must differ"),
-        ({"clinician_tokens": "a", "aggregator_url": "http://hub"}, "aggregator_token"),
+        ({"clinician_tokens": "a", "aggregator_url": "http://hub"}, "node_token"),
         ({"clinician_tokens": "a", "aggregator_url": "hub:8100"}, "http://"),
         ({"clinician_tokens": "a", "max_batch_size": 0}, "max_batch_size"),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(monkeypatch, overrides, message):
-    for name in ("CLINICIAN_TOKENS", "AGGREGATOR_URL", "AGGREGATOR_TOKEN", "ADMIN_TOKEN"):
+    for name in (
+        "CLINICIAN_TOKENS",
+        "AGGREGATOR_URL",
+        "NODE_TOKEN",
+        "AGGREGATOR_TOKEN",
+        "ADMIN_TOKEN",
+    ):
         monkeypatch.delenv(f"FEDMEDCLIP_INFERENCE_{name}", raising=False)
     with pytest.raises(ValidationError, match=message):
         InferenceSettings(**overrides)

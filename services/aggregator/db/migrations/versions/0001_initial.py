@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from services.aggregator.db.models import UTCDateTime
+from services.common.db import UTCDateTime
 
 revision = "0001_initial"
 down_revision = None
