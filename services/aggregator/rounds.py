@@ -15,7 +15,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fedmedclip.schemas import AggregationRule, RoundInfo, RoundState, TrainingHints
+from fedmedclip.enums import AggregationRule, RoundState
+from fedmedclip.schemas import RoundInfo, TrainingHints
 from services.aggregator import audit, models_registry, tasks
 from services.aggregator.db.models import Round, Update, utcnow
 from services.aggregator.errors import Conflict, NotFound
@@ -33,7 +34,7 @@ class RoundCreate(BaseModel):
         None, ge=1, le=30 * 24 * 3600, description="Seconds until the deadline (default: setting)."
     )
     hints: TrainingHints = Field(default_factory=TrainingHints)
-    aggregation_rule: AggregationRule = "weighted_mean"
+    aggregation_rule: AggregationRule = AggregationRule.weighted_mean
     clip_norm: float | None = Field(None, gt=0, description="Clip each update to this L2 norm.")
     max_update_norm: float | None = Field(
         None, gt=0, description="Refuse updates whose L2 norm is larger."
@@ -124,7 +125,7 @@ def open_round(
         min_clients=request.min_clients,
         deadline=now + timedelta(seconds=seconds),
         hints=request.hints.model_dump(mode="json"),
-        aggregation_rule=request.aggregation_rule,
+        aggregation_rule=request.aggregation_rule.value,
         clip_norm=request.clip_norm,
         max_update_norm=request.max_update_norm,
         created_at=now,

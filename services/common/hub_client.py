@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from fedmedclip.enums import RoundState
 from fedmedclip.model_store import (
     ModelBlobError,
     ModelStore,
@@ -166,7 +167,7 @@ class HubClient:
 
     def open_rounds(self) -> list[RoundInfo]:
         _, body = self._request(
-            "GET", "/api/v1/rounds", "listing open rounds", params={"state": "open"}
+            "GET", "/api/v1/rounds", "listing open rounds", params={"state": RoundState.open.value}
         )
         try:
             return _ROUNDS.validate_json(body)

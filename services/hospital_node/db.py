@@ -7,7 +7,6 @@ and owned by this service alone, so ``create_all`` at start-up stands in for mig
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,6 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from fedmedclip.enums import JobState
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -46,18 +47,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
-
-
-class JobState(enum.StrEnum):
-    queued = "queued"
-    running = "running"
-    uploading = "uploading"
-    done = "done"
-    failed = "failed"
-
-
-ACTIVE_JOB_STATES = (JobState.queued, JobState.running, JobState.uploading)
-TERMINAL_JOB_STATES = (JobState.done, JobState.failed)
 
 
 class Base(DeclarativeBase):

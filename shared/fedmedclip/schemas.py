@@ -7,23 +7,12 @@ them here means no service imports another.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fedmedclip.aggregation import RULES
 from fedmedclip.backbone import BackboneError, embedding_dim
-from fedmedclip.codec import QUANTIZATIONS
+from fedmedclip.enums import AggregationRule, Quantization, RoundState
 from fedmedclip.model import AdapterConfig
-
-Quantization = Literal["fp16", "int8", "int4"]
-AggregationRule = Literal["weighted_mean", "median", "trimmed_mean"]
-assert set(QUANTIZATIONS) == {"fp16", "int8", "int4"} and set(RULES) == {
-    "weighted_mean",
-    "median",
-    "trimmed_mean",
-}
 
 
 class FamSettings(BaseModel):
@@ -35,7 +24,9 @@ class FamSettings(BaseModel):
         False, description="Learn class prototype offsets and aggregate them with the FAM."
     )
     margin: float = Field(0.0, ge=0.0, le=1.0, description="Row pruning margin.")
-    quantization: Quantization = Field("int4", description="Update quantisation on the wire.")
+    quantization: Quantization = Field(
+        Quantization.int4, description="Update quantisation on the wire."
+    )
     seed: int = Field(0, ge=0, description="Seed of the version-0 weights.")
 
 
@@ -107,17 +98,6 @@ class TrainingHints(BaseModel):
     )
 
 
-class RoundState(StrEnum):
-    open = "open"
-    aggregating = "aggregating"
-    published = "published"
-    failed = "failed"
-    cancelled = "cancelled"
-
-
-TERMINAL_ROUND_STATES = frozenset({RoundState.published, RoundState.failed, RoundState.cancelled})
-
-
 class RoundInfo(BaseModel):
     """A round as the hub reports it."""
 
@@ -127,7 +107,7 @@ class RoundInfo(BaseModel):
     min_clients: int
     deadline: datetime
     hints: TrainingHints
-    aggregation_rule: AggregationRule = "weighted_mean"
+    aggregation_rule: AggregationRule = AggregationRule.weighted_mean
     clip_norm: float | None = None
     max_update_norm: float | None = None
     updates_received: int = 0

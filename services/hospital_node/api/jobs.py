@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import func, select
 
+from fedmedclip.enums import JobState, RoundState
 from services.common.hub_client import HubRejected, HubUnavailable
 from services.hospital_node.api.deps import AdminOnly, Context
 from services.hospital_node.api.schemas import JobIn, JobOut, JobProgressOut
@@ -59,7 +60,7 @@ def _round_to_join(ctx: Context, round_id: int | None) -> int:
         if round_id is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
         return round_id
-    if state != "open":
+    if state != RoundState.open:
         raise HTTPException(status.HTTP_409_CONFLICT, f"round {round_id} is {state}, not open")
     return round_id
 
@@ -87,12 +88,12 @@ def create_job(ctx: Context, body: JobIn | None = None) -> JobOut:
 def list_jobs(
     ctx: Context,
     limit: int = Query(100, ge=1, le=1000),
-    state: str | None = Query(None, pattern="^(queued|running|uploading|done|failed)$"),
+    state: JobState | None = None,
 ) -> list[JobOut]:
     """Jobs, newest first."""
     query = select(Job).order_by(Job.id.desc()).limit(limit)
     if state:
-        query = query.where(Job.state == state)
+        query = query.where(Job.state == state.value)
     with ctx.db.session() as session:
         return [job_out(j) for j in session.scalars(query).all()]
 
