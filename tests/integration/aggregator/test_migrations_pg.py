@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from services.aggregator.cli import app as aggregator_cli
 from services.aggregator.db.migrate import SchemaNotCurrentError
 from services.aggregator.settings import AggregatorSettings
-from tests.integration.aggregator.support import ADMIN_TOKEN, running_hub
+from tests.support.hub import ADMIN_TOKEN, running_hub
 
 pytestmark = pytest.mark.integration
 
