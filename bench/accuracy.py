@@ -19,7 +19,8 @@ from pathlib import Path
 
 from common import add_data_args, embedded_federation, machine, setup
 
-from fedmedclip.simulator import METHODS, SimulationConfig, run_method
+from fedmedclip.enums import SimulationMethod
+from fedmedclip.simulator import SimulationConfig, run_method
 from fedmedclip.simulator.report import method_summary
 from fedmedclip.simulator.runner import majority_baseline
 
@@ -56,7 +57,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--local-epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(SimulationMethod))
     parser.add_argument(
         "--fedavg-epochs",
         type=int,

@@ -81,13 +81,14 @@ def _setup(db, quantization: str) -> list[bytes]:
 def _filled_round(db, n: int, payloads: list[bytes], seed: int) -> int:
     """Open a round on version 0 and store ``n`` updates from ``n`` nodes in it."""
     from fedmedclip.codec import payload_sha256
+    from fedmedclip.schemas import RoundCreate
     from services.aggregator import rounds
     from services.aggregator.auth import hash_token
     from services.aggregator.db.models import Node, Update
 
     rng = random.Random(seed)
     with db.sessions.begin() as session:
-        request = rounds.RoundCreate(min_clients=n, base_version=0)
+        request = RoundCreate(min_clients=n, base_version=0)
         info = rounds.open_round(session, request, default_deadline_seconds=3600, actor="bench")
         for i in range(n):
             node = Node(name=f"r{info.id}-site{i:04d}", token_hash=hash_token(f"{info.id}-{i}"))

@@ -42,7 +42,7 @@ import torch
 from fedmedclip.backbone import resolve_device
 from fedmedclip.data import synthesize_federation
 from fedmedclip.model import build_adapter, build_head
-from fedmedclip.model_store import ModelStore, encode_blob
+from fedmedclip.model_store import HeadMetadata, ModelStore, encode_blob
 from fedmedclip.schemas import TaskSpec
 from services.inference_api.metrics import InferenceMetrics
 from services.inference_api.model_loader import ModelManager
@@ -60,7 +60,7 @@ def write_store(root: Path, backbone: str) -> None:
     state = build_adapter(config).state_dict()
     meta = {"version": 1, "parent_version": None, "task": task.model_dump()}
     store.save_global_blob(1, encode_blob(state, meta))
-    head = store.save_head(build_head(config).state_dict(), {"global_version": 1})
+    head = store.save_head(build_head(config).state_dict(), HeadMetadata(global_version=1))
     store.set_current(1, head)
 
 

@@ -30,12 +30,11 @@ import torch
 from common import add_data_args, embedded_federation, machine, setup
 
 from fedmedclip.codec import decode_update, encode_update, state_delta, update_norm
+from fedmedclip.enums import Quantization
 from fedmedclip.model import expected_shapes
 from fedmedclip.simulator import SimulationConfig, run_method
 from fedmedclip.simulator.fedavg import FineTunedEncoder
 from fedmedclip.simulator.methods import build_method
-
-CODECS = ("int4", "int8", "fp16")
 
 
 def reference_bytes(state: dict[str, torch.Tensor]) -> int:
@@ -54,13 +53,13 @@ def one_update(federation, config: SimulationConfig) -> dict:
     out = {"reference": {"bytes": reference_bytes(update.state), "rel_error": None}}
     out["none"] = {"bytes": 4 * sum(v.numel() for v in delta.values()), "rel_error": 0.0}
     shapes = expected_shapes(method.adapter_config)
-    for codec in CODECS:
+    for codec in Quantization:
         payload = encode_update(
             delta, base_version=0, quantization=codec, omit_rows=update.omit_rows
         )
         decoded = decode_update(payload, expected_shapes=shapes, base_version=0).delta
         error = update_norm({k: decoded[k] - delta[k] for k in delta})
-        out[codec] = {"bytes": len(payload), "rel_error": error / norm}
+        out[codec.value] = {"bytes": len(payload), "rel_error": error / norm}
     return out
 
 

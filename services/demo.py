@@ -22,7 +22,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -30,7 +30,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fedmedclip.enums import TERMINAL_JOB_STATES, TERMINAL_ROUND_STATES, JobState, RoundState
+from fedmedclip.schemas import RoundCreate, TaskSpec, TrainingHints
+from services.common.hub_client import HubAdminClient, HubError
+from services.hospital_node.api.schemas import JobOut
+
 console = Console()
+_T = TypeVar("_T")
 
 HELD_OUT_PER_CLASS = 5
 
@@ -57,7 +63,7 @@ class RoundRecord:
 
     round_id: int
     version: int | None
-    state: str
+    state: RoundState
     seconds: float
     site_accuracy: dict[str, float] = field(default_factory=dict)
     bytes_sent: dict[str, int] = field(default_factory=dict)
@@ -110,14 +116,14 @@ class ProcessGroup:
                 )
 
 
-def _wait(what: str, predicate: Callable[[], object], group: ProcessGroup, timeout: float):
+def _wait(what: str, predicate: Callable[[], _T | None], group: ProcessGroup, timeout: float) -> _T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         group.check_alive()
         try:
             if value := predicate():
                 return value
-        except httpx.HTTPError:
+        except (httpx.HTTPError, HubError):
             pass
         time.sleep(0.2)
     raise TimeoutError(f"timed out waiting for {what}")
@@ -130,6 +136,11 @@ def _ok(response: httpx.Response) -> httpx.Response:
             f"{response.status_code} {response.text}"
         )
     return response
+
+
+def _job(response: httpx.Response) -> JobOut:
+    """A node's answer about one job, typed."""
+    return JobOut.model_validate_json(_ok(response).content)
 
 
 def _hold_out(site_dir: Path, held_dir: Path, per_class: int) -> list[tuple[Path, str]]:
@@ -213,31 +224,26 @@ def _run_federation(
             "FEDMEDCLIP_AGG_ADMIN_TOKEN": admin_token,
         },
     )
-    admin = httpx.Client(
-        base_url=hub, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60
-    )
-    _wait("the aggregator", lambda: admin.get("/health").status_code == 200, group, 60)
-    _ok(
-        admin.put(
-            "/api/v1/task",
-            json={
-                "class_names": class_names,
-                "prompt_template": "a dermoscopy picture of a {}.",
-                "backbone": config.backbone,
-                "weights_id": config.pretrained,
-            },
+    admin = HubAdminClient(hub, admin_token, timeout_seconds=60)
+    _wait("the aggregator", admin.healthy, group, 60)
+    admin.set_task(
+        TaskSpec(
+            class_names=class_names,
+            prompt_template="a dermoscopy picture of a {}.",
+            backbone=config.backbone,
+            weights_id=config.pretrained,
         )
     )
 
     sites: list[dict] = []
     for i in range(config.hospitals):
         name = f"hospital_{i}"
-        node = _ok(admin.post("/api/v1/nodes", json={"name": name})).json()
+        node = admin.add_node(name)
         port = _free_port()
         site_dir = out / "sites" / name
         env = {
             "FEDMEDCLIP_NODE_AGGREGATOR_URL": hub,
-            "FEDMEDCLIP_NODE_NODE_TOKEN": node["token"],
+            "FEDMEDCLIP_NODE_NODE_TOKEN": node.token,
             "FEDMEDCLIP_NODE_ADMIN_TOKEN": site_admin,
             "FEDMEDCLIP_NODE_DATA_ROOTS": str(out / "data"),
             "FEDMEDCLIP_NODE_DATA_DIR": str(site_dir),
@@ -262,7 +268,7 @@ def _run_federation(
             {
                 "name": name,
                 "client": client,
-                "token": node["token"],
+                "token": node.token,
                 "store": site_dir / "model_store",
             }
         )
@@ -286,7 +292,7 @@ def _run_federation(
     final = records[-1].version
     if final is None:
         raise RuntimeError("the last round did not publish a model")
-    _ok(admin.post(f"/api/v1/models/{final}/promote"))
+    admin.promote(final)
     console.print(f"promoted global model version {final} to production")
 
     predictions = _predict(out, sites[0], hub, clinician, held_out, final, group)
@@ -295,21 +301,18 @@ def _run_federation(
 
 
 def _run_round(
-    config: DemoConfig, admin: httpx.Client, sites: list[dict], group: ProcessGroup, index: int
+    config: DemoConfig, admin: HubAdminClient, sites: list[dict], group: ProcessGroup, index: int
 ) -> RoundRecord:
     started = time.monotonic()
-    rnd = _ok(
-        admin.post(
-            "/api/v1/rounds",
-            json={
-                "min_clients": len(sites),
-                "deadline_seconds": 1800,
-                "hints": {"local_epochs": config.local_epochs, "lr": 2e-3},
-            },
+    opened = admin.open_round(
+        RoundCreate(
+            min_clients=len(sites),
+            deadline_seconds=1800,
+            hints=TrainingHints(local_epochs=config.local_epochs, lr=2e-3),
         )
-    ).json()
+    )
     jobs = {
-        s["name"]: _ok(s["client"].post("/api/v1/jobs", json={"round_id": rnd["id"]})).json()["id"]
+        s["name"]: _job(s["client"].post("/api/v1/jobs", json={"round_id": opened.id})).id
         for s in sites
     }
     with Progress(
@@ -321,53 +324,47 @@ def _run_round(
         transient=True,
     ) as progress:
         bars = {
-            s["name"]: progress.add_task(f"round {index + 1} {s['name']}", total=100, info="queued")
+            s["name"]: progress.add_task(
+                f"round {index + 1} {s['name']}", total=100, info=JobState.queued.value
+            )
             for s in sites
         }
-        finished: dict[str, dict] = {}
+        finished: dict[str, JobOut] = {}
         while len(finished) < len(sites):
             group.check_alive()
             for site in sites:
                 if site["name"] in finished:
                     continue
-                job = _ok(site["client"].get(f"/api/v1/jobs/{jobs[site['name']]}")).json()
+                job = _job(site["client"].get(f"/api/v1/jobs/{jobs[site['name']]}"))
                 info = (
-                    job["state"]
-                    if job["progress"]["loss"] is None
-                    else (
-                        f"{job['state']} epoch {job['progress']['epoch']} "
-                        f"loss {job['progress']['loss']:.3f}"
-                    )
+                    job.state.value
+                    if job.progress.loss is None
+                    else f"{job.state} epoch {job.progress.epoch} loss {job.progress.loss:.3f}"
                 )
-                progress.update(bars[site["name"]], completed=job["progress"]["percent"], info=info)
-                if job["state"] in ("done", "failed"):
+                progress.update(bars[site["name"]], completed=job.progress.percent, info=info)
+                if job.state in TERMINAL_JOB_STATES:
                     finished[site["name"]] = job
             time.sleep(0.3)
-    failed = {n: j["error"] for n, j in finished.items() if j["state"] == "failed"}
+    failed = {n: j.error for n, j in finished.items() if j.state == JobState.failed}
     if failed:
         raise RuntimeError(f"training failed: {failed}")
     # Every site has sent its update: aggregate now rather than wait for the deadline.
-    _ok(admin.post(f"/api/v1/rounds/{rnd['id']}/close"))
-    rnd = _wait(
+    admin.close_round(opened.id)
+    closed = _wait(
         "the round to be published",
-        lambda: (
-            r
-            if (r := admin.get(f"/api/v1/rounds/{rnd['id']}").json())["state"]
-            in ("published", "failed", "cancelled")
-            else None
-        ),
+        lambda: r if (r := admin.get_round(opened.id)).state in TERMINAL_ROUND_STATES else None,
         group,
         120,
     )
     return RoundRecord(
-        round_id=rnd["id"],
-        version=rnd.get("result_version"),
-        state=rnd["state"],
+        round_id=closed.id,
+        version=closed.result_version,
+        state=closed.state,
         seconds=time.monotonic() - started,
         site_accuracy={
-            n: j["metrics"].get("test_accuracy", float("nan")) for n, j in finished.items()
+            n: (j.metrics or {}).get("test_accuracy", float("nan")) for n, j in finished.items()
         },
-        bytes_sent={n: j["update_bytes"] or 0 for n, j in finished.items()},
+        bytes_sent={n: j.update_bytes or 0 for n, j in finished.items()},
     )
 
 

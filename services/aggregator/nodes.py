@@ -2,44 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fedmedclip.schemas import NodeCreated, NodeIdentity
 from services.aggregator import audit
 from services.aggregator.db.models import Node, utcnow
 from services.common.problems import Conflict, NotFound
 from services.common.tokens import hash_token, new_token
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-
-class NodeCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(..., description="Unique site name: letters, digits, '.', '_' or '-'.")
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, name: str) -> str:
-        if not _NAME.fullmatch(name):
-            raise ValueError(
-                "node name must be 1 to 100 letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
-            )
-        return name
-
-
-class NodeIdentity(BaseModel):
-    id: int
-    name: str
-
-
-class NodeCreated(NodeIdentity):
-    token: str = Field(..., description="Shown only in this answer; store it at the site.")
 
 
 class NodeOut(NodeIdentity):

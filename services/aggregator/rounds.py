@@ -10,37 +10,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fedmedclip.schemas import AggregationRule, RoundInfo, RoundState, TrainingHints
+from fedmedclip.enums import RoundState
+from fedmedclip.schemas import RoundCreate, RoundInfo, TrainingHints
 from services.aggregator import audit, models_registry, tasks
 from services.aggregator.db.models import Round, Update, utcnow
 from services.common.problems import Conflict, NotFound
 
 ACTIVE_STATES = (RoundState.open.value, RoundState.aggregating.value)
-
-
-class RoundCreate(BaseModel):
-    """What an admin sends to open a round."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    min_clients: int = Field(1, ge=1, le=10_000, description="Updates needed to aggregate.")
-    deadline_seconds: int | None = Field(
-        None, ge=1, le=30 * 24 * 3600, description="Seconds until the deadline (default: setting)."
-    )
-    hints: TrainingHints = Field(default_factory=TrainingHints)
-    aggregation_rule: AggregationRule = "weighted_mean"
-    clip_norm: float | None = Field(None, gt=0, description="Clip each update to this L2 norm.")
-    max_update_norm: float | None = Field(
-        None, gt=0, description="Refuse updates whose L2 norm is larger."
-    )
-    base_version: int | None = Field(
-        None, ge=0, description="Version to train from (default: the newest version)."
-    )
 
 
 def target(round_id: int) -> str:
@@ -124,7 +104,7 @@ def open_round(
         min_clients=request.min_clients,
         deadline=now + timedelta(seconds=seconds),
         hints=request.hints.model_dump(mode="json"),
-        aggregation_rule=request.aggregation_rule,
+        aggregation_rule=request.aggregation_rule.value,
         clip_norm=request.clip_norm,
         max_update_norm=request.max_update_norm,
         created_at=now,

@@ -1,4 +1,6 @@
-"""HTTP client for the hub (aggregator) contract, used by the hospital node and the inference API.
+"""HTTP client for the hub (aggregator) contract, used by the hospital node and the inference API
+(:class:`HubClient`, with a node token) and by admin tools such as the demo
+(:class:`HubAdminClient`, with the hub's admin token).
 
 Sites only ever open outbound connections to the hub, as hospital firewalls expect.
 Transient faults (connection refused, timeouts, 429 and 5xx answers) are retried
@@ -23,6 +25,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from fedmedclip.enums import RoundState
 from fedmedclip.model_store import (
     ModelBlobError,
     ModelStore,
@@ -30,7 +33,15 @@ from fedmedclip.model_store import (
     blob_sha256,
     decode_blob,
 )
-from fedmedclip.schemas import ModelInfo, RoundInfo, TaskSpec, UpdateReceipt
+from fedmedclip.schemas import (
+    ModelInfo,
+    NodeCreate,
+    NodeCreated,
+    RoundCreate,
+    RoundInfo,
+    TaskSpec,
+    UpdateReceipt,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +177,7 @@ class HubClient:
 
     def open_rounds(self) -> list[RoundInfo]:
         _, body = self._request(
-            "GET", "/api/v1/rounds", "listing open rounds", params={"state": "open"}
+            "GET", "/api/v1/rounds", "listing open rounds", params={"state": RoundState.open.value}
         )
         try:
             return _ROUNDS.validate_json(body)
@@ -232,6 +243,53 @@ class HubClient:
             },
         )
         return self._parse(reply, UpdateReceipt)
+
+
+class HubAdminClient(HubClient):
+    """The hub API as its admin uses it: the node calls (reads) plus the admin-only ones.
+
+    Built with the hub's admin token; retries and error types are those of HubClient. A
+    registration or round opening retried after a lost answer is refused with a 409 that
+    names the cause (the name is taken, a round is already open), never done twice.
+    """
+
+    def healthy(self) -> bool:
+        """Whether the hub answers its liveness probe now (one try, no retries)."""
+        try:
+            return self._http.get("/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def set_task(self, task: TaskSpec) -> TaskSpec:
+        reply = self._request(
+            "PUT", "/api/v1/task", "setting the task", json=task.model_dump(mode="json")
+        )
+        return self._parse(reply, TaskSpec)
+
+    def add_node(self, name: str) -> NodeCreated:
+        """Register a hospital node; the answer holds its token (shown only once)."""
+        body = NodeCreate(name=name).model_dump(mode="json")
+        reply = self._request("POST", "/api/v1/nodes", f"registering node {name!r}", json=body)
+        return self._parse(reply, NodeCreated)
+
+    def open_round(self, request: RoundCreate) -> RoundInfo:
+        body = request.model_dump(mode="json", exclude_unset=True)
+        reply = self._request("POST", "/api/v1/rounds", "opening a round", json=body)
+        return self._parse(reply, RoundInfo)
+
+    def close_round(self, round_id: int) -> RoundInfo:
+        """Aggregate round ``round_id`` now rather than at its deadline."""
+        reply = self._request(
+            "POST", f"/api/v1/rounds/{round_id}/close", f"closing round {round_id}"
+        )
+        return self._parse(reply, RoundInfo)
+
+    def promote(self, version: int) -> ModelInfo:
+        """Make global ``version`` the one sites serve."""
+        reply = self._request(
+            "POST", f"/api/v1/models/{version}/promote", f"promoting model {version}"
+        )
+        return self._parse(reply, ModelInfo)
 
 
 def ensure_global(hub: HubClient, store: ModelStore, info: ModelInfo) -> StoredModel:

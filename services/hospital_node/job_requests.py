@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from fedmedclip.enums import JobState, RoundState
 from services.common.hub_client import HubRejected, HubUnavailable
 from services.common.problems import BadGateway, Conflict, NotFound, Unavailable
 from services.hospital_node.db import Database, Dataset, Job
@@ -39,7 +40,7 @@ def _round_to_join(settings: NodeSettings, round_id: int | None) -> int:
         if round_id is None:
             raise Unavailable(str(exc), code="hub_unavailable") from exc
         return round_id
-    if state != "open":
+    if state != RoundState.open:
         raise Conflict(f"round {round_id} is {state}, not open", code="round_not_open")
     return round_id
 
@@ -67,11 +68,11 @@ def request_job(
         raise Unavailable(str(exc), code="enqueue_failed") from exc
 
 
-def list_jobs(db: Database, *, limit: int, state: str | None) -> list[Job]:
+def list_jobs(db: Database, *, limit: int, state: JobState | None) -> list[Job]:
     """Jobs, newest first, optionally only those in ``state``."""
     query = select(Job).order_by(Job.id.desc()).limit(limit)
     if state:
-        query = query.where(Job.state == state)
+        query = query.where(Job.state == state.value)
     with db.session() as session:
         return list(session.scalars(query))
 

@@ -28,17 +28,11 @@ from fedmedclip.backbone import BackboneError
 from fedmedclip.codec import CodecError
 from fedmedclip.data.datasets import DatasetError
 from fedmedclip.data.images import ImageDecodeError
+from fedmedclip.enums import ACTIVE_JOB_STATES, JobState
 from fedmedclip.model_store import ModelBlobError
 from services.common.hub_client import HubError
 from services.hospital_node.datasets import DatasetRejected, DatasetSource
-from services.hospital_node.db import (
-    ACTIVE_JOB_STATES,
-    Database,
-    Dataset,
-    Job,
-    JobState,
-    utcnow,
-)
+from services.hospital_node.db import Database, Dataset, Job, utcnow
 from services.hospital_node.hub_client import connect_hub
 from services.hospital_node.privacy import PrivacyBudgetExhausted, PrivacyLedger
 from services.hospital_node.settings import NodeSettings

@@ -13,8 +13,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from fedmedclip.enums import JobState
 from services.common.metrics import RequestMetrics
-from services.hospital_node.db import Database, Dataset, Job, JobState
+from services.hospital_node.db import Database, Dataset, Job
 
 
 class _DatabaseCollector(Collector):

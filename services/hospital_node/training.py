@@ -31,7 +31,7 @@ from fedmedclip.data.splits import split_records
 from fedmedclip.feature_cache import FeatureCache
 from fedmedclip.metrics import classification_metrics
 from fedmedclip.model import PrivateHead, SharedAdapter, build_head
-from fedmedclip.model_store import ModelStore, StoredModel
+from fedmedclip.model_store import HeadMetadata, ModelStore, StoredModel
 from fedmedclip.privacy import privatize_delta
 from fedmedclip.schemas import RoundInfo, RoundState, TaskSpec, TrainingHints
 from fedmedclip.trainer import (
@@ -145,10 +145,7 @@ def _previous_head(store: ModelStore, task: TaskSpec, backbone: Backbone) -> Pri
     """The site's latest head, if it was trained for this task and backbone."""
     for version in reversed(store.head_versions()):
         stored = store.load_head(version)
-        if (
-            stored.meta.get("class_names") == task.class_names
-            and stored.meta.get("backbone_id") == backbone.id
-        ):
+        if stored.meta.class_names == task.class_names and stored.meta.backbone_id == backbone.id:
             head = build_head(task.adapter_config())
             head.load_state_dict(stored.tensors)
             return head
@@ -333,17 +330,17 @@ def run_training(
     _upload(hub, round_id, payload, result.n_samples, metrics, idempotency_key)
     head_version = store.save_head(
         {k: v.detach().cpu().clone() for k, v in head.state_dict().items()},
-        {
-            "global_version": round_info.base_version,
-            "round_id": round_id,
-            "temperatures": {"fam": temperatures.fam, "head": temperatures.head},
-            "metrics": metrics,
-            "class_names": task.class_names,
-            "prompt_template": task.prompt_template,
-            "backbone": task.backbone,
-            "weights": settings.backbone_weights,
-            "backbone_id": backbone.id,
-        },
+        HeadMetadata(
+            global_version=round_info.base_version,
+            round_id=round_id,
+            temperatures=temperatures,
+            metrics=metrics,
+            class_names=task.class_names,
+            prompt_template=task.prompt_template,
+            backbone=task.backbone,
+            weights=settings.backbone_weights,
+            backbone_id=backbone.id,
+        ),
         pairing_features=pairing_sample(data.x_train, seed=round_id),
     )
     store.set_current(global_version=round_info.base_version, head_version=head_version)

@@ -23,16 +23,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from pydantic import ValidationError
 
 from fedmedclip.backbone import Backbone, BackboneError, cached_backbone
 from fedmedclip.model import PrivateHead, SharedAdapter, build_head
-from fedmedclip.model_store import ModelBlobError, ModelStore, StoredModel
+from fedmedclip.model_store import ModelBlobError, ModelStore, StoredHead, StoredModel
 from fedmedclip.schemas import TaskSpec
 from fedmedclip.trainer import Temperatures, refresh_head_statistics
 from services.common.hub_client import HubError
@@ -40,6 +41,8 @@ from services.inference_api.hub import HubFollower
 from services.inference_api.metrics import InferenceMetrics
 
 log = logging.getLogger(__name__)
+
+_Stored = TypeVar("_Stored", StoredModel, StoredHead)
 
 
 class ModelUnavailable(RuntimeError):
@@ -120,17 +123,6 @@ class LoadedModel:
             "device": str(self.backbone.device),
             "loaded_at": self.loaded_at.isoformat(),
         }
-
-
-def _temperatures(meta: dict[str, Any]) -> Temperatures:
-    raw = meta.get("temperatures") or {}
-    try:
-        temps = Temperatures(fam=float(raw.get("fam", 1.0)), head=float(raw.get("head", 1.0)))
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise ModelLoadError(f"head temperatures {raw!r} are not numbers") from exc
-    if temps.fam <= 0 or temps.head <= 0:
-        raise ModelLoadError(f"head temperatures {raw!r} must be positive")
-    return temps
 
 
 class ModelManager:
@@ -265,17 +257,17 @@ class ModelManager:
             return Wanted(current.global_version, int(current.head_version))
         return Wanted(production.version, int(current.head_version), production.blob_sha256)
 
-    def _read(self, kind: str, version: int) -> StoredModel:
-        loader = self.store.load_global if kind == "global" else self.store.load_head
+    @staticmethod
+    def _read(kind: str, load: Callable[[int], _Stored], version: int) -> _Stored:
         try:
-            return loader(version)
+            return load(version)
         except (OSError, ModelBlobError) as exc:
             raise ModelLoadError(f"cannot read {kind} model version {version}: {exc}") from exc
 
     def _build(self, wanted: Wanted, previous: LoadedModel | None) -> LoadedModel:
         global_version, head_version = wanted.global_version, wanted.head_version
-        stored_global = self._read("global", global_version)
-        stored_head = self._read("head", head_version)
+        stored_global = self._read("global", self.store.load_global, global_version)
+        stored_head = self._read("head", self.store.load_head, head_version)
         if wanted.global_sha256 not in (None, stored_global.sha256):
             raise ModelLoadError(
                 f"the stored global v{global_version} is not the hub's production blob "
@@ -318,11 +310,11 @@ class ModelManager:
             backbone=backbone,
             adapter=adapter,
             head=head,
-            temperatures=_temperatures(stored_head.meta),
+            temperatures=stored_head.meta.temperatures,
             text_prototypes=self._text_prototypes(task, backbone, previous),
             global_sha256=stored_global.sha256,
             head_sha256=stored_head.sha256,
-            head_trained_on=stored_head.meta.get("global_version"),
+            head_trained_on=stored_head.meta.global_version,
             head_repaired=features is not None,
         )
 

@@ -16,8 +16,7 @@ from collections.abc import Iterable, Mapping
 import torch
 
 from fedmedclip.codec import update_norm
-
-RULES = ("weighted_mean", "median", "trimmed_mean")
+from fedmedclip.enums import AggregationRule, parse_choice
 
 Delta = Mapping[str, torch.Tensor]
 
@@ -101,21 +100,23 @@ class TrimmedMean(_Stacked):
         return ordered[k : n - k].mean(dim=0)
 
 
-def make_rule(rule: str, trim: float = 0.2) -> WeightedMean | CoordinateMedian | TrimmedMean:
-    """An empty accumulator for ``rule`` (one of :data:`RULES`)."""
-    if rule == "weighted_mean":
-        return WeightedMean()
-    if rule == "median":
-        return CoordinateMedian()
-    if rule == "trimmed_mean":
-        return TrimmedMean(trim)
-    raise ValueError(f"unknown aggregation rule {rule!r}; use one of {RULES}")
+def make_rule(
+    rule: AggregationRule | str, trim: float = 0.2
+) -> WeightedMean | CoordinateMedian | TrimmedMean:
+    """An empty accumulator for ``rule`` (an :class:`AggregationRule` or its value)."""
+    match parse_choice(AggregationRule, rule, "aggregation rule"):
+        case AggregationRule.weighted_mean:
+            return WeightedMean()
+        case AggregationRule.median:
+            return CoordinateMedian()
+        case AggregationRule.trimmed_mean:
+            return TrimmedMean(trim)
 
 
 def aggregate(
     updates: Iterable[tuple[Delta, float]],
     *,
-    rule: str = "weighted_mean",
+    rule: AggregationRule | str = AggregationRule.weighted_mean,
     clip_norm: float | None = None,
     trim: float = 0.2,
 ) -> dict[str, torch.Tensor]:

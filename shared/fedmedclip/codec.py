@@ -35,17 +35,25 @@ import numpy as np
 import torch
 import zstandard
 
+from fedmedclip.enums import Quantization, parse_choice
+
 MAGIC = b"FMCU"
 FORMAT_VERSION = 1
-QUANTIZATIONS = ("fp16", "int8", "int4")
 MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 _PREFIX = struct.Struct("<4sHI")
-_LEVELS = {"int8": 127, "int4": 7}
+_LEVELS = {Quantization.int8: 127, Quantization.int4: 7}
 
 
 class CodecError(ValueError):
     """Any fault in an encoded update; the message says what is wrong."""
+
+
+def _quantization(value: object) -> Quantization:
+    try:
+        return parse_choice(Quantization, value, "quantization")
+    except ValueError as exc:
+        raise CodecError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,7 @@ class DecodedUpdate:
     """A validated update: the delta tensors and where they apply."""
 
     base_version: int
-    quantization: str
+    quantization: Quantization
     delta: dict[str, torch.Tensor]
     sha256: str
 
@@ -97,7 +105,7 @@ def encode_update(
     delta: Mapping[str, torch.Tensor],
     *,
     base_version: int,
-    quantization: str = "int4",
+    quantization: Quantization | str = Quantization.int4,
     omit_rows: Mapping[str, torch.Tensor] | None = None,
     level: int = 19,
 ) -> bytes:
@@ -105,8 +113,7 @@ def encode_update(
 
     ``omit_rows[name]`` marks the rows of matrix ``name`` to leave out.
     """
-    if quantization not in QUANTIZATIONS:
-        raise CodecError(f"unknown quantization {quantization!r}; use one of {QUANTIZATIONS}")
+    quantization = _quantization(quantization)
     omit_rows = omit_rows or {}
     body = io.BytesIO()
     tensors = []
@@ -120,14 +127,16 @@ def encode_update(
             entry["rows_kept"] = int(keep.sum())
             body.write(np.packbits(keep).tobytes())
             rows = values[keep]
-            if quantization == "fp16":
+            if quantization == Quantization.fp16:
                 body.write(rows.astype(np.float16).tobytes())
             else:
                 scale, codes = _quantise_rows(rows, _LEVELS[quantization])
                 body.write(scale.tobytes())
-                body.write(codes.tobytes() if quantization == "int8" else _pack_int4(codes))
+                body.write(
+                    codes.tobytes() if quantization == Quantization.int8 else _pack_int4(codes)
+                )
         else:
-            dtype = np.float16 if quantization == "fp16" else np.float32
+            dtype = np.float16 if quantization == Quantization.fp16 else np.float32
             body.write(values.astype(dtype).tobytes())
         tensors.append(entry)
     raw = body.getvalue()
@@ -171,21 +180,24 @@ def read_header(data: bytes) -> dict:
     for key, kind in required.items():
         if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool):
             raise CodecError(f"update header field {key!r} is missing or not a {kind.__name__}")
-    if header["quantization"] not in QUANTIZATIONS:
-        raise CodecError(f"unknown quantization {header['quantization']!r}")
+    header["quantization"] = _quantization(header["quantization"])
     return header | {"_body_offset": _PREFIX.size + header_len}
 
 
-def _tensor_body_size(shape: tuple[int, ...], rows_kept: int | None, quantization: str) -> int:
+def _tensor_body_size(
+    shape: tuple[int, ...], rows_kept: int | None, quantization: Quantization
+) -> int:
     if len(shape) == 2:
         rows, cols = shape
         bitmap = (rows + 7) // 8
-        if quantization == "fp16":
+        if quantization == Quantization.fp16:
             return bitmap + rows_kept * cols * 2
-        codes = rows_kept * cols if quantization == "int8" else (rows_kept * cols + 1) // 2
+        codes = (
+            rows_kept * cols if quantization == Quantization.int8 else (rows_kept * cols + 1) // 2
+        )
         return bitmap + rows_kept * 4 + codes
     count = math.prod(shape)
-    return count * (2 if quantization == "fp16" else 4)
+    return count * (2 if quantization == Quantization.fp16 else 4)
 
 
 def decode_update(
@@ -248,7 +260,9 @@ def decode_update(
     return DecodedUpdate(header["base_version"], quantization, delta, payload_sha256(data))
 
 
-def _decode_body(raw: bytes, entries: list[dict], quantization: str) -> dict[str, torch.Tensor]:
+def _decode_body(
+    raw: bytes, entries: list[dict], quantization: Quantization
+) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     pos = 0
 
@@ -267,13 +281,13 @@ def _decode_body(raw: bytes, entries: list[dict], quantization: str) -> dict[str
             kept = int(entry["rows_kept"])
             if int(keep.sum()) != kept:
                 raise CodecError(f"tensor {entry['name']!r}: row bitmap disagrees with rows_kept")
-            if quantization == "fp16":
+            if quantization == Quantization.fp16:
                 values = np.frombuffer(take(kept * cols * 2), np.float16).astype(np.float32)
             else:
                 scale = np.frombuffer(take(kept * 4), np.float32)
                 if not np.isfinite(scale).all():
                     raise CodecError(f"tensor {entry['name']!r} has non-finite scales")
-                if quantization == "int8":
+                if quantization == Quantization.int8:
                     codes = np.frombuffer(take(kept * cols), np.int8).astype(np.float32)
                 else:
                     codes = _unpack_int4(take((kept * cols + 1) // 2), kept * cols)
@@ -282,7 +296,7 @@ def _decode_body(raw: bytes, entries: list[dict], quantization: str) -> dict[str
             full[keep] = values.reshape(kept, cols)
         else:
             count = math.prod(shape)
-            dtype = np.float16 if quantization == "fp16" else np.float32
+            dtype = np.float16 if quantization == Quantization.fp16 else np.float32
             values = np.frombuffer(take(count * np.dtype(dtype).itemsize), dtype)
             full = values.astype(np.float32).reshape(shape)
         if not np.isfinite(full).all():

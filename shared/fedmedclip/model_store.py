@@ -13,6 +13,10 @@ module, so they agree on the layout without importing each other:
 Tensors are safetensors (never pickle); metadata is one JSON string in the safetensors
 header under the key ``fedmedclip``. Files are written to a temporary name and renamed, so
 a reader never sees half a file.
+
+A head's metadata is the typed :class:`HeadMetadata`: the node writes it and the inference
+API reads it, possibly at different software versions, so unknown keys are ignored on read
+and every key added later must have a default.
 """
 
 from __future__ import annotations
@@ -28,9 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+
+from fedmedclip.trainer import Temperatures
 
 _META_KEY = "fedmedclip"
 
@@ -71,13 +78,55 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+class HeadMetadata(BaseModel):
+    """What a private head was trained from and with, stored in the head's blob.
+
+    ``global_version`` names the FAM version the head was trained with; the task fields
+    (``class_names`` to ``backbone_id``) let the node reuse the head in a later round only
+    for the same task and backbone. Heads written before a field existed lack it, hence the
+    defaults.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    global_version: int = Field(ge=0, description="The FAM version the head was trained with.")
+    version: int | None = Field(
+        None, ge=1, description="The head version; set by the store when it writes the head."
+    )
+    round_id: int | None = None
+    temperatures: Temperatures = Field(default_factory=Temperatures)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    class_names: list[str] | None = None
+    prompt_template: str | None = None
+    backbone: str | None = None
+    weights: str | None = None
+    backbone_id: str | None = None
+
+    @field_validator("temperatures")
+    @classmethod
+    def _positive(cls, temperatures: Temperatures) -> Temperatures:
+        if not (0 < temperatures.fam < float("inf") and 0 < temperatures.head < float("inf")):
+            raise ValueError(f"temperatures must be positive numbers, got {temperatures}")
+        return temperatures
+
+
 @dataclass(frozen=True)
 class StoredModel:
-    """Tensors and metadata of one stored artefact, with the sha256 of its bytes."""
+    """Tensors and metadata of one stored global model, with the sha256 of its bytes."""
 
     version: int
     tensors: dict[str, torch.Tensor]
     meta: dict[str, Any]
+    sha256: str
+
+
+@dataclass(frozen=True)
+class StoredHead:
+    """Tensors and typed metadata of one stored private head, with the sha256 of its bytes."""
+
+    version: int
+    tensors: dict[str, torch.Tensor]
+    meta: HeadMetadata
     sha256: str
 
 
@@ -127,10 +176,10 @@ class ModelStore:
     def save_head(
         self,
         tensors: Mapping[str, torch.Tensor],
-        meta: Mapping[str, Any],
+        meta: HeadMetadata,
         pairing_features: torch.Tensor | None = None,
     ) -> int:
-        """Store a new private head version; ``meta`` should name its ``global_version``.
+        """Store a new private head version (``meta.version`` is set to it); return it.
 
         ``pairing_features`` (site-private embeddings, see ``trainer.pairing_sample``) are
         written first, so a head that has them is never visible without them.
@@ -139,7 +188,9 @@ class ModelStore:
         if pairing_features is not None:
             blob = encode_blob({"features": pairing_features.float()}, {"head_version": version})
             _atomic_write(self._pairing_path(version), blob)
-        _atomic_write(self._head_path(version), encode_blob(tensors, {**meta, "version": version}))
+        stamped = meta.model_copy(update={"version": version})
+        blob = encode_blob(tensors, stamped.model_dump(mode="json", exclude_none=True))
+        _atomic_write(self._head_path(version), blob)
         return version
 
     def load_pairing_features(self, head_version: int) -> torch.Tensor | None:
@@ -153,10 +204,15 @@ class ModelStore:
             raise ModelBlobError(f"pairing features of head {head_version} are not a matrix")
         return features
 
-    def load_head(self, version: int) -> StoredModel:
+    def load_head(self, version: int) -> StoredHead:
+        """Head ``version``; raise ModelBlobError when its blob or its metadata is invalid."""
         data = self._head_path(version).read_bytes()
-        tensors, meta = decode_blob(data)
-        return StoredModel(version, tensors, meta, blob_sha256(data))
+        tensors, raw = decode_blob(data)
+        try:
+            meta = HeadMetadata.model_validate(raw)
+        except ValidationError as exc:
+            raise ModelBlobError(f"head {version} has invalid metadata: {exc}") from exc
+        return StoredHead(version, tensors, meta, blob_sha256(data))
 
     def set_current(self, global_version: int, head_version: int | None) -> None:
         payload = {"global_version": global_version, "head_version": head_version}

@@ -1,29 +1,19 @@
 """Wire schemas that more than one service speaks (pydantic v2).
 
-The aggregator serves them, the hospital node and the inference API read them; keeping
-them here means no service imports another.
+The aggregator serves them; the hospital node, the inference API and the demo (an admin
+client) send or read them; keeping them here means no service imports another.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from enum import StrEnum
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fedmedclip.aggregation import RULES
 from fedmedclip.backbone import BackboneError, embedding_dim
-from fedmedclip.codec import QUANTIZATIONS
+from fedmedclip.enums import AggregationRule, Quantization, RoundState
 from fedmedclip.model import AdapterConfig
-
-Quantization = Literal["fp16", "int8", "int4"]
-AggregationRule = Literal["weighted_mean", "median", "trimmed_mean"]
-assert set(QUANTIZATIONS) == {"fp16", "int8", "int4"} and set(RULES) == {
-    "weighted_mean",
-    "median",
-    "trimmed_mean",
-}
 
 
 class FamSettings(BaseModel):
@@ -35,7 +25,9 @@ class FamSettings(BaseModel):
         False, description="Learn class prototype offsets and aggregate them with the FAM."
     )
     margin: float = Field(0.0, ge=0.0, le=1.0, description="Row pruning margin.")
-    quantization: Quantization = Field("int4", description="Update quantisation on the wire.")
+    quantization: Quantization = Field(
+        Quantization.int4, description="Update quantisation on the wire."
+    )
     seed: int = Field(0, ge=0, description="Seed of the version-0 weights.")
 
 
@@ -107,17 +99,6 @@ class TrainingHints(BaseModel):
     )
 
 
-class RoundState(StrEnum):
-    open = "open"
-    aggregating = "aggregating"
-    published = "published"
-    failed = "failed"
-    cancelled = "cancelled"
-
-
-TERMINAL_ROUND_STATES = frozenset({RoundState.published, RoundState.failed, RoundState.cancelled})
-
-
 class RoundInfo(BaseModel):
     """A round as the hub reports it."""
 
@@ -127,7 +108,7 @@ class RoundInfo(BaseModel):
     min_clients: int
     deadline: datetime
     hints: TrainingHints
-    aggregation_rule: AggregationRule = "weighted_mean"
+    aggregation_rule: AggregationRule = AggregationRule.weighted_mean
     clip_norm: float | None = None
     max_update_norm: float | None = None
     updates_received: int = 0
@@ -159,3 +140,57 @@ class UpdateReceipt(BaseModel):
     sha256: str
     sample_count: int
     received_at: datetime
+
+
+class RoundCreate(BaseModel):
+    """What an admin sends to open a round."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_clients: int = Field(1, ge=1, le=10_000, description="Updates needed to aggregate.")
+    deadline_seconds: int | None = Field(
+        None, ge=1, le=30 * 24 * 3600, description="Seconds until the deadline (default: setting)."
+    )
+    hints: TrainingHints = Field(default_factory=TrainingHints)
+    aggregation_rule: AggregationRule = AggregationRule.weighted_mean
+    clip_norm: float | None = Field(None, gt=0, description="Clip each update to this L2 norm.")
+    max_update_norm: float | None = Field(
+        None, gt=0, description="Refuse updates whose L2 norm is larger."
+    )
+    base_version: int | None = Field(
+        None, ge=0, description="Version to train from (default: the newest version)."
+    )
+
+
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+class NodeCreate(BaseModel):
+    """What an admin sends to register a hospital node."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., description="Unique site name: letters, digits, '.', '_' or '-'.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        if not _NODE_NAME.fullmatch(name):
+            raise ValueError(
+                "node name must be 1 to 100 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        return name
+
+
+class NodeIdentity(BaseModel):
+    """A registered node, as the hub names it."""
+
+    id: int
+    name: str
+
+
+class NodeCreated(NodeIdentity):
+    """The hub's answer to a registration: the node's bearer token, shown once."""
+
+    token: str = Field(..., description="Shown only in this answer; store it at the site.")

@@ -5,10 +5,7 @@ Everything listens on loopback ports chosen at random; every wait is bounded.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,10 +16,18 @@ import httpx
 from fedmedclip.schemas import TaskSpec
 from services.aggregator.app import create_app
 from services.aggregator.settings import AggregatorSettings
-from tests.integration.aggregator.support import ADMIN_TOKEN, TASK, Hub
-from tests.support.processes import ThreadedServer, free_port, http_ok, wait_for_port, wait_until
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.hub import ADMIN_TOKEN, TASK, Hub
+from tests.support.processes import (
+    REPO,
+    ManagedProcess,
+    ThreadedServer,
+    free_port,
+    http_ok,
+    hub_env,
+    service_command,
+    wait_for_port,
+    wait_until,
+)
 
 
 def hub_settings(data_dir: Path, **overrides: Any) -> AggregatorSettings:
@@ -44,27 +49,6 @@ def threaded_hub(
         yield server, hub
 
 
-class ManagedProcess:
-    """A subprocess a test may SIGKILL, or stop with a grace period before the kill."""
-
-    proc: subprocess.Popen[bytes] | None = None
-    stop_grace_seconds: float = 30.0
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown handler runs, open transactions are simply cut off."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=self.stop_grace_seconds)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 class HubProcess(ManagedProcess):
     """``fedmedclip aggregator serve`` as a subprocess that can be SIGKILLed and restarted."""
 
@@ -77,19 +61,8 @@ class HubProcess(ManagedProcess):
         self.starts = 0
 
     def start(self) -> None:
-        env = os.environ | {
-            "FEDMEDCLIP_AGG_DATA_DIR": str(self.data_dir),
-            "FEDMEDCLIP_AGG_ADMIN_TOKEN": ADMIN_TOKEN,
-        }
-        env.pop("FEDMEDCLIP_AGG_DATABASE_URL", None)
-        command = [
-            sys.executable,
-            "-c",
-            "from services.aggregator.cli import app; app()",
-            "serve",
-            "--port",
-            str(self.port),
-        ]
+        env = hub_env(self.data_dir, ADMIN_TOKEN)
+        command = service_command("aggregator", "serve", "--port", str(self.port))
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
@@ -127,25 +100,3 @@ class RedisProcess(ManagedProcess):
             args += ["--appendonly", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, timeout=30)
-
-
-class WorkerProcess(ManagedProcess):
-    """``fedmedclip node worker``: a Celery worker subprocess that a test may SIGKILL."""
-
-    # A worker still in a task would finish it first on SIGTERM: kill it after 5 s.
-    stop_grace_seconds = 5.0
-
-    def __init__(self, settings: Any, log_path: Path) -> None:
-        self.log_path = log_path
-        with log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from services.hospital_node.cli import app; app()"]
-                + ["worker"],
-                env=os.environ | settings.environment(),
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from fedmedclip.codec import encode_update
-from tests.integration.aggregator.support import ADMIN, Hub, bearer, encoded, make_delta
 from tests.reliability.support import HubProcess, threaded_hub
+from tests.support.hub import ADMIN, Hub, bearer, encoded, make_delta
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.integration

@@ -21,11 +21,11 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from services.hospital_node.app import create_app as create_node
 from services.hospital_node.settings import NodeSettings
 from services.inference_api.app import create_app as create_inference
-from tests.integration.aggregator.support import ADMIN, ADMIN_TOKEN, bearer, encoded
 from tests.integration.inference.helpers import ADMIN as INFERENCE_ADMIN
 from tests.integration.inference.helpers import CLINICIAN, make_settings
 from tests.reliability.fuzzing import fuzz_operation, load_schema, operation_labels
 from tests.reliability.support import threaded_hub
+from tests.support.hub import ADMIN, ADMIN_TOKEN, bearer, encoded
 from tests.support.processes import ThreadedServer, http_ok, wait_until
 
 pytestmark = pytest.mark.integration

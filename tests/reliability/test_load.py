@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from fedmedclip.model_store import ModelStore
-from tests.integration.aggregator.support import ADMIN, bearer, encoded
 from tests.integration.inference.helpers import CLINICIAN, make_settings, metric_value, serve
 from tests.reliability.support import threaded_hub
+from tests.support.hub import ADMIN, bearer, encoded
 
 pytestmark = pytest.mark.integration
 

@@ -18,19 +18,19 @@ import httpx
 import pytest
 
 from fedmedclip.data.synth import SynthSummary, synthesize_federation
+from fedmedclip.enums import TERMINAL_JOB_STATES
 from fedmedclip.schemas import TaskSpec
 from services.hospital_node.app import create_app as create_node
 from services.hospital_node.settings import NodeSettings
-from tests.integration.aggregator.support import ADMIN, Hub, bearer
-from tests.reliability.support import RedisProcess, WorkerProcess, threaded_hub
-from tests.support.processes import ThreadedServer, wait_until
+from tests.reliability.support import RedisProcess, threaded_hub
+from tests.support.hub import ADMIN, Hub, bearer
+from tests.support.processes import ThreadedServer, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
 SITE_ADMIN = "site-admin-token-for-faults"
 SLOW = {"local_epochs": 4, "batch_size": 2}
 """Training of a few seconds (0.3 to 8 s an epoch, with the machine's load), to strike in."""
-TERMINAL = ("done", "failed")
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_killed_worker_and_crashed_redis_lose_no_job_and_count_no_update_twice(
     first = site.start_job(round_id)
     site.wait(first, _running, timeout=180)
     first_worker.kill()
-    failed = site.wait(first, lambda j: j["state"] in TERMINAL, timeout=60)
+    failed = site.wait(first, lambda j: j["state"] in TERMINAL_JOB_STATES, timeout=60)
     assert failed["state"] == "failed" and "worker lost" in failed["error"], failed
     assert site.hub.round(round_id)["updates_received"] == 0
 
@@ -160,7 +160,7 @@ def test_killed_worker_and_crashed_redis_lose_no_job_and_count_no_update_twice(
     assert ready.status_code == 503 and "error" in ready.json()["checks"]["broker"]
     time.sleep(1.0)
     site.redis.start()
-    done = site.wait(second, lambda j: j["state"] in TERMINAL, timeout=180)
+    done = site.wait(second, lambda j: j["state"] in TERMINAL_JOB_STATES, timeout=180)
     assert done["state"] == "done", (done, worker.log())
     assert site.node.get("/ready").status_code == 200
 
@@ -188,7 +188,7 @@ def test_a_job_queued_when_redis_loses_its_data_is_not_silently_lost(site_factor
     site.start_worker()
     try:
         # The agent re-sends the lost message after job_stale_seconds; then the job trains.
-        job = site.wait(job_id, lambda j: j["state"] in TERMINAL, timeout=180)
+        job = site.wait(job_id, lambda j: j["state"] in TERMINAL_JOB_STATES, timeout=180)
     except TimeoutError:
         pytest.fail(f"job {job_id} is still {site.job(job_id)['state']!r} after 180 s")
     assert job["state"] == "done" or job["error"]

@@ -16,8 +16,8 @@ import torch
 
 from fedmedclip.codec import encode_update, update_norm
 from fedmedclip.privacy import DPConfig, PrivacyAccountant, epsilon_per_round, privatize_delta
-from tests.integration.aggregator.support import ADMIN, SHAPES, Hub
 from tests.reliability.support import threaded_hub
+from tests.support.hub import ADMIN, SHAPES, Hub
 
 pytestmark = pytest.mark.integration
 

@@ -31,10 +31,10 @@ from services.aggregator.app import create_app as create_hub
 from services.hospital_node.app import create_app as create_node
 from services.hospital_node.settings import NodeSettings
 from services.inference_api.app import create_app as create_inference
-from tests.integration.aggregator.support import ADMIN, ADMIN_TOKEN, bearer, encoded
 from tests.integration.inference.helpers import ADMIN as INFERENCE_ADMIN
 from tests.integration.inference.helpers import CLINICIAN, make_settings, serve
 from tests.reliability.support import REPO, hub_settings, threaded_hub
+from tests.support.hub import ADMIN, ADMIN_TOKEN, bearer, encoded
 from tests.support.processes import ThreadedServer, free_port, http_ok, wait_until
 
 pytestmark = pytest.mark.integration

@@ -3,7 +3,8 @@
 A synthetic hospital is generated, embedded with the frozen backbone (through the feature
 cache), trained for a round with ``train_local``, calibrated, and saved the way a
 hospital node does: a global blob ``{"version", "parent_version", "task"}``, a private
-head ``{"global_version", "temperatures"}`` and ``current.json`` naming both.
+head (``HeadMetadata`` with ``global_version`` and ``temperatures``) and ``current.json``
+naming both.
 
 With a single site the trained adapter stands in for the aggregate the hub would publish;
 the store's format and contents are otherwise what a real federation produces.
@@ -20,7 +21,7 @@ from fedmedclip.backbone import Backbone
 from fedmedclip.data import ClassIndex, read_image_folder, synthesize_federation
 from fedmedclip.feature_cache import FeatureCache
 from fedmedclip.model import build_adapter, build_head
-from fedmedclip.model_store import ModelStore, encode_blob
+from fedmedclip.model_store import HeadMetadata, ModelStore, encode_blob
 from fedmedclip.schemas import TaskSpec
 from fedmedclip.trainer import TrainConfig, calibrate, train_local
 
@@ -95,11 +96,7 @@ def publish_round(
     store.save_global_blob(global_version, encode_blob(result.adapter_state, meta))
     assert result.head_state is not None
     head_version = store.save_head(
-        result.head_state,
-        {
-            "global_version": global_version,
-            "temperatures": {"fam": temperatures.fam, "head": temperatures.head},
-        },
+        result.head_state, HeadMetadata(global_version=global_version, temperatures=temperatures)
     )
     store.set_current(global_version, head_version)
     return head_version

@@ -1,4 +1,5 @@
-"""Real PostgreSQL, Redis and HTTP servers for tests, on loopback ports.
+"""Real PostgreSQL, Redis and HTTP servers for tests, on loopback ports, and subprocesses
+(a node's Celery worker) that a test may stop or SIGKILL.
 
 When ``.ci/run`` has already started PostgreSQL or Redis it exports
 ``FEDMEDCLIP_TEST_POSTGRES_URL`` / ``FEDMEDCLIP_TEST_REDIS_URL`` and these are used;
@@ -9,20 +10,24 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
 
 from services.common.serving import ServerLimits, ServerTls
 
+REPO = Path(__file__).resolve().parents[2]
 PG_BIN = Path(os.environ.get("FEDMEDCLIP_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
@@ -171,3 +176,62 @@ def http_ok(url: str) -> bool:
         return httpx.get(url, timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def service_command(package: str, *args: str) -> list[str]:
+    """The Typer app of ``services.<package>.cli`` with ``args``, run by this interpreter
+    (no installed ``fedmedclip`` script needed)."""
+    return [sys.executable, "-c", f"from services.{package}.cli import app; app()", *args]
+
+
+def hub_env(data_dir: Path, admin_token: str, **extra: str) -> dict[str, str]:
+    """The environment of a ``fedmedclip aggregator serve`` process on SQLite in ``data_dir``."""
+    env = os.environ | {
+        "FEDMEDCLIP_AGG_DATA_DIR": str(data_dir),
+        "FEDMEDCLIP_AGG_ADMIN_TOKEN": admin_token,
+        **extra,
+    }
+    env.pop("FEDMEDCLIP_AGG_DATABASE_URL", None)
+    return env
+
+
+class ManagedProcess:
+    """A subprocess a test may SIGKILL, or stop with a grace period before the kill."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    stop_grace_seconds: float = 30.0
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs, open transactions are simply cut off."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=self.stop_grace_seconds)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class WorkerProcess(ManagedProcess):
+    """``fedmedclip node worker``: a Celery worker subprocess that a test may SIGKILL."""
+
+    # A worker still in a task would finish it first on SIGTERM: kill it after 5 s.
+    stop_grace_seconds = 5.0
+
+    def __init__(self, settings: Any, log_path: Path) -> None:
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                service_command("hospital_node", "worker"),
+                env=os.environ | settings.environment(),
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]

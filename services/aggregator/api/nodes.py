@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from fedmedclip.schemas import NodeCreate, NodeCreated, NodeIdentity
 from services.aggregator import nodes
 from services.aggregator.api.deps import AdminDep, NodeDep, SessionDep
 
 router = APIRouter(prefix="/api/v1/nodes", tags=["nodes"])
 
 
-@router.post("", status_code=201, response_model=nodes.NodeCreated, summary="Register a node")
-def create_node(body: nodes.NodeCreate, admin: AdminDep, session: SessionDep) -> nodes.NodeCreated:
+@router.post("", status_code=201, response_model=NodeCreated, summary="Register a node")
+def create_node(body: NodeCreate, admin: AdminDep, session: SessionDep) -> NodeCreated:
     """The answer holds the node's token; it is shown only here and stored hashed."""
     return nodes.create_node(session, body.name, admin.actor)
 
@@ -21,10 +22,10 @@ def list_nodes(_: AdminDep, session: SessionDep) -> list[nodes.NodeOut]:
     return nodes.list_nodes(session)
 
 
-@router.get("/me", response_model=nodes.NodeIdentity, summary="The calling node")
-def me(node: NodeDep) -> nodes.NodeIdentity:
+@router.get("/me", response_model=NodeIdentity, summary="The calling node")
+def me(node: NodeDep) -> NodeIdentity:
     assert node.node_id is not None and node.node_name is not None  # node role
-    return nodes.NodeIdentity(id=node.node_id, name=node.node_name)
+    return NodeIdentity(id=node.node_id, name=node.node_name)
 
 
 @router.delete("/{node_id}", response_model=nodes.NodeOut, summary="Revoke a node's token")

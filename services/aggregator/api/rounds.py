@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from fedmedclip.schemas import RoundInfo, RoundState
+from fedmedclip.schemas import RoundCreate, RoundInfo, RoundState
 from services.aggregator import rounds
 from services.aggregator.api.deps import AdminDep, CallerDep, ContextDep, SessionDep
 from services.aggregator.closing import CLOSED_BY_ADMIN
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api/v1/rounds", tags=["rounds"])
 
 @router.post("", status_code=201, response_model=RoundInfo, summary="Open a round")
 def open_round(
-    body: rounds.RoundCreate, admin: AdminDep, context: ContextDep, session: SessionDep
+    body: RoundCreate, admin: AdminDep, context: ContextDep, session: SessionDep
 ) -> RoundInfo:
     """Open a round on the newest version (or ``base_version``); 409 while one is active."""
     return rounds.open_round(

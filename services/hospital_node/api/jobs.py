@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, status
 
+from fedmedclip.enums import JobState
 from services.hospital_node import job_requests
 from services.hospital_node.api.deps import AdminOnly, Context
 from services.hospital_node.api.schemas import JobIn, JobOut, JobProgressOut
@@ -46,7 +47,7 @@ def create_job(ctx: Context, body: JobIn | None = None) -> JobOut:
 def list_jobs(
     ctx: Context,
     limit: int = Query(100, ge=1, le=1000),
-    state: str | None = Query(None, pattern="^(queued|running|uploading|done|failed)$"),
+    state: JobState | None = None,
 ) -> list[JobOut]:
     """Jobs, newest first."""
     return [job_out(j) for j in job_requests.list_jobs(ctx.db, limit=limit, state=state)]

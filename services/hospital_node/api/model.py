@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter
 
 from services.hospital_node.api.deps import AdminOnly, Context
@@ -21,10 +23,10 @@ def current_model(ctx: Context) -> ModelOut:
         stored = store.load_head(current.head_version)
         head = HeadOut(
             version=stored.version,
-            global_version=stored.meta.get("global_version"),
-            round_id=stored.meta.get("round_id"),
-            metrics=stored.meta.get("metrics", {}),
-            temperatures=stored.meta.get("temperatures", {}),
+            global_version=stored.meta.global_version,
+            round_id=stored.meta.round_id,
+            metrics=stored.meta.metrics,
+            temperatures=asdict(stored.meta.temperatures),
             sha256=stored.sha256,
         )
     return ModelOut(

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fedmedclip.enums import JobState
+
 
 class DatasetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -51,7 +53,7 @@ class JobOut(BaseModel):
     id: int
     round_id: int
     trigger: str
-    state: str
+    state: JobState
     progress: JobProgressOut
     base_version: int | None
     head_version: int | None

@@ -13,8 +13,6 @@ from __future__ import annotations
 from services.common.db import Database, utcnow
 from services.common.migrate import Migrations
 from services.hospital_node.db.models import (
-    ACTIVE_JOB_STATES,
-    TERMINAL_JOB_STATES,
     Base,
     Dataset,
     Job,
@@ -43,9 +41,7 @@ def open_database(url: str) -> Database:
 
 
 __all__ = [
-    "ACTIVE_JOB_STATES",
     "MIGRATIONS",
-    "TERMINAL_JOB_STATES",
     "Base",
     "Database",
     "Dataset",

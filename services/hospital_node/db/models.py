@@ -6,29 +6,17 @@ here needs a new revision there; a test compares the two).
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Index, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from fedmedclip.enums import JobState
 from services.common.db import UTCDateTime, utcnow
 
 # The node's timestamps have always been TIMESTAMP WITH TIME ZONE on PostgreSQL.
 UTCTimestamp = UTCDateTime(timezone=True)
-
-
-class JobState(enum.StrEnum):
-    queued = "queued"
-    running = "running"
-    uploading = "uploading"
-    done = "done"
-    failed = "failed"
-
-
-ACTIVE_JOB_STATES = (JobState.queued, JobState.running, JobState.uploading)
-TERMINAL_JOB_STATES = (JobState.done, JobState.failed)
 
 
 class Base(DeclarativeBase):

@@ -6,11 +6,11 @@ through the same library code the services use (``train_local``, the update code
 
     backbone = load_backbone("ViT-S-32", "none")
     federation = load_federation(root, backbone, cache_dir=root / ".cache")
-    result = run_simulation(federation, METHODS, SimulationConfig(rounds=10))
+    result = run_simulation(federation, list(SimulationMethod), SimulationConfig(rounds=10))
     write_report(result, out)
 """
 
-from fedmedclip.simulator.config import METHODS, SimulationConfig
+from fedmedclip.simulator.config import SimulationConfig
 from fedmedclip.simulator.federation import Federation, Site, SplitData, load_federation
 from fedmedclip.simulator.report import write_report
 from fedmedclip.simulator.runner import (
@@ -21,11 +21,8 @@ from fedmedclip.simulator.runner import (
     run_method,
     run_simulation,
 )
-from fedmedclip.simulator.transport import CODECS
 
 __all__ = [
-    "CODECS",
-    "METHODS",
     "Federation",
     "MethodResult",
     "RoundRecord",

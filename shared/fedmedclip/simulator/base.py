@@ -10,6 +10,7 @@ from typing import ClassVar
 import torch
 
 from fedmedclip.ensemble import fit_temperature
+from fedmedclip.enums import SimulationMethod
 from fedmedclip.simulator.config import SimulationConfig
 from fedmedclip.simulator.dp import SitePrivacy
 from fedmedclip.simulator.federation import Federation
@@ -40,7 +41,7 @@ class Method(ABC):
     run; it stays None for a method that sends nothing, since there is nothing to protect.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[SimulationMethod]
     federated: ClassVar[bool] = False
     trains: ClassVar[bool] = True
     dp_supported: ClassVar[bool] = True

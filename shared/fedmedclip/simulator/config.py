@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from fedmedclip.aggregation import RULES
+from fedmedclip.enums import AggregationRule, SimulationCodec, parse_choice
 from fedmedclip.privacy import DPConfig
-from fedmedclip.simulator.transport import CODECS
-
-METHODS = ("fedmedclip", "fedclip", "local", "zeroshot", "fedavg")
 
 
 @dataclass(frozen=True)
@@ -30,9 +27,9 @@ class SimulationConfig:
     local_epochs: int = 5
     lr: float = 1e-3
     batch_size: int = 64
-    codec: str = "int4"
+    codec: SimulationCodec = SimulationCodec.int4
     error_feedback: bool = False
-    aggregation_rule: str = "weighted_mean"
+    aggregation_rule: AggregationRule = AggregationRule.weighted_mean
     learn_prototypes: bool = False
     calibrate: bool = False
     adaptive_kd: bool = True
@@ -53,10 +50,9 @@ class SimulationConfig:
             raise ValueError("rounds must be at least 1")
         if self.local_epochs < 1:
             raise ValueError("local_epochs must be at least 1")
-        if self.codec not in CODECS:
-            raise ValueError(f"unknown codec {self.codec!r}; use one of {CODECS}")
-        if self.aggregation_rule not in RULES:
-            raise ValueError(f"unknown aggregation rule {self.aggregation_rule!r}; use {RULES}")
+        # Plain strings are accepted (and kept: a member equals its string); others fail here.
+        parse_choice(SimulationCodec, self.codec, "codec")
+        parse_choice(AggregationRule, self.aggregation_rule, "aggregation rule")
         if self.lr <= 0 or self.fedavg_lr <= 0 or not self.lr_factors:
             raise ValueError("learning rates and lr_factors must be positive and non-empty")
         if any(f <= 0 for f in self.lr_factors):

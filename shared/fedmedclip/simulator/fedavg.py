@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedmedclip.data.images import decode_image
+from fedmedclip.enums import SimulationMethod
 from fedmedclip.model import LOGIT_SCALE
 from fedmedclip.simulator.base import LocalUpdate, Method, State, local_seed
 from fedmedclip.simulator.config import SimulationConfig
@@ -90,7 +91,7 @@ class FineTunedEncoder(nn.Module):
 class EncoderFedAvg(Method):
     """FedAvg over the last encoder blocks + classifier (see the module docstring)."""
 
-    name = "fedavg"
+    name = SimulationMethod.fedavg
     federated = True
     # Its updates take the same upload path, so noising them would be one line; but the one
     # clip norm of a run is chosen for the FAM delta, a wrong scale for encoder weights, and

@@ -20,6 +20,7 @@ from typing import ClassVar
 import torch
 from torch.nn import functional as F
 
+from fedmedclip.enums import SimulationMethod, parse_choice
 from fedmedclip.model import (
     LOGIT_SCALE,
     AdapterConfig,
@@ -127,7 +128,7 @@ class AdapterMethod(Method):
 class FedMedClip(AdapterMethod):
     """Shared FAM + private head; entropy-weighted ensemble of the two branches."""
 
-    name = "fedmedclip"
+    name = SimulationMethod.fedmedclip
     federated = True
     uses_head = True
     trains_adapter = True
@@ -157,7 +158,7 @@ class FedMedClip(AdapterMethod):
 class FedClip(AdapterMethod):
     """FedCLIP: the shared FAM only, classified by similarity to the text prototypes."""
 
-    name = "fedclip"
+    name = SimulationMethod.fedclip
     federated = True
     uses_head = False
     trains_adapter = True
@@ -182,7 +183,7 @@ class FedClip(AdapterMethod):
 class LocalOnly(AdapterMethod):
     """A private head per site on the fixed version-0 FAM features; nothing is shared."""
 
-    name = "local"
+    name = SimulationMethod.local
     uses_head = True
     trains_adapter = False
 
@@ -204,7 +205,7 @@ class LocalOnly(AdapterMethod):
 class ZeroShot(Method):
     """CLIP zero-shot: scaled cosine similarity of the frozen embedding to the prompts."""
 
-    name = "zeroshot"
+    name = SimulationMethod.zeroshot
     trains = False
 
     def options(self) -> dict:
@@ -220,13 +221,13 @@ class ZeroShot(Method):
         return self._calibrated(logits, site_index, split)
 
 
-METHOD_CLASSES: dict[str, type[Method]] = {
+METHOD_CLASSES: dict[SimulationMethod, type[Method]] = {
     cls.name: cls for cls in (FedMedClip, FedClip, LocalOnly, ZeroShot, EncoderFedAvg)
 }
 
 
-def build_method(name: str, federation: Federation, config: SimulationConfig) -> Method:
+def build_method(
+    name: SimulationMethod | str, federation: Federation, config: SimulationConfig
+) -> Method:
     """An instance of the method called ``name``."""
-    if name not in METHOD_CLASSES:
-        raise ValueError(f"unknown method {name!r}; use one of {sorted(METHOD_CLASSES)}")
-    return METHOD_CLASSES[name](federation, config)
+    return METHOD_CLASSES[parse_choice(SimulationMethod, name, "method")](federation, config)

@@ -28,6 +28,7 @@ import torch
 
 from fedmedclip.aggregation import aggregate
 from fedmedclip.codec import apply_delta, state_delta
+from fedmedclip.enums import SimulationMethod, parse_choice
 from fedmedclip.metrics import classification_metrics, mean_over_sites
 from fedmedclip.simulator.base import Method
 from fedmedclip.simulator.config import SimulationConfig
@@ -179,11 +180,12 @@ def _run_once(
 
 def run_method(
     federation: Federation,
-    name: str,
+    name: SimulationMethod | str,
     config: SimulationConfig,
     on_round: RoundCallback | None = None,
 ) -> MethodResult:
     """Run ``name``; with several ``lr_factors`` keep the run best on validation."""
+    name = parse_choice(SimulationMethod, name, "method")
     if len(config.lr_factors) == 1 or not METHOD_CLASSES[name].trains:
         return _run_once(federation, name, _scaled(config, config.lr_factors[0]), on_round)
     runs = [

@@ -15,11 +15,9 @@ from collections.abc import Mapping
 
 import torch
 
-from fedmedclip.codec import QUANTIZATIONS, decode_update, encode_update
+from fedmedclip.codec import decode_update, encode_update
+from fedmedclip.enums import SimulationCodec, parse_choice
 from fedmedclip.model_store import encode_blob
-
-CODECS = (*QUANTIZATIONS, "none")
-"""Update encodings the simulator offers; ``none`` sends the raw float32 delta."""
 
 State = Mapping[str, torch.Tensor]
 
@@ -41,16 +39,14 @@ class CodecTransport:
 
     def __init__(
         self,
-        codec: str,
+        codec: SimulationCodec | str,
         expected_shapes: Mapping[str, tuple[int, ...]],
         *,
         error_feedback: bool = False,
     ) -> None:
-        if codec not in CODECS:
-            raise ValueError(f"unknown codec {codec!r}; use one of {CODECS}")
-        self.codec = codec
+        self.codec = parse_choice(SimulationCodec, codec, "codec")
         self.expected_shapes = dict(expected_shapes)
-        self.error_feedback = error_feedback and codec != "none"
+        self.error_feedback = error_feedback and self.codec != SimulationCodec.none
         self._residuals: dict[int, dict[str, torch.Tensor]] = {}
 
     def upload(
@@ -62,7 +58,7 @@ class CodecTransport:
         omit_rows: Mapping[str, torch.Tensor] | None = None,
     ) -> tuple[dict[str, torch.Tensor], int]:
         """The delta as the hub would decode it, and the bytes on the wire."""
-        if self.codec == "none":
+        if self.codec == SimulationCodec.none:
             return {k: v.detach().float().clone() for k, v in delta.items()}, fp32_bytes(delta)
         residual = self._residuals.get(site)
         if residual is not None:

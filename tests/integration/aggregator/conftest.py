@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from services.aggregator.settings import AggregatorSettings
-from tests.integration.aggregator.support import ADMIN_TOKEN, Hub, running_hub
+from tests.support.hub import ADMIN_TOKEN, Hub, running_hub
 
 
 @pytest.fixture

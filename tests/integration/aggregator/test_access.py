@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.integration.aggregator.support import ADMIN, Hub, bearer, encoded, running_hub
+from tests.support.hub import ADMIN, Hub, bearer, encoded, running_hub
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from services.aggregator.db.migrate import (
 from services.aggregator.db.models import Base
 from services.aggregator.settings import AggregatorSettings
 from services.common.db import Database
-from tests.integration.aggregator.support import ADMIN_TOKEN, running_hub
+from tests.support.hub import ADMIN_TOKEN, running_hub
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.integration.aggregator.support import ADMIN, encoded, running_hub
+from tests.support.hub import ADMIN, encoded, running_hub
 
 pytestmark = pytest.mark.integration
 

@@ -9,12 +9,11 @@ import pytest
 import torch
 
 from fedmedclip.codec import decode_update
-from tests.integration.aggregator.support import ADMIN, SHAPES, TASK, Hub, encoded, running_hub
+from fedmedclip.enums import TERMINAL_ROUND_STATES
+from tests.support.hub import ADMIN, SHAPES, TASK, Hub, encoded, running_hub
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.integration
-
-TERMINAL = {"published", "failed", "cancelled"}
 
 
 @pytest.mark.parametrize("quantization", ["fp16", "int8"])
@@ -86,7 +85,7 @@ def test_deadline_with_too_few_updates_fails_the_round(hub: Hub) -> None:
     round_info = hub.open_round(min_clients=2, deadline_seconds=1)
     assert hub.post_update(round_info["id"], token, encoded(1)).status_code == 201
     final = wait_until(
-        lambda: (r := hub.round(round_info["id"]))["state"] in TERMINAL and r,
+        lambda: (r := hub.round(round_info["id"]))["state"] in TERMINAL_ROUND_STATES and r,
         timeout=15,
         what="round closed by its deadline",
     )
@@ -103,7 +102,7 @@ def test_deadline_with_enough_updates_publishes(hub: Hub) -> None:
     round_info = hub.open_round(min_clients=1, deadline_seconds=1)
     assert hub.post_update(round_info["id"], token, encoded(1)).status_code == 201
     final = wait_until(
-        lambda: (r := hub.round(round_info["id"]))["state"] in TERMINAL and r,
+        lambda: (r := hub.round(round_info["id"]))["state"] in TERMINAL_ROUND_STATES and r,
         timeout=15,
         what="round closed by its deadline",
     )

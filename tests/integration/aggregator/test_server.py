@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import httpx
 import pytest
 
 from services.aggregator.app import create_app
-from tests.integration.aggregator.support import ADMIN, ADMIN_TOKEN, TASK, bearer, encoded
-from tests.support.processes import ThreadedServer, free_port, http_ok, wait_until
+from tests.support.hub import ADMIN, ADMIN_TOKEN, TASK, bearer, encoded
+from tests.support.processes import (
+    ThreadedServer,
+    free_port,
+    http_ok,
+    hub_env,
+    service_command,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -54,21 +59,8 @@ def test_updates_over_real_http_including_a_streamed_oversized_body(settings) ->
 
 def test_serve_command_runs_the_hub(tmp_path) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "FEDMEDCLIP_AGG_DATA_DIR": str(tmp_path),
-        "FEDMEDCLIP_AGG_ADMIN_TOKEN": ADMIN_TOKEN,
-        "FEDMEDCLIP_AGG_LOG_JSON": "true",
-    }
-    env.pop("FEDMEDCLIP_AGG_DATABASE_URL", None)
-    command = [
-        sys.executable,
-        "-c",
-        "from services.aggregator.cli import app; app()",
-        "serve",
-        "--port",
-        str(port),
-    ]
+    env = hub_env(tmp_path, ADMIN_TOKEN, FEDMEDCLIP_AGG_LOG_JSON="true")
+    command = service_command("aggregator", "serve", "--port", str(port))
     proc = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fedmedclip.codec import encode_update
-from tests.integration.aggregator.support import ADMIN, Hub, encoded, make_delta
+from tests.support.hub import ADMIN, Hub, encoded, make_delta
 
 pytestmark = pytest.mark.integration
 

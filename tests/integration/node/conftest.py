@@ -9,10 +9,6 @@ random weights, loaded once per process by the node's backbone cache.
 from __future__ import annotations
 
 import itertools
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,16 +18,16 @@ import httpx
 import pytest
 
 from fedmedclip.data.synth import SynthSummary, synthesize_federation
+from fedmedclip.enums import TERMINAL_JOB_STATES
 from services.aggregator.app import create_app as create_hub
 from services.aggregator.settings import AggregatorSettings
 from services.hospital_node.app import create_app as create_node
 from services.hospital_node.settings import NodeSettings
-from tests.support.processes import ThreadedServer, wait_until
+from tests.support.processes import ThreadedServer, WorkerProcess, wait_until
 
 HUB_ADMIN = "hub-admin-token"
 SITE_ADMIN = "site-admin-token"
 CLASSES = 3
-TERMINAL = ("done", "failed")
 FAST_HINTS = {"local_epochs": 2, "batch_size": 16}
 SLOW_HINTS = {"local_epochs": 200, "batch_size": 2}
 """Long enough (several seconds) to act on a job while it trains."""
@@ -131,7 +127,7 @@ class Node:
         )
 
     def wait_terminal(self, job_id: int, timeout: float = 120) -> dict:
-        return self.wait_job(job_id, lambda j: j["state"] in TERMINAL, timeout)
+        return self.wait_job(job_id, lambda j: j["state"] in TERMINAL_JOB_STATES, timeout)
 
 
 @pytest.fixture
@@ -185,45 +181,12 @@ def broker_url(redis_url: str) -> str:
     return redis_url.rsplit("/", 1)[0] + f"/{next(_redis_databases) % 16}"
 
 
-class Worker:
-    """A ``fedmedclip node worker`` subprocess."""
-
-    def __init__(self, settings: NodeSettings, log_path: Path) -> None:
-        self.log_path = log_path
-        env = os.environ | settings.environment()
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from services.hospital_node.cli import app; app()", "worker"],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parents[3],
-        )
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
 @pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[[NodeSettings], Worker]]:
-    workers: list[Worker] = []
+def start_worker(tmp_path: Path) -> Iterator[Callable[[NodeSettings], WorkerProcess]]:
+    workers: list[WorkerProcess] = []
 
-    def start(settings: NodeSettings) -> Worker:
-        worker = Worker(settings, tmp_path / f"worker-{len(workers)}.log")
+    def start(settings: NodeSettings) -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"worker-{len(workers)}.log")
         workers.append(worker)
         return worker
 

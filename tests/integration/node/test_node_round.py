@@ -58,8 +58,8 @@ def test_two_nodes_complete_a_round(
         store = ModelStore(node.settings.model_store_dir)
         assert store.current().head_version == 1
         head = store.load_head(1)
-        assert head.meta["global_version"] == 0 and head.meta["round_id"] == round_info["id"]
-        assert head.meta["class_names"] == federation.class_names
+        assert head.meta.global_version == 0 and head.meta.round_id == round_info["id"]
+        assert head.meta.class_names == federation.class_names
         assert served["head"]["sha256"] == head.sha256
 
     # The agent follows the federation: a promoted version lands in node B's store.

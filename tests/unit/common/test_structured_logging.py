@@ -7,7 +7,12 @@ import logging
 
 import pytest
 
-from services.common.structured_logging import configure_logging, request_id_var
+from services.common.structured_logging import (
+    JsonFormatter,
+    RequestIdFilter,
+    configure_logging,
+    request_id_var,
+)
 
 
 @pytest.fixture
@@ -41,3 +46,16 @@ def test_configuring_twice_keeps_one_handler_and_text_mode_is_readable(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert err[0].endswith("[-] hello status=200")
+
+
+def test_json_log_lines_carry_the_request_id_and_fields() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello %s", ("you",), None)
+    record.fields = {"status": 201}
+    token = request_id_var.set("req-1")
+    try:
+        assert RequestIdFilter().filter(record)
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        request_id_var.reset(token)
+    assert line["message"] == "hello you" and line["request_id"] == "req-1"
+    assert line["status"] == 201 and line["level"] == "info"

@@ -1,4 +1,4 @@
-"""Bearer header parsing and the shared token dependency of all three services."""
+"""Bearer tokens: random, stored only as their sha256; header parsing; the shared dependency."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from services.common.problems import Unauthenticated, install_problem_handlers
-from services.common.tokens import BearerToken, bearer_token
+from services.common.tokens import BearerToken, bearer_token, hash_token, new_token
+
+
+def test_tokens_are_random_and_stored_only_as_sha256() -> None:
+    first, second = new_token(), new_token()
+    assert first != second and len(first) >= 40
+    assert hash_token(first) != hash_token(second)
+    assert len(hash_token(first)) == 64 and first not in hash_token(first)
 
 
 @pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer", "Bearer   "])

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.hospital_node.db import Database, Job, JobState, open_database, utcnow
+from fedmedclip.enums import JobState
+from services.hospital_node.db import Database, Job, open_database, utcnow
 from services.hospital_node.jobs import (
     DatabaseProgress,
     EnqueueError,

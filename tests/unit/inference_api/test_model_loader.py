@@ -13,7 +13,7 @@ import torch
 
 from fedmedclip.backbone import cached_backbone
 from fedmedclip.model import SharedAdapter, build_head
-from fedmedclip.model_store import ModelStore
+from fedmedclip.model_store import HeadMetadata, ModelStore, encode_blob
 from fedmedclip.schemas import TaskSpec
 from fedmedclip.trainer import pairing_sample, refresh_head_statistics
 from services.inference_api.hub import HubFollower
@@ -106,10 +106,23 @@ def test_a_broken_new_model_keeps_the_old_one_in_service(tmp_path, backbone, tra
     # A head for another task (4 classes instead of 3) does not fit global v1.
     other = TaskSpec(class_names=["a", "b", "c", "d"], backbone=backbone.name)
     head = build_head(other.adapter_config()).state_dict()
-    bad_head = store.save_head(head, {"global_version": 1})
+    bad_head = store.save_head(head, HeadMetadata(global_version=1))
     store.set_current(1, bad_head)
     assert manager.refresh() is first
     assert manager.require() is first
+
+
+def test_a_head_with_invalid_temperatures_is_not_served(tmp_path, trained):
+    store = _copy(trained, tmp_path)
+    manager, metrics = _manager(store)
+    first = manager.refresh()
+    # Written by hand, as an old or damaged node could have: a negative temperature.
+    meta = {"global_version": 1, "temperatures": {"fam": -1.0, "head": 1.0}, "version": 2}
+    blob = encode_blob(store.load_head(1).tensors, meta)
+    (store.root / "heads" / "h000002.safetensors").write_bytes(blob)
+    store.set_current(1, 2)
+    assert manager.refresh() is first
+    assert metrics.reloads.labels("failed")._value.get() == 1
 
 
 def test_a_broken_first_model_explains_itself(tmp_path, trained):

@@ -1,4 +1,5 @@
-"""A thin test client for the hub plus helpers to build real encoded updates."""
+"""A thin test client for the hub (aggregator) app plus helpers to build real encoded updates;
+shared by the aggregator integration suite and the reliability suite."""
 
 from __future__ import annotations
 

@@ -1,0 +1,25 @@
+"""Parsing of an update's ``X-Local-Metrics`` header."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.aggregator.updates import parse_local_metrics
+from services.common.problems import InvalidRequest
+
+
+def test_local_metrics_header_parsing() -> None:
+    assert parse_local_metrics(None) == {}
+    assert parse_local_metrics('{"acc": 1, "ece": 0.25}') == {"acc": 1.0, "ece": 0.25}
+    for bad, message in [
+        ('{"acc": NaN}', "finite"),
+        ('{"acc": true}', "finite"),
+        ('{"": 1}', "1 to 64"),
+        ("[]", "JSON object"),
+        ("{", "not valid JSON"),
+        (json.dumps({f"m{i}": i for i in range(65)}), "at most 64"),
+    ]:
+        with pytest.raises(InvalidRequest, match=message):
+            parse_local_metrics(bad)
