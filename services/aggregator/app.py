@@ -25,6 +25,7 @@ from services.aggregator.context import AppContext
 from services.aggregator.db.migrate import prepare_schema
 from services.aggregator.deadlines import DeadlineWatcher
 from services.aggregator.settings import AggregatorSettings
+from services.common.api_docs import install_offline_docs
 from services.common.request_context import RequestContextMiddleware
 from services.common.structured_logging import configure_logging
 from services.common.validation import VALIDATION_RESPONSES
@@ -64,6 +65,7 @@ def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    install_offline_docs(app)
     app.state.context = context
     app.add_middleware(JsonBodyLimitMiddleware)
     app.add_middleware(RequestContextMiddleware, logger="services.aggregator.access")

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from services.common.api_docs import install_offline_docs
 from services.common.request_context import RequestContextMiddleware
 from services.common.structured_logging import request_id_var
 from services.common.validation import VALIDATION_RESPONSES, validation_body
@@ -122,6 +123,7 @@ def create_app(settings: NodeSettings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    install_offline_docs(app)
     app.state.node = ctx
     _install_handlers(app)
     app.middleware("http")(_cap_body)

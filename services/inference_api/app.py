@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from fedmedclip.backbone import resolve_device
 from fedmedclip.model_store import ModelStore
+from services.common.api_docs import install_offline_docs
 from services.common.request_context import RequestContextMiddleware
 from services.common.structured_logging import configure_logging
 from services.inference_api.api import model, ops, predict
@@ -68,6 +69,7 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
         description="FAM + private-head ensemble predictions for PNG, JPEG and DICOM images.",
         lifespan=lifespan,
     )
+    install_offline_docs(app)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.service = service
