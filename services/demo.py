@@ -32,6 +32,7 @@ from rich.table import Table
 
 from fedmedclip.enums import TERMINAL_JOB_STATES, TERMINAL_ROUND_STATES, JobState, RoundState
 from fedmedclip.schemas import RoundCreate, TaskSpec, TrainingHints
+from fedmedclip.weights_notice import RANDOM_WEIGHTS_ANNOUNCED_ENV
 from services.common.hub_client import HubAdminClient, HubError
 from services.hospital_node.api.schemas import JobOut
 
@@ -80,15 +81,16 @@ def _free_port() -> int:
 class ProcessGroup:
     """Child processes that are always stopped together (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.log_dir = log_dir
+        self.env = env or {}  # given to every child, under its own ``env``
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
         log = (self.log_dir / f"{name}.log").open("wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", *args],
-            env={**os.environ, **env},
+            env={**os.environ, **self.env, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop the children ourselves
@@ -195,7 +197,8 @@ def run_demo(**options: Any) -> dict:
         f"{len(held_out)} held-out images of hospital_0 for /predict"
     )
 
-    group = ProcessGroup(out / "logs")
+    # The header says which weights are used, so the children need not warn again.
+    group = ProcessGroup(out / "logs", {RANDOM_WEIGHTS_ANNOUNCED_ENV: "1"})
     with ExitStack() as stack:
         stack.callback(group.stop)
         report = _run_federation(config, out, class_names, held_out, group, weights_note)

@@ -23,6 +23,13 @@ MethodChoice = StrEnum(
 )
 
 
+DATA = "Data"
+METHOD = "Method"
+PRIVACY = "Privacy"
+OUTPUT = "Output and run"
+"""Panels of ``simulate --help``: its options read by topic rather than as one list."""
+
+
 def _fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(code=2)
@@ -45,24 +52,58 @@ def synth(
     from fedmedclip.data.synth import synthesize_federation
 
     console = Console()
+    progress = Progress(console=console)
+    task = progress.add_task("writing images", total=hospitals * per_hospital)
+
+    def on_image(done: int) -> None:
+        # The library checks the folder and the arguments before it writes anything, so
+        # the bar appears only once those checks passed: a refusal draws no empty bar.
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(task, completed=done)
+
     try:
-        with Progress(console=console) as progress:
-            task = progress.add_task("writing images", total=hospitals * per_hospital)
-            summary = synthesize_federation(
-                out,
-                hospitals=hospitals,
-                classes=classes,
-                per_hospital=per_hospital,
-                seed=seed,
-                alpha=alpha,
-                image_size=image_size,
-                progress=lambda done: progress.update(task, completed=done),
-            )
+        summary = synthesize_federation(
+            out,
+            hospitals=hospitals,
+            classes=classes,
+            per_hospital=per_hospital,
+            seed=seed,
+            alpha=alpha,
+            image_size=image_size,
+            progress=on_image,
+        )
     except (FileExistsError, ValueError) as exc:
         raise _fail(str(exc)) from exc
+    finally:
+        progress.stop()
     console.print(f"wrote {summary.total} images for {hospitals} hospitals into {out}")
     for name, counts in summary.per_hospital.items():
         console.print(f"  {name}: " + ", ".join(f"{c} {n}" for n, c in counts.items()))
+
+
+def _share(value: float) -> float:
+    """``--val-fraction`` and ``--test-fraction``: each split needs some images."""
+    if not 0 < value < 1:
+        raise typer.BadParameter(
+            f"{value} is not a share of the images: give a number between 0 and 1 (exclusive)"
+        )
+    return value
+
+
+def _parse_methods(text: str) -> list[str]:
+    """``--method``: one name, a comma-separated list (duplicates dropped) or ``all``."""
+    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    known = [choice.value for choice in MethodChoice]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        what = f"unknown method {', '.join(unknown)}" if unknown else "no method named"
+        methods = ", ".join(name for name in known if name != MethodChoice.all)
+        raise typer.BadParameter(
+            f"{what}; give one of {methods}, several of them comma-separated, or all",
+            param_hint="'--method'",
+        )
+    return names
 
 
 def simulate(
@@ -72,59 +113,120 @@ def simulate(
         exists=True,
         file_okay=False,
         help="Folder with one sub-folder per hospital (ImageFolder each).",
+        rich_help_panel=DATA,
     ),
-    rounds: int = typer.Option(10, min=1, help="Federated rounds."),
-    local_epochs: int = typer.Option(5, "--local-epochs", min=1, help="Local epochs per round."),
-    backbone: str = typer.Option("ViT-S-32", help="open_clip architecture."),
+    rounds: int = typer.Option(10, min=1, help="Federated rounds.", rich_help_panel=METHOD),
+    local_epochs: int = typer.Option(
+        5, "--local-epochs", min=1, help="Local epochs per round.", rich_help_panel=METHOD
+    ),
+    backbone: str = typer.Option("ViT-S-32", help="open_clip architecture.", rich_help_panel=DATA),
     pretrained: str = typer.Option(
-        "none", help="open_clip tag, local checkpoint path, or none (random weights)."
+        "none",
+        help="open_clip tag, local checkpoint path, or none (random weights).",
+        rich_help_panel=DATA,
     ),
-    method: MethodChoice = typer.Option(ALL_METHODS, help="Method to run, or all."),
+    method: str = typer.Option(
+        MethodChoice.all.value,
+        metavar="<method,...>",
+        help="One of "
+        + ", ".join(m for m in MethodChoice if m is not MethodChoice.all)
+        + "; several, comma-separated; or all.",
+        rich_help_panel=METHOD,
+    ),
     codec: SimulationCodec = typer.Option(
-        SimulationCodec.int4, help="Update encoding on the wire."
+        SimulationCodec.int4, help="Update encoding on the wire.", rich_help_panel=METHOD
     ),
     error_feedback: bool = typer.Option(
-        False, help="Sites carry what quantisation lost over to their next update."
+        False,
+        help="Sites carry what quantisation lost over to their next update.",
+        rich_help_panel=METHOD,
     ),
-    seed: int = typer.Option(0, help="Seed of splits, initial weights and training."),
-    out: Path = typer.Option(Path("sim-out"), "--out", help="Where the report is written."),
-    lr: float = typer.Option(1e-3, min=0.0, help="Learning rate of the adapter methods."),
+    seed: int = typer.Option(
+        0, help="Seed of splits, initial weights and training.", rich_help_panel=OUTPUT
+    ),
+    out: Path = typer.Option(
+        Path("sim-out"), "--out", help="Where the report is written.", rich_help_panel=OUTPUT
+    ),
+    lr: float = typer.Option(
+        1e-3, min=0.0, help="Learning rate of the adapter methods.", rich_help_panel=METHOD
+    ),
     lr_search: str = typer.Option(
         "",
         help="Comma-separated factors of the learning rate to try (e.g. 0.3,1,3); "
         "the run with the best validation accuracy is kept.",
+        rich_help_panel=METHOD,
     ),
     learn_prototypes: bool = typer.Option(
-        False, help="FedMedCLIP: learn class prototypes, federated with the FAM."
+        False,
+        help="FedMedCLIP: learn class prototypes, federated with the FAM.",
+        rich_help_panel=METHOD,
     ),
     calibrate: bool = typer.Option(
-        False, help="Fit each branch's temperature on the validation split."
+        False,
+        help="Fit each branch's temperature on the validation split.",
+        rich_help_panel=METHOD,
     ),
-    adaptive_kd: bool = typer.Option(True, help="FedMedCLIP: entropy-weighted distillation."),
+    adaptive_kd: bool = typer.Option(
+        True, help="FedMedCLIP: entropy-weighted distillation.", rich_help_panel=METHOD
+    ),
     aggregation: AggregationRule = typer.Option(
-        AggregationRule.weighted_mean, help="Aggregation rule at the hub."
+        AggregationRule.weighted_mean,
+        help="Aggregation rule at the hub.",
+        rich_help_panel=METHOD,
     ),
-    batch_size: int = typer.Option(64, min=2, help="Local batch size."),
-    fedavg_blocks: int = typer.Option(2, min=1, help="FedAvg: last vision blocks fine-tuned."),
-    fedavg_lr: float = typer.Option(1e-4, min=0.0, help="FedAvg: encoder learning rate."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(64, min=2, help="Local batch size.", rich_help_panel=METHOD),
+    fedavg_blocks: int = typer.Option(
+        2, min=1, help="FedAvg: last vision blocks fine-tuned.", rich_help_panel=METHOD
+    ),
+    fedavg_lr: float = typer.Option(
+        1e-4, min=0.0, help="FedAvg: encoder learning rate.", rich_help_panel=METHOD
+    ),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N.", rich_help_panel=OUTPUT),
     cache_dir: Path | None = typer.Option(
-        None, help="Feature cache folder (default: OUT/feature_cache)."
+        None,
+        help="Feature cache folder (default: OUT/feature_cache).",
+        rich_help_panel=OUTPUT,
     ),
-    val_fraction: float = typer.Option(0.15, help="Share of each site held out for validation."),
-    test_fraction: float = typer.Option(0.2, help="Share of each site held out for testing."),
-    prompt_template: str = typer.Option("a picture of a {}.", help="Class prompt template."),
+    val_fraction: float = typer.Option(
+        0.15,
+        callback=_share,
+        help="Share of each site held out for validation (0 < x < 1).",
+        rich_help_panel=DATA,
+    ),
+    test_fraction: float = typer.Option(
+        0.2,
+        callback=_share,
+        help="Share of each site held out for testing (0 < x < 1; with the validation "
+        "share, below 1).",
+        rich_help_panel=DATA,
+    ),
+    prompt_template: str = typer.Option(
+        "a picture of a {}.", help="Class prompt template.", rich_help_panel=DATA
+    ),
     dp_clip_norm: float | None = typer.Option(
         None,
         help="Differential privacy: clip each site's whole update to this L2 norm "
         "(with --dp-noise-multiplier; see docs/privacy.md).",
+        rich_help_panel=PRIVACY,
     ),
     dp_noise_multiplier: float | None = typer.Option(
-        None, help="Differential privacy: noise standard deviation over the clip norm."
+        None,
+        help="Differential privacy: noise standard deviation over the clip norm.",
+        rich_help_panel=PRIVACY,
     ),
-    dp_delta: float = typer.Option(1e-5, help="Differential privacy: delta of the epsilon."),
+    dp_delta: float = typer.Option(
+        1e-5, help="Differential privacy: delta of the epsilon.", rich_help_panel=PRIVACY
+    ),
 ) -> None:
     """Compare FedMedCLIP with baselines on a federation folder and write a report."""
+    method_names = _parse_methods(method)
+    if val_fraction + test_fraction >= 1:
+        raise typer.BadParameter(
+            f"--val-fraction {val_fraction} and --test-fraction {test_fraction} add up to "
+            f"{val_fraction + test_fraction:g}, which leaves no images for training; "
+            "keep their sum below 1",
+            param_hint="'--val-fraction' / '--test-fraction'",
+        )
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -161,14 +263,19 @@ def simulate(
             dp_noise_multiplier=dp_noise_multiplier,
             dp_delta=dp_delta,
         )
-        methods = list(SimulationMethod) if method == ALL_METHODS else [SimulationMethod(method)]
+        methods = (
+            list(SimulationMethod)
+            if ALL_METHODS in method_names
+            else [SimulationMethod(n) for n in method_names]
+        )
         for name in methods:
             METHOD_CLASSES[name].check_config(config)
     except ValueError as exc:
         raise _fail(f"invalid settings: {exc}") from exc
 
     try:
-        model = load_backbone(backbone, pretrained, device=config.device)
+        # Random weights get the visible warning below rather than a log line as well.
+        model = load_backbone(backbone, pretrained, device=config.device, warn_random=False)
     except BackboneError as exc:
         raise _fail(str(exc)) from exc
     if model.is_random:

@@ -24,6 +24,7 @@ from services.aggregator.context import AppContext
 from services.aggregator.db.migrate import prepare_schema
 from services.aggregator.deadlines import DeadlineWatcher
 from services.aggregator.settings import AggregatorSettings
+from services.common.api_docs import install_offline_docs
 from services.common.problems import COMMON_RESPONSES, install_problem_handlers
 from services.common.request_context import RequestContextMiddleware
 from services.common.structured_logging import configure_logging
@@ -68,6 +69,7 @@ def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         max_body_size=JSON_BODY_LIMIT,
     )
+    install_offline_docs(app)
     app.state.context = context
     app.add_middleware(RequestContextMiddleware, logger="services.aggregator.access")
     install_problem_handlers(app)

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from fedmedclip import __version__
+from services.common.api_docs import install_offline_docs
 from services.common.problems import install_problem_handlers, problem_responses
 from services.common.request_context import RequestContextMiddleware
 from services.common.structured_logging import configure_logging
@@ -90,6 +91,7 @@ def create_app(settings: NodeSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         max_body_size=MAX_BODY_BYTES,
     )
+    install_offline_docs(app)
     app.state.node = ctx
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware, logger=__name__, observe=metrics.http.observe)

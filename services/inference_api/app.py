@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fedmedclip import __version__
 from fedmedclip.backbone import resolve_device
 from fedmedclip.model_store import ModelStore
+from services.common.api_docs import install_offline_docs
 from services.common.problems import install_problem_handlers
 from services.common.request_context import RequestContextMiddleware
 from services.common.structured_logging import configure_logging
@@ -73,6 +74,7 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         max_body_size=JSON_BODY_LIMIT,
     )
+    install_offline_docs(app)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.service = service

@@ -25,13 +25,11 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from fedmedclip.weights_notice import RANDOM_WEIGHTS_WARNING, random_weights_level
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
-RANDOM_WEIGHTS_WARNING = (
-    "CLIP weights are RANDOM (pretrained=none): embeddings carry no pretrained knowledge; "
-    "use this only to test the platform. Pass an open_clip tag or a local checkpoint path."
-)
 
 
 class BackboneError(RuntimeError):
@@ -103,7 +101,14 @@ class Backbone:
     Both go into feature-cache keys, so a cache never mixes embeddings of different models.
     """
 
-    def __init__(self, name: str, pretrained: str | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        name: str,
+        pretrained: str | None = None,
+        device: str = "cpu",
+        *,
+        warn_random: bool = True,
+    ) -> None:
         self.name = name
         self.weights = WeightsSpec.parse(pretrained)
         self.device = torch.device(device)
@@ -129,7 +134,7 @@ class Backbone:
         elif self.weights.kind == "tag":
             weights_id = f"tag-{self.weights.value}"
         else:
-            log.warning(RANDOM_WEIGHTS_WARNING)
+            log.log(random_weights_level(warn_random), RANDOM_WEIGHTS_WARNING)
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(name)
@@ -163,10 +168,18 @@ class Backbone:
 
 
 def load_backbone(
-    name: str = "ViT-S-32", pretrained: str | None = None, device: str = "cpu"
+    name: str = "ViT-S-32",
+    pretrained: str | None = None,
+    device: str = "cpu",
+    *,
+    warn_random: bool = True,
 ) -> Backbone:
-    """Build a frozen backbone; see the module docstring for ``pretrained``."""
-    return Backbone(name, pretrained, device)
+    """Build a frozen backbone; see the module docstring for ``pretrained``.
+
+    Random weights are logged as a warning; a caller that shows the user its own, more
+    visible warning passes ``warn_random=False`` (the message is then logged at INFO).
+    """
+    return Backbone(name, pretrained, device, warn_random=warn_random)
 
 
 _cache_lock = threading.Lock()

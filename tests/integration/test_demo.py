@@ -30,6 +30,11 @@ def test_demo_runs_a_federation_and_predicts(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "RANDOM" in proc.stdout, "the demo must say that the CLIP weights are random"
+    assert proc.stdout.count("RANDOM") + proc.stderr.count("RANDOM") == 1, "said once is enough"
+    for log in (out / "logs").glob("*.log"):
+        for line in log.read_text().splitlines():
+            if "CLIP weights are RANDOM" in line:  # the header said it: children log INFO
+                assert "warning" not in line.lower(), (log.name, line)
     report = json.loads((out / "report.json").read_text())
     assert [r["state"] for r in report["rounds"]] == ["published", "published"]
     assert [r["version"] for r in report["rounds"]] == [1, 2]

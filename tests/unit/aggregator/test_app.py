@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from fastapi.testclient import TestClient
+
 from services.aggregator.app import create_app
 from services.aggregator.settings import AggregatorSettings
+from tests.support.offline_docs import assert_docs_work_offline
 
 CONTRACT = {
     ("put", "/api/v1/task"),
@@ -41,3 +44,9 @@ def test_openapi_documents_every_contract_route(tmp_path) -> None:
     headers = {p["name"] for p in upload["parameters"] if p["in"] == "header"}
     assert {"X-Sample-Count", "Idempotency-Key", "X-Local-Metrics"} <= headers
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_api_docs_work_offline(tmp_path) -> None:
+    app = create_app(AggregatorSettings(data_dir=tmp_path, admin_token="x"))
+    with TestClient(app) as client:
+        assert_docs_work_offline(client)

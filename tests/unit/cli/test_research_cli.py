@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +42,30 @@ def test_synth_writes_a_federation_and_refuses_a_full_folder(data_dir: Path) -> 
     again = runner.invoke(app, ["data", "synth", "--out", str(data_dir)])
     assert again.exit_code == 2
     assert "is not empty" in again.output
+    assert "writing images" not in again.output and "0%" not in again.output  # no bar drawn
+
+
+def test_synth_draws_its_bar_while_writing(tmp_path: Path) -> None:
+    args = ["data", "synth", "--out", str(tmp_path / "d"), "--hospitals", "1"]
+    result = runner.invoke(app, [*args, "--per-hospital", "4", "--image-size", "32"])
+    assert result.exit_code == 0, result.output
+    assert "writing images" in result.output and "100%" in result.output
+
+
+def test_simulate_help_groups_its_options_in_panels() -> None:
+    result = runner.invoke(app, ["simulate", "--help"])
+    assert result.exit_code == 0
+    titles = re.findall(r"╭─ (.+?) ─", result.output)
+    assert titles == ["Options", "Data", "Method", "Output and run", "Privacy"]
+    panel_of = {}
+    for title, body in re.findall(r"╭─ (.+?) ─+╮\n(.*?)╰", result.output, re.S):
+        for option in re.findall(r"(--[a-z-]+)", body):
+            panel_of.setdefault(option, title)
+    assert panel_of["--val-fraction"] == "Data"
+    assert panel_of["--method"] == "Method"
+    assert panel_of["--dp-delta"] == "Privacy"
+    assert panel_of["--out"] == "Output and run"
+    assert "Options" not in {panel_of[o] for o in ("--data", "--rounds", "--seed")}
 
 
 def test_simulate_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
@@ -56,6 +82,24 @@ def test_simulate_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
     assert metrics["config"]["codec"] == "int8" and metrics["config"]["seed"] == 3
     assert (out / "report.md").is_file() and (out / "curves.png").is_file()
     assert any((out / "feature_cache").rglob("*.npy"))
+
+
+def test_simulate_takes_a_comma_separated_method_list_and_warns_once(
+    data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    args = ["simulate", "--data", str(data_dir), "--rounds", "1", "--local-epochs", "1"]
+    with caplog.at_level(logging.INFO, logger="fedmedclip.backbone"):
+        result = runner.invoke(
+            app, [*args, "--method", "zeroshot, fedmedclip,zeroshot", "--out", str(out)]
+        )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["methods"]) == ["zeroshot", "fedmedclip"]
+    # The command's own warning is the one the user reads; the library logs it at INFO only.
+    assert result.output.count("CLIP weights are RANDOM") == 1
+    random_records = [r for r in caplog.records if "CLIP weights are RANDOM" in r.getMessage()]
+    assert [r.levelno for r in random_records] == [logging.INFO]
 
 
 def test_simulate_with_differential_privacy_reports_epsilon(data_dir: Path, tmp_path: Path) -> None:
@@ -76,6 +120,14 @@ def test_simulate_with_differential_privacy_reports_epsilon(data_dir: Path, tmp_
     ("args", "message"),
     [
         (["--method", "bogus"], "bogus"),
+        (["--method", "fedavg,bogus"], "unknown method bogus; give one of fedmedclip"),
+        (["--method", ","], "no method named"),
+        (["--val-fraction", "1.5"], "'--val-fraction': 1.5 is not a share of the images"),
+        (["--test-fraction", "0"], "'--test-fraction': 0.0 is not a share of the images"),
+        (
+            ["--val-fraction", "0.5", "--test-fraction", "0.6"],
+            "add up to 1.1, which leaves no images for training",
+        ),
         (["--codec", "int2"], "int2"),
         (["--lr-search", "1,x"], "invalid settings"),
         (["--dp-clip-norm", "1"], "needs both dp_clip_norm and dp_noise_multiplier"),

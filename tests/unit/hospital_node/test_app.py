@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from services.hospital_node.app import SettingsError, create_app
 from services.hospital_node.settings import NodeSettings
+from tests.support.offline_docs import assert_docs_work_offline
 from tests.support.processes import free_port
 
 ADMIN = {"Authorization": "Bearer site-admin"}
@@ -120,3 +121,7 @@ def test_metrics_and_request_ids(client: TestClient) -> None:
     )
     assert 'fedmedclip_node_jobs{state="queued"} 0.0' in text
     assert "fedmedclip_node_datasets 0.0" in text
+
+
+def test_api_docs_work_offline(client: TestClient) -> None:
+    assert_docs_work_offline(client)

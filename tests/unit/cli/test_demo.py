@@ -1,0 +1,29 @@
+"""The demo's process group: what every child it starts is told."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedmedclip.weights_notice import RANDOM_WEIGHTS_ANNOUNCED_ENV
+from services.demo import ProcessGroup
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
+def test_every_child_gets_the_group_env_under_its_own(tmp_path: Path) -> None:
+    group = ProcessGroup(tmp_path, {RANDOM_WEIGHTS_ANNOUNCED_ENV: "1", "SHARED": "group"})
+    try:
+        # A child needs far longer to import the CLI than we need to read its environment.
+        first = group.start("first", ["--help"], {"OWN": "a"})
+        second = group.start("second", ["--help"], {"SHARED": "own"})
+        first_env, second_env = _environ(first.pid), _environ(second.pid)
+    finally:
+        group.stop()
+    assert first_env[RANDOM_WEIGHTS_ANNOUNCED_ENV] == "1"
+    assert second_env[RANDOM_WEIGHTS_ANNOUNCED_ENV] == "1"
+    assert first_env["OWN"] == "a" and "OWN" not in second_env
+    assert first_env["SHARED"] == "group" and second_env["SHARED"] == "own"
+    assert first.poll() is not None and second.poll() is not None  # stopped together
