@@ -372,7 +372,7 @@ monitoring namespace to /metrics (served on the http port), and this release's t
 {{- if $metrics.enabled }}
 - from:
     - namespaceSelector:
-        {{- toYaml $metrics.namespaceSelector | nindent 8 }}
+        {{- toYaml (default (dict "matchLabels" (dict "kubernetes.io/metadata.name" $metrics.namespace)) $metrics.namespaceSelector) | nindent 8 }}
       {{- with $metrics.podSelector }}
       podSelector:
         {{- toYaml . | nindent 8 }}
