@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.deploy.fake_kube_api import fake_kube_api
+from tests.deploy.fake_kube_api import secret as fake_secret
 from tests.deploy.helpers import ROOT
 from tests.deploy.test_helm import (
     CASES,
@@ -513,3 +517,61 @@ def test_inference_readiness_does_not_wait_for_a_model(helm: str) -> None:
     (container,) = pod_spec(workload(render(helm, "site-cpu"), "inference"))["containers"]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"]["path"] == "/health", probe
+
+
+# ---- secrets kept across upgrades (helm's lookup against a fake API server) ----------------
+
+
+def render_against(helm: str, api: str, chart: Path, *args: str) -> subprocess.CompletedProcess:
+    """`helm template` as an upgrade renders it: `lookup` reads the (fake) cluster."""
+    return subprocess.run(
+        [
+            helm, "template", "fm", str(chart), "--namespace", NAMESPACE,
+            "--dry-run=server", "--disable-openapi-validation", "--kube-apiserver", api, *args,
+        ],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "KUBECONFIG": os.devnull},
+    )  # fmt: skip
+
+
+def secret_values(result: subprocess.CompletedProcess) -> dict[str, str]:
+    assert result.returncode == 0, result.stderr
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    (secret,) = by_kind(docs, "Secret")
+    return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+
+
+SITE_LIVE = {
+    "redis-password": "live-redis-password",
+    "admin-token": "live-admin-token",
+    "clinician-tokens": "live-clinician-1,live-clinician-2",
+}
+HUB_LIVE = {"admin-token": "live-admin-token", "postgres-password": "live-pg-password"}
+
+
+@pytest.mark.parametrize(
+    ("chart", "name", "live"),
+    [(SITE, "fm-fedmedclip-site", SITE_LIVE), (HUB, "fm-fedmedclip-hub", HUB_LIVE)],
+    ids=["site", "hub"],
+)
+def test_generated_secrets_are_read_back_not_generated_again(
+    helm: str, chart: Path, name: str, live: dict[str, str]
+) -> None:
+    with fake_kube_api([fake_secret(NAMESPACE, name, live)]) as api:
+        upgrades = [secret_values(render_against(helm, api, chart)) for _ in range(2)]
+    assert upgrades[0] == upgrades[1] == live
+    # Control: with no live Secret (a first install) the values are generated.
+    with fake_kube_api([]) as api:
+        fresh = secret_values(render_against(helm, api, chart))
+    assert set(fresh) == set(live) and not set(fresh.values()) & set(live.values())
+
+
+def test_given_values_win_over_live_ones_except_the_database_password(helm: str) -> None:
+    with fake_kube_api([fake_secret(NAMESPACE, "fm-fedmedclip-hub", HUB_LIVE)]) as api:
+        rotated = render_against(helm, api, HUB, "--set", "auth.adminToken=new-admin-token")
+        same = render_against(helm, api, HUB, "--set", "postgresql.auth.password=live-pg-password")
+        changed = render_against(helm, api, HUB, "--set", "postgresql.auth.password=other")
+    assert secret_values(rotated) == {**HUB_LIVE, "admin-token": "new-admin-token"}
+    assert secret_values(same) == HUB_LIVE
+    assert changed.returncode != 0
+    assert "postgresql.auth.password differs from the password in the Secret" in changed.stderr
