@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # First start of the compose stack (compose.yaml at the repository root):
 #
-#   1. writes .env next to compose.yaml with fresh random secrets (kept if it exists);
+#   1. writes fresh random secrets, each kept if it exists: files under var/compose/secrets/
+#      (mounted into the containers as compose secrets) and the Redis passwords in .env;
 #   2. builds the image and starts the hub (PostgreSQL, migrations, aggregator);
-#   3. registers site_a and site_b on the hub and stores their node tokens in .env;
+#   3. registers site_a and site_b on the hub and stores their node tokens as secrets;
 #   4. starts everything and waits until every service is healthy.
 #
 # Safe to run again: existing secrets and node tokens are kept, registered sites are not
@@ -16,6 +17,7 @@ set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "${repo_root}"
 env_file="${repo_root}/.env"
+secrets_dir="${repo_root}/var/compose/secrets"
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
@@ -32,23 +34,38 @@ env_ensure() {
     fi
 }
 
-if [[ ! -f "${env_file}" ]]; then
-    (umask 077 && printf '# FedMedCLIP compose secrets, written by deploy/compose/bootstrap.sh. Keep private.\n' >"${env_file}")
-fi
-env_ensure POSTGRES_PASSWORD "$(random_hex 24)"
-env_ensure HUB_ADMIN_TOKEN "$(random_hex 32)"
-env_ensure SITE_A_ADMIN_TOKEN "$(random_hex 32)"
-env_ensure SITE_B_ADMIN_TOKEN "$(random_hex 32)"
-env_ensure SITE_A_CLINICIAN_TOKENS "$(random_hex 32)"
-env_ensure SITE_B_CLINICIAN_TOKENS "$(random_hex 32)"
+# Compose bind-mounts a secret file as it is, so the containers' users (10001, postgres)
+# must be able to read it: the files are world-readable inside a folder only you can enter.
+secret_get() { [[ -f "${secrets_dir}/$1" ]] && cat "${secrets_dir}/$1" || true; }
 
-# Until the hub has issued them, the node tokens are placeholders for this process only, so
-# that compose.yaml (which requires them) can start the hub.
-export SITE_A_NODE_TOKEN="${SITE_A_NODE_TOKEN:-$(env_get SITE_A_NODE_TOKEN)}"
-export SITE_B_NODE_TOKEN="${SITE_B_NODE_TOKEN:-$(env_get SITE_B_NODE_TOKEN)}"
+secret_set() { (umask 022 && printf '%s' "$2" >"${secrets_dir}/$1"); }
+
+secret_ensure() { [[ -n "$(secret_get "$1")" ]] || secret_set "$1" "$2"; }
+
+# A value an earlier version of this script kept in .env (so that an existing database
+# keeps its password), else the given default.
+from_env_or() { local old; old="$(env_get "$1")"; printf '%s' "${old:-$2}"; }
+
+if [[ ! -f "${env_file}" ]]; then
+    (umask 077 && printf '# FedMedCLIP compose settings, written by deploy/compose/bootstrap.sh. Keep private.\n' >"${env_file}")
+fi
+mkdir -p "${secrets_dir}" && chmod 700 "${secrets_dir}"
 placeholder="not-registered-yet"
-[[ -n "${SITE_A_NODE_TOKEN}" ]] || SITE_A_NODE_TOKEN="${placeholder}"
-[[ -n "${SITE_B_NODE_TOKEN}" ]] || SITE_B_NODE_TOKEN="${placeholder}"
+
+secret_ensure postgres_password "$(from_env_or POSTGRES_PASSWORD "$(random_hex 24)")"
+secret_ensure hub_database_url "postgresql+psycopg://fedmedclip:$(secret_get postgres_password)@postgres:5432/fedmedclip"
+secret_ensure hub_admin_token "$(from_env_or HUB_ADMIN_TOKEN "$(random_hex 32)")"
+for site in site_a site_b; do
+    prefix="$(printf '%s' "${site}" | tr '[:lower:]' '[:upper:]')"
+    secret_ensure "${site}_admin_token" "$(from_env_or "${prefix}_ADMIN_TOKEN" "$(random_hex 32)")"
+    secret_ensure "${site}_clinician_tokens" "$(from_env_or "${prefix}_CLINICIAN_TOKENS" "$(random_hex 32)")"
+    # Until the hub has issued it, a placeholder, so that compose (which needs every secret
+    # file) can start the hub.
+    secret_ensure "${site}_node_token" "$(from_env_or "${prefix}_NODE_TOKEN" "${placeholder}")"
+done
+# The node's broker URL carries the Redis password, so it is an environment value.
+env_ensure SITE_A_REDIS_PASSWORD "$(random_hex 24)"
+env_ensure SITE_B_REDIS_PASSWORD "$(random_hex 24)"
 
 mkdir -p var/compose/site_a/datasets var/compose/site_b/datasets var/compose/weights
 
@@ -61,7 +78,6 @@ register() {
     local site="$1"
     docker compose exec -T aggregator python - "${site}" <<'PY'
 import json
-import os
 import sys
 import urllib.request
 
@@ -69,7 +85,7 @@ request = urllib.request.Request(
     "http://127.0.0.1:8100/api/v1/nodes",
     data=json.dumps({"name": sys.argv[1]}).encode(),
     headers={
-        "Authorization": "Bearer " + os.environ["FEDMEDCLIP_AGG_ADMIN_TOKEN"],
+        "Authorization": "Bearer " + open("/run/secrets/hub_admin_token").read().strip(),
         "Content-Type": "application/json",
     },
     method="POST",
@@ -80,15 +96,13 @@ PY
 }
 
 for site in site_a site_b; do
-    key="$(printf '%s' "${site}" | tr '[:lower:]' '[:upper:]')_NODE_TOKEN"
-    if [[ "${!key}" == "${placeholder}" ]]; then
+    if [[ "$(secret_get "${site}_node_token")" == "${placeholder}" ]]; then
         log "registering ${site} on the hub"
         token="$(register "${site}")"
-        env_ensure "${key}" "${token}"
-        export "${key}=${token}"
+        secret_set "${site}_node_token" "${token}"
     fi
 done
 
 log "starting both sites"
 docker compose up -d --wait "$@"
-log "ready. Secrets are in ${env_file}; see docs/deployment.md for the next steps"
+log "ready. Secrets are in ${secrets_dir} and ${env_file}; see docs/deployment.md for the next steps"

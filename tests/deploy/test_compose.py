@@ -4,7 +4,8 @@ No Docker engine runs here. The compose file is parsed with PyYAML (anchors and 
 resolved as compose resolves them), its ${...} interpolation is applied by a small
 implementation of compose's rules, and the result is checked for what `docker compose up`
 needs: every dependency and volume declared, a healthcheck on every long-running service,
-secrets only from the environment, and environment names that the settings classes read.
+secrets only from compose secret files (or required variables), no copy-pasted site blocks,
+and environment names that the settings classes read.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ BOOTSTRAP = ROOT / "deploy" / "compose" / "bootstrap.sh"
 
 SITES = ("site_a", "site_b")
 OUR_COMMANDS = {"aggregator", "node", "inference"}
-SECRET_MARKERS = ("TOKEN", "PASSWORD", "DATABASE_URL")
+SECRET_MARKERS = ("TOKEN", "PASSWORD", "DATABASE_URL", "BROKER_URL", "AUTH")
+FILE_SUFFIX = "_FILE"
+SECRETS_DIR = "./var/compose/secrets/"
+# Exact releases: a major (15) or minor (7.4) tag floats to whatever is pushed next.
+PINNED_TAG = re.compile(r"^\d+\.\d+(\.\d+)?$")
 # Keys of a compose service that this file may use (a typo such as `healtcheck` fails).
 SERVICE_KEYS = {
     "image",
@@ -47,6 +52,7 @@ SERVICE_KEYS = {
     "cap_drop",
     "init",
     "stop_grace_period",
+    "secrets",
 }
 DEPENDENCY_CONDITIONS = {
     "service_started",
@@ -140,9 +146,19 @@ def test_the_stack_has_the_hub_and_two_sites(services: dict[str, dict]) -> None:
         expected |= {f"{site}_{part}" for part in ("redis", "node", "worker", "inference")}
         expected.add(f"{site}_worker_gpu")
     assert set(services) == expected
-    assert services["postgres"]["image"].split(":")[1].startswith("15")
-    for site in SITES:
-        assert services[f"{site}_redis"]["image"].split(":")[1].startswith("7")
+
+
+def test_postgres_and_redis_images_are_pinned(services: dict[str, dict]) -> None:
+    images = {
+        name: services[name]["image"] for name in ("postgres", *(f"{s}_redis" for s in SITES))
+    }
+    for name, image in images.items():
+        repository, _, tag = image.partition(":")
+        assert PINNED_TAG.match(tag), f"{name} uses the floating tag {image}"
+    assert images["postgres"].startswith("postgres:15.")
+    redis_major_minor = images["site_a_redis"].removeprefix("redis:").split(".")[:2]
+    assert redis_major_minor[0] == "7" and len(redis_major_minor) == 2
+    assert len({images[f"{site}_redis"] for site in SITES}) == 1
 
 
 def test_services_use_only_known_keys(services: dict[str, dict]) -> None:
@@ -352,26 +368,122 @@ def test_cpu_workers_can_be_turned_off_for_the_gpu_profile() -> None:
 # ---- environment and secrets ---------------------------------------------------------------
 
 
-def test_secrets_come_only_from_required_variables() -> None:
+def _secret_targets(service: dict) -> dict[str, str]:
+    """/run/secrets path -> compose secret name, for the secrets a service mounts."""
+    targets = {}
+    for entry in service.get("secrets", []):
+        source, target = (
+            (entry, entry)
+            if isinstance(entry, str)
+            else (entry["source"], entry.get("target", entry["source"]))
+        )
+        targets[f"/run/secrets/{target}"] = source
+    return targets
+
+
+def test_secrets_are_mounted_files_or_required_variables() -> None:
     raw = load_compose()
+    declared = raw["secrets"]
+    file_settings = 0
     for name, service in raw["services"].items():
+        mounted = _secret_targets(service)
         for key, value in service.get("environment", {}).items():
-            if any(marker in key for marker in SECRET_MARKERS):
-                secrets = [
-                    m for m in INTERPOLATION.finditer(str(value)) if m.group(2) in {":?", "?"}
-                ]
-                assert secrets, f"{name}.{key} is not taken from a required variable"
-    # Without them compose refuses the file (interpolation error), rather than run insecurely.
+            if not any(marker in key for marker in SECRET_MARKERS):
+                continue
+            if key.endswith(FILE_SUFFIX):
+                # Read by the service from a compose secret that it mounts.
+                assert value in mounted, f"{name}.{key}={value} is not a secret it mounts"
+                assert mounted[value] in declared, f"{name}: undeclared secret {mounted[value]}"
+                file_settings += 1
+                continue
+            secrets = [m for m in INTERPOLATION.finditer(str(value)) if m.group(2) in {":?", "?"}]
+            assert secrets, f"{name}.{key} is neither a _FILE secret nor a required variable"
+        for source in mounted.values():
+            assert source in declared, f"{name} mounts undeclared secret {source}"
+    assert file_settings >= 10
+    for secret in declared.values():
+        assert secret["file"].startswith(SECRETS_DIR), secret
+    # Without the Redis passwords compose refuses the file (interpolation error).
     with pytest.raises(KeyError):
         interpolate(raw, {})
 
 
-def test_bootstrap_provides_every_required_variable() -> None:
+@pytest.mark.parametrize("site", SITES)
+def test_each_service_mounts_only_the_secrets_it_reads(
+    services: dict[str, dict], site: str
+) -> None:
+    def targets(name: str) -> set[str]:
+        return set(_secret_targets(services[name]))
+
+    node_secrets = {"/run/secrets/node_token", "/run/secrets/admin_token"}
+    for role in ("node", "worker", "worker_gpu"):
+        assert targets(f"{site}_{role}") == node_secrets
+    assert targets(f"{site}_inference") == {
+        "/run/secrets/node_token",
+        "/run/secrets/clinician_tokens",
+    }
+    # A site mounts its own secrets only.
+    other = next(s for s in SITES if s != site)
+    for name, service in services.items():
+        if name.startswith(site):
+            assert all(not src.startswith(other) for src in _secret_targets(service).values())
+    assert "secrets" not in services[f"{site}_redis"]
+
+
+def test_redis_requires_the_password_the_brokers_use(services: dict[str, dict]) -> None:
+    for site in SITES:
+        redis = services[f"{site}_redis"]
+        command = redis["command"]
+        password = command[command.index("--requirepass") + 1]
+        assert password and redis["environment"]["REDISCLI_AUTH"] == password
+        for role in ("node", "worker", "worker_gpu"):
+            url = services[f"{site}_{role}"]["environment"]["FEDMEDCLIP_NODE_BROKER_URL"]
+            assert url == f"redis://:{password}@redis:6379/0", role
+    assert services["site_a_redis"]["command"] != services["site_b_redis"]["command"]
+
+
+def test_bootstrap_provides_every_secret_and_required_variable() -> None:
     script = BOOTSTRAP.read_text()
     generated = set(re.findall(r"^env_ensure ([A-Z_]+) ", script, flags=re.MULTILINE))
-    registered = {f"{site.upper()}_NODE_TOKEN" for site in SITES}
+    assert required_variables(load_compose()) == generated
+    assert 'secrets_dir="${repo_root}/' + SECRETS_DIR.removeprefix("./").rstrip("/") + '"' in script
+    written = set(re.findall(r"^\s*secret_ensure ([a-z_]+) ", script, flags=re.MULTILINE))
     assert "for site in site_a site_b" in script
-    assert required_variables(load_compose()) == generated | registered
+    for suffix in re.findall(r'secret_ensure "\$\{site\}_([a-z_]+)"', script):
+        written |= {f"{site}_{suffix}" for site in SITES}
+    declared = load_compose()["secrets"]
+    assert written == set(declared)
+    for name, secret in declared.items():
+        assert secret["file"] == SECRETS_DIR + name
+
+
+def _normalised(service: dict, site: str) -> object:
+    """A site's service with its site's names replaced, and without its published ports."""
+    service = {k: v for k, v in service.items() if k != "ports"}
+    text = yaml.safe_dump(service, sort_keys=True)
+    return yaml.safe_load(text.replace(site, "site_x").replace(site.upper(), "SITE_X"))
+
+
+@pytest.mark.parametrize("role", ["redis", "node", "worker", "worker_gpu", "inference"])
+def test_sites_differ_only_by_their_names(role: str) -> None:
+    raw = load_compose()["services"]
+    a, b = (_normalised(raw[f"{site}_{role}"], site) for site in SITES)
+    assert a == b
+
+
+def test_site_services_are_built_from_shared_templates() -> None:
+    """Each site service merges x-* templates (<<:) instead of repeating their content."""
+    lines = COMPOSE.read_text().splitlines()
+    for site in SITES:
+        for role in ("redis", "node", "worker", "worker_gpu", "inference"):
+            index = lines.index(f"  {site}_{role}:")
+            assert lines[index + 1].startswith("    <<: "), f"{site}_{role} repeats a template"
+            block = []
+            for line in lines[index + 1 :]:
+                if line.strip() and not line.startswith("    "):
+                    break
+                block.append(line)
+            assert len(block) <= 12, f"{site}_{role} is {len(block)} lines: copy-paste?"
 
 
 def _env_by_command(services: dict[str, dict]) -> dict[str, set[str]]:
@@ -388,19 +500,25 @@ def _env_by_command(services: dict[str, dict]) -> dict[str, set[str]]:
     return found
 
 
+def _provided(names: set[str]) -> set[str]:
+    """The settings these variables give: ``X_FILE`` gives ``X`` (read from the file)."""
+    return names | {name.removesuffix(FILE_SUFFIX) for name in names}
+
+
 def test_environment_names_exist_in_the_settings_classes(services: dict[str, dict]) -> None:
     by_command = _env_by_command(services)
     assert set(by_command) == OUR_COMMANDS
     for command, names in by_command.items():
         known, required = settings_env_names(command)
         assert names <= known, f"{command}: no such setting: {sorted(names - known)}"
-        assert required <= names, f"{command}: required settings not set: {required - names}"
+        missing = required - _provided(names)
+        assert not missing, f"{command}: required settings not set: {missing}"
 
 
 def test_every_service_of_a_kind_sets_the_required_settings(services: dict[str, dict]) -> None:
     for name, service in our_services(services).items():
         _, required = settings_env_names(service["command"][0])
-        assert required <= set(service["environment"]), name
+        assert required <= _provided(set(service["environment"])), name
 
 
 # ---- Dockerfile and build context ----------------------------------------------------------

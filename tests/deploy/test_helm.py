@@ -4,6 +4,8 @@ Every rendered object is validated in strict mode (unknown fields rejected) agai
 Kubernetes API schemas shipped by kubernetes-validate, then checked for the properties a
 hospital's platform team expects: probes, resources, a locked-down securityContext, Helm
 labels, GPU scheduling, and NetworkPolicies that admit what they must and nothing else.
+The operations features (storage, observability, secrets, chart conventions) are checked in
+test_helm_operations.py on the cases defined here.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ SITE_GPU_VALUES = SITE / "values-gpu.yaml"
 # oldest schema set shipped in strict form here) and a current one.
 KUBERNETES_VERSIONS = ("1.29.0", "1.35.0")
 NAMESPACE = "fedmedclip-test"
+DIGEST = "sha256:" + "ab" * 32
 
 # name -> (chart, helm arguments)
 CASES: dict[str, tuple[Path, tuple[str, ...]]] = {
@@ -49,11 +52,84 @@ CASES: dict[str, tuple[Path, tuple[str, ...]]] = {
     "site-cpu": (SITE, ()),
     "site-gpu": (SITE, ("-f", str(SITE_GPU_VALUES), "--set", "auth.nodeToken=node-token-1")),
     "site-hub-without-token": (SITE, ("--set", "hub.url=https://hub.example")),
+    # Everything optional turned on: monitoring, autoscaling, digests, PostgreSQL on RWX.
+    "hub-operations": (
+        HUB,
+        (
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "metrics.serviceMonitor.labels.release=kube-prometheus-stack",
+            "--set",
+            "metrics.grafanaDashboard.enabled=true",
+            "--set",
+            f"image.digest={DIGEST}",
+            "--set",
+            f"postgresql.image.digest={DIGEST}",
+            "--set",
+            "aggregator.replicaCount=2",
+        ),
+    ),
+    "site-operations": (
+        SITE,
+        (
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "metrics.grafanaDashboard.enabled=true",
+            "--set",
+            "inference.autoscaling.enabled=true",
+            "--set",
+            f"image.digest={DIGEST}",
+            "--set",
+            f"redis.image.digest={DIGEST}",
+            "--set",
+            "database.url=postgresql+psycopg://site:pw@db.example:5432/site",
+            "--set-json",
+            'persistence.data.accessModes=["ReadWriteMany"]',
+            "--set-json",
+            'persistence.modelStore.accessModes=["ReadWriteMany"]',
+            "--set-json",
+            'inference.audit.persistence.accessModes=["ReadWriteMany"]',
+            "--set",
+            "auth.nodeToken=node-token-1",
+        ),
+    ),
+    # GitOps: nothing generated, every secret given.
+    "hub-gitops": (
+        HUB,
+        (
+            "--set",
+            "generateSecrets=false",
+            "--set",
+            "auth.adminToken=admin-token-1",
+            "--set",
+            "postgresql.auth.password=pg-password-1",
+        ),
+    ),
+    "site-gitops": (
+        SITE,
+        (
+            "--set",
+            "generateSecrets=false",
+            "--set",
+            "auth.nodeToken=node-token-1",
+            "--set",
+            "auth.adminToken=admin-token-1",
+            "--set",
+            "auth.clinicianTokens={clin-1,clin-2}",
+            "--set",
+            "redis.auth.password=redis-password-1",
+        ),
+    ),
 }
 HUB_CASES = [name for name, (chart, _) in CASES.items() if chart == HUB]
 SITE_CASES = [name for name, (chart, _) in CASES.items() if chart == SITE]
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}
+# Custom resources that kubernetes-validate has no schema for; their rendering is checked
+# in test_helm_operations.py.
+NOT_IN_THE_KUBERNETES_SCHEMAS = {"ServiceMonitor"}
 # Containers that run no FedMedCLIP HTTP server and are probed by exec instead.
 EXEC_PROBED = {"postgresql", "redis", "worker"}
 STANDARD_LABELS = (
@@ -102,7 +178,7 @@ def workload(docs: list[dict], component_name: str) -> dict:
 
 
 def pod_spec(doc: dict) -> dict:
-    return doc["spec"]["template"]["spec"]
+    return doc["spec"] if doc["kind"] == "Pod" else doc["spec"]["template"]["spec"]
 
 
 def all_containers(spec: dict) -> list[dict]:
@@ -170,6 +246,8 @@ def test_notes_render(helm: str, case: str) -> None:
 def test_manifests_validate_strictly(helm: str, case: str, version: str) -> None:
     failures = []
     for doc in render(helm, case):
+        if doc["kind"] in NOT_IN_THE_KUBERNETES_SCHEMAS:
+            continue
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as error:
@@ -202,7 +280,10 @@ def test_long_running_containers_have_health_and_ready_probes(helm: str, case: s
                 assert "exec" in liveness and "exec" in readiness, where
                 continue
             assert liveness["httpGet"]["path"] == "/health", where
-            assert readiness["httpGet"]["path"] == "/ready", where
+            # The inference API is ready when alive and serving what it has: /ready waits
+            # for a model, which a new site has only after its first round.
+            ready_path = "/health" if container["name"] == "inference" else "/ready"
+            assert readiness["httpGet"]["path"] == ready_path, where
             port_names = {port["name"] for port in container["ports"]}
             assert liveness["httpGet"]["port"] in port_names, where
             assert readiness["httpGet"]["port"] in port_names, where
@@ -213,7 +294,7 @@ def test_every_container_has_requests_limits_and_a_locked_down_security_context(
     helm: str, case: str
 ) -> None:
     for doc in render(helm, case):
-        if doc["kind"] not in WORKLOAD_KINDS:
+        if doc["kind"] not in WORKLOAD_KINDS | {"Pod"}:
             continue
         spec = pod_spec(doc)
         pod_security = spec["securityContext"]
@@ -233,7 +314,7 @@ def test_every_container_has_requests_limits_and_a_locked_down_security_context(
             assert security["allowPrivilegeEscalation"] is False, where
             assert security["capabilities"]["drop"] == ["ALL"], where
             assert security["seccompProfile"]["type"] == "RuntimeDefault", where
-            if container["image"].startswith("fedmedclip:"):
+            if container["image"].startswith("fedmedclip"):
                 assert security["runAsUser"] == 10001, where
                 assert pod_security["runAsUser"] == 10001, where
             # The root filesystem is read-only, so /tmp must be a writable volume.
@@ -304,7 +385,7 @@ def test_secret_references_resolve(helm: str, case: str) -> None:
     docs = render(helm, case)
     secrets = _secret_keys(docs)
     # Secrets the values say exist already (existingSecret) are not ours to check.
-    existing = {"hub-admin", "fedmedclip-hub-db"}
+    existing = {"hub-admin", "fedmedclip-hub-db", "fedmedclip-site-db"}
     unresolved = {
         (name, key)
         for name, key, optional in _secret_refs(docs)
@@ -328,7 +409,8 @@ def _hooks(doc: dict) -> set[str]:
 def test_hub_bundled_postgres_is_a_statefulset_with_storage(helm: str) -> None:
     docs = render(helm, "hub-bundled-postgres")
     (statefulset,) = by_kind(docs, "StatefulSet")
-    assert statefulset["spec"]["template"]["spec"]["containers"][0]["image"] == "postgres:15"
+    image = statefulset["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.startswith("postgres:15."), image
     (claim,) = statefulset["spec"]["volumeClaimTemplates"]
     assert claim["spec"]["resources"]["requests"]["storage"]
     services = {service["metadata"]["name"] for service in by_kind(docs, "Service")}
@@ -366,7 +448,7 @@ def test_hub_migrations_run_as_a_hook_job_after_the_secret(helm: str, case: str)
     job = workload(docs, "migrations")
     assert job["kind"] == "Job"
     assert pod_spec(job)["containers"][0]["args"] == ["aggregator", "migrate"]
-    bundled = case == "hub-bundled-postgres"
+    bundled = not case.startswith("hub-external")
     # The bundled database does not exist before the first install, so there the first
     # migration runs in the aggregator's init container.
     assert _hooks(job) == ({"pre-upgrade"} if bundled else {"pre-install", "pre-upgrade"})
@@ -482,12 +564,23 @@ def test_site_network_policies(helm: str, case: str) -> None:
             )
             assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
 
-    # Inbound: the inference API from the hospital's namespaces only; nothing else.
-    (rule,) = policies["inference"]["spec"]["ingress"]
+    # Inbound: the inference API from the hospital's namespaces; both APIs from the monitoring
+    # namespace and the release's test pod; nothing else.
+    http = [{"port": "http", "protocol": "TCP"}]
+    rule, *extras = policies["inference"]["spec"]["ingress"]
     (peer,) = rule["from"]
     assert peer["namespaceSelector"] == values["inference"]["namespaceSelector"]
-    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
-    assert policies["node-api"]["spec"]["ingress"] == []
+    assert rule["ports"] == http
+    assert extras == policies["node-api"]["spec"]["ingress"]
+    monitoring, test_pod = extras
+    namespace = values["metrics"]["namespace"]
+    assert monitoring == {
+        "from": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+        ],
+        "ports": http,
+    }
+    assert _peer_components(test_pod, "from") == {"test"} and test_pod["ports"] == http
     assert policies["worker"]["spec"]["ingress"] == []
     (redis_rule,) = policies["redis"]["spec"]["ingress"]
     assert _peer_components(redis_rule, "from") == {"node-api", "worker"}
@@ -544,7 +637,7 @@ def test_env_names_match_their_service(helm: str, case: str) -> None:
         assert not wrong, f"{service} containers set another service's variables: {wrong}"
 
 
-@pytest.mark.parametrize("case", SITE_CASES + ["site-hub-without-token"])
+@pytest.mark.parametrize("case", ["site-cpu", "site-gpu", "site-hub-without-token"])
 def test_inference_follows_the_hub_only_with_a_token(helm: str, case: str) -> None:
     """InferenceSettings refuses an aggregator URL without a token; never render that."""
     container = pod_spec(workload(render(helm, case), "inference"))["containers"][0]

@@ -41,8 +41,50 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
+{{/* repository:tag, or repository:tag@digest when a digest pins it. */}}
+{{- define "fedmedclip-hub.imageRef" -}}
+{{- printf "%s:%s" .repository .tag -}}
+{{- with .digest }}@{{ . }}{{ end -}}
+{{- end -}}
+
 {{- define "fedmedclip-hub.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- include "fedmedclip-hub.imageRef" (dict "repository" .Values.image.repository "tag" (default .Chart.AppVersion .Values.image.tag) "digest" .Values.image.digest) -}}
+{{- end -}}
+
+{{/*
+One secret value that must never change by accident: the value given, else the one in the
+live Secret (so `helm upgrade` keeps what `helm install` generated), else a new random one
+if generateSecrets allows, else a render failure naming the value.
+Call with (dict "ctx" $ "live" $liveData "key" "admin-token" "value" .Values.auth.adminToken
+"name" "auth.adminToken" "length" 48).
+*/}}
+{{- define "fedmedclip-hub.keptSecret" -}}
+{{- $live := get .live .key | b64dec -}}
+{{- if .value -}}
+{{- .value -}}
+{{- else if $live -}}
+{{- $live -}}
+{{- else if .ctx.Values.generateSecrets -}}
+{{- randAlphaNum (int .length) -}}
+{{- else -}}
+{{- fail (printf "%s is empty and generateSecrets is false (no cluster to keep a generated value in): set it, or use an existing Secret" .name) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The pods' topology spread constraints, with this component's pods as labelSelector. */}}
+{{- define "fedmedclip-hub.topologySpread" -}}
+{{- $constraints := list -}}
+{{- range .constraints -}}
+{{- $c := deepCopy . -}}
+{{- if not (hasKey $c "labelSelector") -}}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" (fromYaml (include "fedmedclip-hub.selectorLabels" (dict "ctx" $.ctx "component" $.component)))) -}}
+{{- end -}}
+{{- $constraints = append $constraints $c -}}
+{{- end -}}
+{{- with $constraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end -}}
 {{- end -}}
 
 {{- define "fedmedclip-hub.secretName" -}}

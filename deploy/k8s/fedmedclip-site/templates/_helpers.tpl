@@ -41,13 +41,23 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
+{{/* repository:tag, or repository:tag@digest when a digest pins it. */}}
+{{- define "fedmedclip-site.imageRef" -}}
+{{- printf "%s:%s" .repository .tag -}}
+{{- with .digest }}@{{ . }}{{ end -}}
+{{- end -}}
+
 {{- define "fedmedclip-site.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- include "fedmedclip-site.imageRef" (dict "repository" .Values.image.repository "tag" (default .Chart.AppVersion .Values.image.tag) "digest" .Values.image.digest) -}}
 {{- end -}}
 
 {{- define "fedmedclip-site.workerImage" -}}
-{{- $suffix := ternary .Values.worker.gpu.imageTagSuffix "" .Values.worker.gpu.enabled -}}
-{{- printf "%s:%s%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) $suffix -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.worker.gpu.enabled -}}
+{{- include "fedmedclip-site.imageRef" (dict "repository" .Values.image.repository "tag" (printf "%s%s" $tag .Values.worker.gpu.imageTagSuffix) "digest" .Values.worker.gpu.imageDigest) -}}
+{{- else -}}
+{{- include "fedmedclip-site.image" . -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "fedmedclip-site.secretName" -}}
@@ -61,6 +71,104 @@ app.kubernetes.io/component: {{ .component }}
 
 {{- define "fedmedclip-site.redisName" -}}
 {{- printf "%s-redis" (include "fedmedclip-site.fullname" .) -}}
+{{- end -}}
+
+{{/* Secret and key of the Redis password. */}}
+{{- define "fedmedclip-site.redisSecret" -}}
+{{- default (include "fedmedclip-site.secretName" .) .Values.redis.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "fedmedclip-site.redisSecretKey" -}}
+{{- ternary .Values.redis.auth.existingSecretKey "redis-password" (not (empty .Values.redis.auth.existingSecret)) -}}
+{{- end -}}
+
+{{/* Whether the node database is PostgreSQL (or any URL) rather than SQLite on the data volume. */}}
+{{- define "fedmedclip-site.externalDatabase" -}}
+{{- if or .Values.database.url .Values.database.existingSecret -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "fedmedclip-site.databaseSecret" -}}
+{{- default (include "fedmedclip-site.secretName" .) .Values.database.existingSecret -}}
+{{- end -}}
+
+{{- define "fedmedclip-site.databaseSecretKey" -}}
+{{- ternary .Values.database.existingSecretKey "database-url" (not (empty .Values.database.existingSecret)) -}}
+{{- end -}}
+
+{{- define "fedmedclip-site.isRWX" -}}
+{{- if has "ReadWriteMany" .accessModes -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+SQLite on a ReadWriteMany volume (NFS, CephFS, a CSI file driver) corrupts or deadlocks:
+its locks do not work across a network filesystem. Refuse to render it.
+*/}}
+{{- define "fedmedclip-site.checkDatabaseStorage" -}}
+{{- if and (not (include "fedmedclip-site.externalDatabase" .)) (include "fedmedclip-site.isRWX" .Values.persistence.data) -}}
+{{- fail "persistence.data is ReadWriteMany (a shared network volume) but the node database is SQLite on it, which SQLite does not support on network filesystems: set database.url or database.existingSecret to a PostgreSQL database, or use a ReadWriteOnce data volume" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Affinity of a pod that shares the node API's volumes: the user's affinity, plus a required
+podAffinity to the node API's Kubernetes node when a shared volume is not ReadWriteMany
+(a ReadWriteOnce volume attaches to one node only).
+Call with (dict "ctx" $ "affinity" .Values.worker.affinity "colocate" "true"/"").
+*/}}
+{{- define "fedmedclip-site.affinity" -}}
+{{- $affinity := deepCopy (default (dict) .affinity) -}}
+{{- if .colocate -}}
+{{- $podAffinity := default (dict) (get $affinity "podAffinity") -}}
+{{- $required := default (list) (get $podAffinity "requiredDuringSchedulingIgnoredDuringExecution") -}}
+{{- $selector := fromYaml (include "fedmedclip-site.selectorLabels" (dict "ctx" .ctx "component" "node-api")) -}}
+{{- $term := dict "labelSelector" (dict "matchLabels" $selector) "topologyKey" "kubernetes.io/hostname" -}}
+{{- $_ := set $podAffinity "requiredDuringSchedulingIgnoredDuringExecution" (append $required $term) -}}
+{{- $_ := set $affinity "podAffinity" $podAffinity -}}
+{{- end -}}
+{{- with $affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the workers must run next to the node API (data or model store not RWX). */}}
+{{- define "fedmedclip-site.workerColocated" -}}
+{{- $p := .Values.persistence -}}
+{{- if not (and (include "fedmedclip-site.isRWX" $p.data) (include "fedmedclip-site.isRWX" $p.modelStore)) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the inference pods must run next to the node API (model store or audit claim not RWX). */}}
+{{- define "fedmedclip-site.inferenceColocated" -}}
+{{- $audit := .Values.inference.audit.persistence -}}
+{{- if or (not (include "fedmedclip-site.isRWX" .Values.persistence.modelStore)) (and $audit.enabled (not (include "fedmedclip-site.isRWX" $audit))) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+One secret value that must never change by accident: the value given, else the one in the
+live Secret (so `helm upgrade` keeps what `helm install` generated), else a new random one
+if generateSecrets allows, else a render failure naming the value.
+Call with (dict "ctx" $ "live" $liveData "key" "admin-token" "value" .Values.auth.adminToken
+"name" "auth.adminToken" "length" 48).
+*/}}
+{{- define "fedmedclip-site.keptSecret" -}}
+{{- $live := get .live .key | b64dec -}}
+{{- if .value -}}
+{{- .value -}}
+{{- else if $live -}}
+{{- $live -}}
+{{- else if .ctx.Values.generateSecrets -}}
+{{- randAlphaNum (int .length) -}}
+{{- else -}}
+{{- fail (printf "%s is empty and generateSecrets is false (no cluster to keep a generated value in): set it, or use an existing Secret" .name) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "fedmedclip-site.dataClaim" -}}
@@ -114,8 +222,15 @@ Call with (dict "ctx" $ "device" "cpu").
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ include "fedmedclip-site.secretName" .ctx }}
-      key: redis-password
+      name: {{ include "fedmedclip-site.redisSecret" .ctx }}
+      key: {{ include "fedmedclip-site.redisSecretKey" .ctx }}
+{{- if include "fedmedclip-site.externalDatabase" .ctx }}
+- name: FEDMEDCLIP_NODE_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "fedmedclip-site.databaseSecret" .ctx }}
+      key: {{ include "fedmedclip-site.databaseSecretKey" .ctx }}
+{{- end }}
 {{- with $v.hub.url }}
 - name: FEDMEDCLIP_NODE_AGGREGATOR_URL
   value: {{ . | quote }}
@@ -225,6 +340,54 @@ Call with (dict "ctx" $ "device" "cpu").
 {{- end -}}
 {{- $rules = concat $rules $np.extraEgress -}}
 {{- toYaml $rules -}}
+{{- end -}}
+
+{{/* Checksum of every value that ends up in a Secret the pods read: they restart on a change. */}}
+{{- define "fedmedclip-site.secretsChecksum" -}}
+{{- toJson (list .Values.auth .Values.redis.auth .Values.database) | sha256sum -}}
+{{- end -}}
+
+{{/* The pods' topology spread constraints, with this component's pods as labelSelector. */}}
+{{- define "fedmedclip-site.topologySpread" -}}
+{{- $constraints := list -}}
+{{- range .constraints -}}
+{{- $c := deepCopy . -}}
+{{- if not (hasKey $c "labelSelector") -}}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" (fromYaml (include "fedmedclip-site.selectorLabels" (dict "ctx" $.ctx "component" $.component)))) -}}
+{{- end -}}
+{{- $constraints = append $constraints $c -}}
+{{- end -}}
+{{- with $constraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Ingress rules every API pod (node API, inference API) gets besides its own clients: the
+monitoring namespace to /metrics (served on the http port), and this release's test pod.
+*/}}
+{{- define "fedmedclip-site.apiIngressExtras" -}}
+{{- $metrics := .Values.networkPolicy.metrics -}}
+{{- if $metrics.enabled }}
+- from:
+    - namespaceSelector:
+        {{- toYaml (default (dict "matchLabels" (dict "kubernetes.io/metadata.name" $metrics.namespace)) $metrics.namespaceSelector) | nindent 8 }}
+      {{- with $metrics.podSelector }}
+      podSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+  ports:
+    - port: http
+      protocol: TCP
+{{- end }}
+- from:
+    - podSelector:
+        matchLabels:
+          {{- include "fedmedclip-site.selectorLabels" (dict "ctx" . "component" "test") | nindent 10 }}
+  ports:
+    - port: http
+      protocol: TCP
 {{- end -}}
 
 {{/*
