@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from services.common.cli import SslCertfile, SslKeyfile, serve_service
+
 app = typer.Typer(no_args_is_help=True, help="The federation hub (rounds, models).")
 
 
@@ -13,18 +15,29 @@ app = typer.Typer(no_args_is_help=True, help="The federation hub (rounds, models
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8100,
+    ssl_certfile: SslCertfile = None,
+    ssl_keyfile: SslKeyfile = None,
 ) -> None:
-    """Run the aggregator with uvicorn (settings from FEDMEDCLIP_AGG_* variables)."""
+    """Run the aggregator (settings from FEDMEDCLIP_AGG_* variables; HTTPS when given a
+    certificate, mutual TLS for nodes with FEDMEDCLIP_AGG_CLIENT_CA)."""
     import torch
 
-    from services.common.serving import serve as serve_app
+    from services.aggregator.app import create_app
+    from services.aggregator.settings import AggregatorSettings
 
     # The hub's tensors are small (one D x D FAM per update) and requests already run in
     # parallel threads; intra-op threads only add synchronisation, which on a busy host
     # made decoding and averaging an update up to 20x slower (see bench/aggregate.py).
     torch.set_num_threads(1)
 
-    serve_app("services.aggregator.app:create_app", factory=True, host=host, port=port)
+    serve_service(
+        AggregatorSettings,
+        create_app,
+        host=host,
+        port=port,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
 
 
 @app.command()

@@ -7,11 +7,13 @@ variables documented in ``docs/architecture.md``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServiceSettings, reveal, sqlite_or_configured
+from services.common.serving import ServerTls, server_tls
+from services.common.settings import OptionalPath, ServiceSettings, reveal, sqlite_or_configured
 
 
 class AggregatorSettings(ServiceSettings):
@@ -33,6 +35,19 @@ class AggregatorSettings(ServiceSettings):
     auto_migrate: bool = Field(
         False, description="Migrate PostgreSQL at start (SQLite always migrates itself)."
     )
+    client_ca: OptionalPath = Field(
+        None,
+        description="Mutual TLS: node requests must present a certificate from this CA whose "
+        "common name is the node's name (needs SSL_CERTFILE/SSL_KEYFILE).",
+    )
+
+    def server_tls(self, **kwargs: Any) -> ServerTls | None:
+        """HTTPS, asking clients for a certificate from ``client_ca`` when one is set.
+
+        The handshake only asks (admins and probes come without one); the app refuses a
+        node request without a valid certificate (``auth.authenticate``).
+        """
+        return server_tls(self.ssl_certfile, self.ssl_keyfile, self.client_ca, **kwargs)
 
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file inside ``data_dir``."""

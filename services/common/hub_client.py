@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -91,7 +92,10 @@ class HubClient:
         backoff_seconds: float = 0.5,
         timeout_seconds: float = 30.0,
         max_model_bytes: int = MAX_MODEL_BYTES,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
+        """``verify``: the TLS context for an https hub (CA bundle, client certificate under
+        mutual TLS; see ``services.common.settings.HubClientSettings.hub_tls``)."""
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.backoff_seconds = backoff_seconds
@@ -100,6 +104,7 @@ class HubClient:
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout_seconds,
+            verify=verify,
         )
 
     def close(self) -> None:

@@ -253,3 +253,13 @@ def inspect_certificate(path: Path) -> CertificateInfo:
         fingerprint_sha256=fingerprint(cert),
         hosts=hosts,
     )
+
+
+def common_name(pem: str) -> str | None:
+    """The subject common name of a PEM certificate (None when it has none or is not PEM)."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode())
+    except ValueError:
+        return None
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None

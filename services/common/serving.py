@@ -159,6 +159,27 @@ def server_tls(
     return tls
 
 
+def client_tls(
+    ca_bundle: Path | None, certfile: Path | None = None, keyfile: Path | None = None
+) -> ssl.SSLContext | bool:
+    """TLS of an outgoing connection (to the hub): verify against ``ca_bundle`` (or the
+    system store) and present a client certificate when one is configured."""
+    if ca_bundle is None and certfile is None:
+        return True  # httpx's default: the system's CAs
+    try:
+        context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise TlsConfigError(f"cannot use the CA bundle {ca_bundle}: {exc}") from exc
+    if certfile is not None:
+        try:
+            context.load_cert_chain(certfile, keyfile)
+        except (ssl.SSLError, OSError) as exc:
+            raise TlsConfigError(
+                f"cannot use the client certificate {certfile} with key {keyfile}: {exc}"
+            ) from exc
+    return context
+
+
 @dataclass(frozen=True)
 class ServerLimits:
     """Timeouts and caps of the HTTP server, below the app."""

@@ -18,24 +18,37 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self, get_args
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
 )
+
+from services.common.identity import OidcConfig
+from services.common.serving import ServerTls, client_tls, server_tls
 
 log = logging.getLogger(__name__)
 
 FILE_SUFFIX = "_FILE"
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+OptionalPath = Annotated[Path | None, BeforeValidator(lambda v: None if v == "" else v)]
+"""A path that may be unset; an empty variable means unset (as compose files write it)."""
+
+
+class SettingsRefused(ValueError):
+    """A service refuses to start with these settings; the message names what to set."""
 
 
 def split_commas(value: object) -> object:
@@ -46,6 +59,21 @@ def split_commas(value: object) -> object:
 
 
 CommaSeparated = BeforeValidator(split_commas)
+
+
+def parse_pairs(value: object) -> object:
+    """``"a=x, b=y"`` as ``{"a": "x", "b": "y"}``; a mapping passes unchanged."""
+    if not isinstance(value, str):
+        return value
+    pairs: dict[str, str] = {}
+    for part in split_commas(value):  # type: ignore[union-attr]
+        key, sep, item = part.partition("=")
+        if not sep or not key.strip() or not item.strip():
+            raise ValueError(f"{part!r} is not of the form name=value")
+        pairs[key.strip()] = item.strip()
+    return pairs
+
+
 """Field metadata for a list read from one comma-separated variable (not JSON):
 ``Annotated[list[X], NoDecode, CommaSeparated]``."""
 
@@ -134,11 +162,54 @@ class ServiceSettings(BaseSettings):
 
     log_json: bool = Field(False, description="One JSON object per log line (containers).")
     log_level: LogLevel = Field("INFO", description="Lowest level logged.")
+    # HTTPS (docs/security.md): both files, or neither for plain HTTP behind a TLS ingress.
+    ssl_certfile: OptionalPath = Field(None, description="PEM certificate (chain) to serve HTTPS.")
+    ssl_keyfile: OptionalPath = Field(None, description="PEM private key of SSL_CERTFILE.")
+    # People signed in through the hospital's identity provider (OpenID Connect bearer JWTs).
+    oidc_issuer: str = Field("", description="Expected `iss` of JWTs; empty = no single sign-on.")
+    oidc_audience: str = Field("", description="Expected `aud` of JWTs (this service's client id).")
+    oidc_jwks_url: str = Field("", description="The identity provider's JWKS URL.")
+    oidc_role_claim: str = Field(
+        "roles", description="Dotted path of the claim listing roles or groups."
+    )
+    oidc_role_map: Annotated[dict[str, str], NoDecode, BeforeValidator(parse_pairs)] = Field(
+        default_factory=dict,
+        description="IdP role or group -> this service's role, as `group=role,group2=role`.",
+    )
+    oidc_name_claim: str = Field("name", description="Claim with the person's display name.")
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _oidc_all_or_nothing(self) -> Self:
+        given = [bool(self.oidc_issuer), bool(self.oidc_audience), bool(self.oidc_jwks_url)]
+        if any(given) and not all(given):
+            prefix = self.model_config.get("env_prefix", "")
+            raise ValueError(
+                f"single sign-on needs {prefix}OIDC_ISSUER, {prefix}OIDC_AUDIENCE and "
+                f"{prefix}OIDC_JWKS_URL together"
+            )
+        return self
+
+    def oidc_config(self) -> OidcConfig | None:
+        """The identity provider to accept JWTs from, or None without single sign-on."""
+        if not self.oidc_issuer:
+            return None
+        return OidcConfig(
+            issuer=self.oidc_issuer,
+            audience=self.oidc_audience,
+            jwks_url=self.oidc_jwks_url,
+            role_claim=self.oidc_role_claim,
+            role_map=self.oidc_role_map,
+            name_claim=self.oidc_name_claim,
+        )
+
+    def server_tls(self, **kwargs: Any) -> ServerTls | None:
+        """HTTPS for ``serve`` (None for plain HTTP); bad files raise ``TlsConfigError``."""
+        return server_tls(self.ssl_certfile, self.ssl_keyfile, **kwargs)
 
     @model_validator(mode="after")
     def _empty_optional_secret_is_unset(self) -> Self:
@@ -184,9 +255,43 @@ class ServiceSettings(BaseSettings):
         env: dict[str, str] = {}
         for field, variable in self.variable_names().items():
             value = getattr(self, field)
+            if isinstance(value, dict):  # name=value pairs, as parse_pairs reads them
+                env[variable] = ",".join(f"{k}={v}" for k, v in value.items())
+                continue
             items = value if isinstance(value, list) else [value]
             env[variable] = ",".join(
                 reveal(item) if isinstance(item, SecretStr) else "" if item is None else str(item)
                 for item in items
             )
         return env
+
+
+class HubClientSettings(ServiceSettings):
+    """Settings of a service that calls the hub (node, inference API): how TLS is checked.
+
+    ``ca_bundle`` is the CA the hub's certificate must chain to (the federation CA of
+    ``fedmedclip pki``, or the hospital's); empty = the system store. Under mutual TLS the
+    service presents ``client_certfile``/``client_keyfile`` (from ``fedmedclip pki
+    issue-node``), whose common name must be this node's name at the hub.
+    """
+
+    ca_bundle: OptionalPath = Field(
+        None, description="CA bundle to verify the hub; empty = system."
+    )
+    client_certfile: OptionalPath = Field(
+        None, description="Client certificate shown to the hub (mutual TLS)."
+    )
+    client_keyfile: OptionalPath = Field(None, description="Private key of CLIENT_CERTFILE.")
+
+    @model_validator(mode="after")
+    def _client_pair(self) -> Self:
+        if (self.client_certfile is None) != (self.client_keyfile is None):
+            prefix = self.model_config.get("env_prefix", "")
+            raise ValueError(
+                f"set both {prefix}CLIENT_CERTFILE and {prefix}CLIENT_KEYFILE, or neither"
+            )
+        return self
+
+    def hub_tls(self) -> ssl.SSLContext | bool:
+        """What httpx should ``verify`` with; bad files raise ``TlsConfigError``."""
+        return client_tls(self.ca_bundle, self.client_certfile, self.client_keyfile)

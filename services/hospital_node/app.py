@@ -17,6 +17,7 @@ from fedmedclip import __version__
 from services.common.api_docs import install_offline_docs
 from services.common.problems import install_problem_handlers, problem_responses
 from services.common.request_context import RequestContextMiddleware
+from services.common.settings import SettingsRefused
 from services.common.structured_logging import configure_logging
 from services.hospital_node.agent import Agent
 from services.hospital_node.api import datasets, health, jobs, model, privacy
@@ -35,7 +36,7 @@ API_RESPONSES = problem_responses(401, 404, 409, 413, 422, 502, 503)
 and 503 for a hub that refused or is away)."""
 
 
-class SettingsError(ValueError):
+class SettingsError(SettingsRefused):
     """The node cannot start with these settings; the message names the variable."""
 
 

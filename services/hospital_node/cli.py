@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import typer
 
+from services.common.cli import SslCertfile, SslKeyfile, serve_service
+
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 
@@ -15,13 +17,21 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8200, help="Port of the node API."),
+    ssl_certfile: SslCertfile = None,
+    ssl_keyfile: SslKeyfile = None,
 ) -> None:
     """Run the node API (datasets, jobs, model) and, with auto-join, the round agent."""
-    from services.common.serving import serve as serve_app
     from services.hospital_node.app import create_app
     from services.hospital_node.settings import NodeSettings
 
-    serve_app(create_app(NodeSettings()), host=host, port=port)
+    serve_service(
+        NodeSettings,
+        create_app,
+        host=host,
+        port=port,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
 
 
 @app.command()

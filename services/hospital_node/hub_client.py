@@ -28,6 +28,7 @@ def connect_hub(settings: NodeSettings, *, interactive: bool = False) -> HubClie
         retries=retries,
         backoff_seconds=settings.hub_backoff_seconds,
         timeout_seconds=timeout,
+        verify=settings.hub_tls(),
     )
 
 

@@ -13,10 +13,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from fedmedclip.privacy import DPConfig
-from services.common.settings import CommaSeparated, ServiceSettings, sqlite_or_configured
+from services.common.settings import CommaSeparated, HubClientSettings, sqlite_or_configured
 
 
-class NodeSettings(ServiceSettings):
+class NodeSettings(HubClientSettings):
     """Everything the node API, its agent and its worker need to know."""
 
     model_config = SettingsConfigDict(env_prefix="FEDMEDCLIP_NODE_")

@@ -38,7 +38,12 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
     metrics = InferenceMetrics()
     store = ModelStore(settings.model_store_dir)
     hub = (
-        HubFollower(settings.aggregator_url, settings.node_token.get_secret_value(), store)
+        HubFollower(
+            settings.aggregator_url,
+            settings.node_token.get_secret_value(),
+            store,
+            verify=settings.hub_tls(),
+        )
         if settings.follows_hub
         else None
     )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import typer
 
+from services.common.cli import SslCertfile, SslKeyfile, serve_service
+
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 
@@ -20,17 +22,18 @@ def inference() -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 in containers)."),
     port: int = typer.Option(8300, help="TCP port."),
+    ssl_certfile: SslCertfile = None,
+    ssl_keyfile: SslKeyfile = None,
 ) -> None:
     """Serve POST /predict from the site's model store (settings: FEDMEDCLIP_INFERENCE_*)."""
-    from pydantic import ValidationError
-
-    from services.common.serving import serve as serve_app
     from services.inference_api.app import create_app
     from services.inference_api.settings import InferenceSettings
 
-    try:
-        settings = InferenceSettings()
-    except ValidationError as exc:
-        typer.echo(f"invalid FEDMEDCLIP_INFERENCE_* settings:\n{exc}", err=True)
-        raise typer.Exit(2) from exc
-    serve_app(create_app(settings), host=host, port=port)
+    serve_service(
+        InferenceSettings,
+        create_app,
+        host=host,
+        port=port,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )

@@ -8,6 +8,8 @@ while the service keeps serving the model it has.
 
 from __future__ import annotations
 
+import ssl
+
 from fedmedclip.model_store import ModelStore
 from fedmedclip.schemas import ModelInfo
 from services.common.hub_client import HubClient, ensure_global
@@ -16,12 +18,19 @@ from services.common.hub_client import HubClient, ensure_global
 class HubFollower:
     """Keeps the site's model store holding the hub's production global version."""
 
-    def __init__(self, base_url: str, token: str, store: ModelStore, timeout: float = 30.0):
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        store: ModelStore,
+        timeout: float = 30.0,
+        verify: ssl.SSLContext | bool = True,
+    ):
         self.base_url = base_url
         self.store = store
         self.production: ModelInfo | None = None  # last production version seen
         self._in_store: tuple[int, str] | None = None  # (version, sha256) known to be stored
-        self._hub = HubClient(base_url, token, retries=0, timeout_seconds=timeout)
+        self._hub = HubClient(base_url, token, retries=0, timeout_seconds=timeout, verify=verify)
 
     def close(self) -> None:
         self._hub.close()

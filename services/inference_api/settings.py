@@ -11,10 +11,10 @@ from typing import Annotated, ClassVar
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from services.common.settings import CommaSeparated, ServiceSettings
+from services.common.settings import CommaSeparated, HubClientSettings
 
 
-class InferenceSettings(ServiceSettings):
+class InferenceSettings(HubClientSettings):
     """Everything the prediction service can be told; defaults match the documentation."""
 
     model_config = SettingsConfigDict(env_prefix="FEDMEDCLIP_INFERENCE_")

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from services.aggregator.auth import Principal, Role, authenticate
 from services.aggregator.context import AppContext
+from services.common.serving import client_cert_pem
 from services.common.tokens import BearerToken
 
 
@@ -36,9 +37,15 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 def _caller(*roles: Role):
     allowed = frozenset(roles)
 
-    def dependency(context: ContextDep, token: BearerToken) -> Principal:
+    def dependency(request: Request, context: ContextDep, token: BearerToken) -> Principal:
+        settings = context.settings
         return authenticate(
-            context.db.sessions, token, context.settings.admin_token_value(), allowed
+            context.db.sessions,
+            token,
+            settings.admin_token_value(),
+            allowed,
+            require_certificate=settings.client_ca is not None,
+            client_cert=client_cert_pem(request.scope),
         )
 
     return dependency
