@@ -33,6 +33,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -158,13 +159,22 @@ def inputs() -> dict[str, Callable[[], bytes]]:
     }
 
 
-def child(path: Path, backbone_name: str) -> None:
-    """Measure one decode + preprocess in this process and print one JSON line."""
+def child(paths: list[Path], backbone_name: str) -> None:
+    """Measure each decode + preprocess in this process; print one JSON line per file.
+
+    The peak counter is reset before each file, so files measured in one process do not
+    add up (the benchmark still uses one process per file; the regression test batches).
+    """
     from fedmedclip.backbone import load_backbone
-    from services.inference_api.predictor import prepare
 
     backbone = load_backbone(backbone_name)
-    data = path.read_bytes()
+    for path in paths:
+        _measure(path.read_bytes(), backbone)
+
+
+def _measure(data: bytes, backbone: Any) -> None:
+    from services.inference_api.predictor import prepare
+
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     before_kb = _status_kb("VmRSS")
     started = time.perf_counter()
@@ -190,7 +200,7 @@ def child(path: Path, backbone_name: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backbone", default="ViT-S-32")
-    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child", type=Path, nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.backbone)
@@ -201,7 +211,7 @@ def main() -> None:
             path = Path(tmp) / name
             data = build()
             path.write_bytes(data)
-            command = [sys.executable, __file__, "--child", str(path), "--backbone", args.backbone]
+            command = [sys.executable, __file__, "--backbone", args.backbone, "--child", str(path)]
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             results[name] = json.loads(out.strip().splitlines()[-1]) | {"bytes": len(data)}
     base = results["normal"]
