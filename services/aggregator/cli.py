@@ -18,6 +18,8 @@ def serve(
     import torch
     import uvicorn
 
+    from services.common.serving import uvicorn_limits
+
     # The hub's tensors are small (one D x D FAM per update) and requests already run in
     # parallel threads; intra-op threads only add synchronisation, which on a busy host
     # made decoding and averaging an update up to 20x slower (see bench/aggregate.py).
@@ -30,6 +32,7 @@ def serve(
         port=port,
         access_log=False,
         log_config=None,
+        **uvicorn_limits(),
     )
 
 

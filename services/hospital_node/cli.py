@@ -19,13 +19,14 @@ def serve(
     """Run the node API (datasets, jobs, model) and, with auto-join, the round agent."""
     import uvicorn
 
+    from services.common.serving import uvicorn_limits
     from services.common.structured_logging import configure_logging
     from services.hospital_node.app import create_app
     from services.hospital_node.settings import NodeSettings
 
     settings = NodeSettings()
     configure_logging(settings.log_json)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, **uvicorn_limits())
 
 
 @app.command()

@@ -25,6 +25,7 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
+    from services.common.serving import uvicorn_limits
     from services.inference_api.app import create_app
     from services.inference_api.settings import InferenceSettings
 
@@ -35,4 +36,11 @@ def serve(
         raise typer.Exit(2) from exc
     # Our own middleware logs every request with its id, so uvicorn's access log and
     # logging config stay off (they would log each request twice, in another format).
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        **uvicorn_limits(),
+    )
