@@ -63,6 +63,8 @@ def confine(path_text: str, roots: Sequence[Path]) -> Path:
         raise DatasetRejected(
             ["No data roots are configured (FEDMEDCLIP_NODE_DATA_ROOTS); the node reads no data."]
         )
+    if "\x00" in path_text:  # the OS cannot name such a file; Path would raise ValueError
+        raise DatasetRejected(["The path contains a NUL character."])
     raw = Path(path_text).expanduser()
     candidates = [raw] if raw.is_absolute() else [root / raw for root in roots]
     for candidate in candidates:

@@ -59,6 +59,7 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
         AuditLog(settings.audit_path, store_images=settings.audit_store_images),
         metrics,
         max_pixels=settings.max_pixels,
+        max_concurrent_decodes=settings.max_concurrent_decodes,
         max_batch_size=settings.max_batch_size,
         batch_window_seconds=settings.batch_window_ms / 1000,
         reload_seconds=settings.reload_seconds,

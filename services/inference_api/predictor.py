@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 
 from fedmedclip.backbone import Backbone
-from fedmedclip.data.images import decode_image
 from fedmedclip.trainer import predict
 from services.inference_api.model_loader import LoadedModel
 
@@ -39,7 +38,7 @@ class Prediction:
 
 def prepare(data: bytes, backbone: Backbone, max_pixels: int) -> torch.Tensor:
     """Decode untrusted bytes (raises ImageDecodeError) into the backbone's input (3xHxW)."""
-    return backbone.preprocess(decode_image(data, max_pixels=max_pixels))
+    return backbone.prepare_bytes(data, max_pixels)
 
 
 def _branch(names: list[str], probabilities: torch.Tensor) -> BranchPrediction:

@@ -56,6 +56,7 @@ class InferenceService:
         metrics: InferenceMetrics,
         *,
         max_pixels: int,
+        max_concurrent_decodes: int,
         max_batch_size: int,
         batch_window_seconds: float,
         reload_seconds: float,
@@ -64,6 +65,9 @@ class InferenceService:
         self.audit = audit
         self.metrics = metrics
         self.max_pixels = max_pixels
+        # Decoding is where one request's memory peaks (up to a few hundred MB for an image
+        # at the pixel cap); without a cap, N parallel requests would take N times that.
+        self.decode_slots = asyncio.Semaphore(max_concurrent_decodes)
         self.reload_seconds = reload_seconds
         self.batcher: MicroBatcher[BatchItem, Prediction] = MicroBatcher(
             self._forward_batch,
@@ -102,7 +106,8 @@ class InferenceService:
     ) -> list[Answer]:
         """Predict every upload with ``model`` and audit the answers."""
         with self.batcher.preparing():
-            pixels = await run_in_threadpool(self._prepare_all, model, uploads)
+            async with self.decode_slots:
+                pixels = await run_in_threadpool(self._prepare_all, model, uploads)
         try:
             futures = [self.batcher.submit(BatchItem(model, p)) for p in pixels]
             predictions = await asyncio.gather(*futures)

@@ -47,6 +47,12 @@ class InferenceSettings(HubClientSettings):
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Cap on one file.")
     max_files_per_request: int = Field(32, ge=1, description="Cap on files in /predict/batch.")
     max_pixels: int = Field(50_000_000, gt=0, description="Decompression-bomb cap.")
+    max_concurrent_decodes: int = Field(
+        4,
+        ge=1,
+        description="Requests decoding images at the same time; the others wait. A decode at "
+        "the pixel cap can take about 250 MB, so this bounds the memory of image bursts.",
+    )
     batch_window_ms: float = Field(5.0, ge=0, description="Longest wait to fill a micro-batch.")
     max_batch_size: int = Field(16, ge=1, description="Images per forward pass.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")

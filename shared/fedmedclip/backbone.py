@@ -25,11 +25,22 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from fedmedclip.data.images import (
+    DEFAULT_MAX_PIXELS,
+    check_aspect_ratio,
+    decode_image,
+    reduction_factor,
+)
+from fedmedclip.files import sha256_file
 from fedmedclip.weights_notice import RANDOM_WEIGHTS_WARNING, random_weights_level
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+REDUCING_GAP = 3
+"""Images are box-reduced to no less than this many times the model's input side before
+the final bicubic resize. Pillow's own ``reducing_gap`` documentation calls 3 indistinguishable
+from a direct resize, and it bounds the work: a 7000 x 7000 image is resized from 700 x 700."""
 
 
 class BackboneError(RuntimeError):
@@ -65,12 +76,11 @@ def embedding_dim(name: str) -> int:
     return int(config["embed_dim"])
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def input_side(name: str) -> int:
+    """The shorter side of the model's input images (224 unless its config says otherwise)."""
+    config = open_clip.get_model_config(name) or {}
+    size = config.get("vision_cfg", {}).get("image_size", 224)
+    return size if isinstance(size, int) else min(int(side) for side in size)
 
 
 def _load_checkpoint(model: torch.nn.Module, path: Path) -> None:
@@ -130,13 +140,15 @@ class Backbone:
         if self.weights.kind == "path":
             path = Path(self.weights.value or "")
             _load_checkpoint(model, path)
-            weights_id = f"sha256-{_file_sha256(path)[:16]}"
+            weights_id = f"sha256-{sha256_file(path)[:16]}"
         elif self.weights.kind == "tag":
             weights_id = f"tag-{self.weights.value}"
         else:
             log.log(random_weights_level(warn_random), RANDOM_WEIGHTS_WARNING)
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.preprocess = preprocess
+        self.image_size = input_side(name)
+        self.decode_side = REDUCING_GAP * self.image_size
         self.tokenizer = open_clip.get_tokenizer(name)
         self.dim = embedding_dim(name)
         self.id = f"{name}/{weights_id}"
@@ -153,11 +165,31 @@ class Backbone:
         features = self.model.encode_image(pixels.to(self.device))
         return F.normalize(features.float(), dim=-1).cpu()
 
+    def prepare(self, image: Image.Image) -> torch.Tensor:
+        """The model's input (3 x H x W) for one image, in bounded memory and time.
+
+        open_clip's preprocessing resizes the shorter side to ``image_size`` and crops the
+        centre: on a 10000 x 1 strip that resize alone would build a 224 x 2,240,000 image,
+        and on a 7000 x 7000 one it filters 49 M pixels. So images thinner than the aspect
+        cap are refused (ImageDecodeError) and large ones are box-reduced to about
+        ``decode_side`` first. Images already that small (every image decoded with
+        ``min_side=decode_side``) go through the unchanged preprocessing.
+        """
+        check_aspect_ratio(image.width, image.height)
+        factor = reduction_factor(image.width, image.height, self.decode_side)
+        if factor > 1:
+            image = image.convert("RGB").reduce(factor)
+        return self.preprocess(image)
+
+    def prepare_bytes(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+        """Decode untrusted image bytes (ImageDecodeError if unusable) into the model's input."""
+        return self.prepare(decode_image(data, max_pixels=max_pixels, min_side=self.decode_side))
+
     def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """L2-normalised embeddings of PIL images."""
         if not images:
             return torch.empty(0, self.dim)
-        return self.encode_tensors(torch.stack([self.preprocess(im) for im in images]))
+        return self.encode_tensors(torch.stack([self.prepare(im) for im in images]))
 
     @torch.no_grad()
     def text_prototypes(self, class_names: Sequence[str], template: str) -> torch.Tensor:

@@ -20,7 +20,14 @@ import numpy as np
 import torch
 
 from fedmedclip.backbone import Backbone
-from fedmedclip.data.images import decode_image
+from fedmedclip.data.images import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    check_file_size,
+    decode_image,
+    read_image_bytes,
+)
+from fedmedclip.files import sha256_file
 
 
 class FeatureCache:
@@ -63,11 +70,15 @@ class FeatureCache:
         paths: Sequence[Path],
         *,
         batch_size: int = 32,
-        max_pixels: int = 50_000_000,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_bytes: int = DEFAULT_MAX_FILE_BYTES,
         progress: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
         """Embeddings (N x D) of image files, encoding only those not cached yet.
 
+        A file over ``max_bytes`` is refused (ImageDecodeError) from its size alone. The
+        content hash is computed in chunks, so a cache hit never holds the file in memory;
+        a miss reads the file once, capped, and keys the entry by the bytes it decoded.
         ``progress(done, total)`` is called as images are resolved.
         """
         vectors: list[np.ndarray | None] = [None] * len(paths)
@@ -83,15 +94,17 @@ class FeatureCache:
             pending.clear()
 
         for index, path in enumerate(paths):
-            data = Path(path).read_bytes()
-            key = self.key(hashlib.sha256(data).hexdigest(), backbone)
-            cached = self.get(key)
+            check_file_size(path, max_bytes=max_bytes)
+            cached = self.get(self.key(sha256_file(path), backbone))
             if cached is not None:
                 self.hits += 1
                 vectors[index] = cached
             else:
                 self.misses += 1
-                pending.append((index, key, decode_image(data, max_pixels=max_pixels)))
+                data = read_image_bytes(path, max_bytes=max_bytes)
+                key = self.key(hashlib.sha256(data).hexdigest(), backbone)
+                image = decode_image(data, max_pixels=max_pixels, min_side=backbone.decode_side)
+                pending.append((index, key, image))
                 if len(pending) >= batch_size:
                     flush()
             if progress:

@@ -12,6 +12,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fedmedclip.backbone import BackboneError, embedding_dim
+from fedmedclip.data.datasets import normalize_class_name
 from fedmedclip.enums import AggregationRule, Quantization, RoundState
 from fedmedclip.model import AdapterConfig
 
@@ -47,11 +48,13 @@ class TaskSpec(BaseModel):
     @field_validator("class_names")
     @classmethod
     def _unique_names(cls, names: list[str]) -> list[str]:
-        cleaned = [n.strip() for n in names]
-        if any(not n or len(n) > 100 for n in cleaned):
+        # NFC, so that the names the sites' folders and manifests use (NFD on macOS)
+        # match these; DatasetError is a ValueError, which pydantic turns into a 422.
+        cleaned = [normalize_class_name(n) for n in names]
+        if any(len(n) > 100 for n in cleaned):
             raise ValueError("class names must be 1 to 100 characters")
         if len(set(cleaned)) != len(cleaned):
-            raise ValueError("class names must be unique")
+            raise ValueError("class names must be unique (compared in Unicode NFC)")
         return cleaned
 
     @field_validator("prompt_template")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fedmedclip.enums import JobState
 
@@ -22,6 +22,15 @@ class DatasetIn(BaseModel):
     name: str | None = Field(
         None, min_length=1, max_length=200, description="Defaults to the folder or file name."
     )
+
+    @field_validator("path", "name")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # No file system can name a file with NUL (Path raises ValueError on it) and
+        # PostgreSQL refuses it in text columns: a 422 here, not a 500 later.
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
 
 
 class DatasetOut(BaseModel):

@@ -9,20 +9,64 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageDecodeError, load_image_file
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    ImageDecodeError,
+    check_file_size,
+    load_image_file,
+)
 
 MANIFEST_COLUMNS = ("path", "label", "patient_id")
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+"""A manifest line is about 100 bytes, so 64 MiB is over half a million images; a bigger
+file named .csv is refused from its size instead of being parsed into memory."""
 # Long error lists help nobody: show the first few and count the rest.
 _MAX_LISTED_ERRORS = 10
 
 
 class DatasetError(ValueError):
     """A dataset or class list cannot be used as given; the message says where and why."""
+
+
+def normalize_class_name(name: str) -> str:
+    """The canonical spelling of a class name: Unicode NFC, surrounding spaces removed.
+
+    Two spellings of one name (a folder created on macOS is NFD, "e" + combining accent;
+    the same name typed on Linux is NFC, one code point) must map to one class, or a site
+    would train "café" as an unknown class. Control characters (NUL included) and "/"
+    are refused (DatasetError): they cannot name a folder portably and corrupt logs and
+    prompts. The message escapes them so that it stays one readable line.
+    """
+    if not isinstance(name, str):
+        raise DatasetError("a class name must be text")
+    canonical = unicodedata.normalize("NFC", name).strip()
+    if not canonical:
+        raise DatasetError("a class name must not be empty")
+    bad = sorted({c for c in canonical if c == "/" or unicodedata.category(c) == "Cc"})
+    if bad:
+        shown = ", ".join("'/'" if c == "/" else f"U+{ord(c):04X}" for c in bad)
+        raise DatasetError(
+            f"class name {_escaped(canonical)} contains a forbidden character ({shown}); "
+            "control characters and '/' are not allowed"
+        )
+    return canonical
+
+
+def _escaped(text: str) -> str:
+    """``text`` in quotes, control characters written as \\xNN (never raw, never bytes)."""
+    return (
+        '"'
+        + "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in text)
+        + '"'
+    )
 
 
 @dataclass(frozen=True)
@@ -37,7 +81,8 @@ class ImageRecord:
 def read_image_folder(root: Path) -> list[ImageRecord]:
     """List ``root/<class name>/**/<image>`` as records, in sorted (reproducible) order.
 
-    The class is the top-level folder name; images may sit in sub-folders of it. Hidden
+    The class is the top-level folder name (normalised by :func:`normalize_class_name`;
+    a folder name it refuses is a DatasetError); images may sit in sub-folders of it. Hidden
     files and folders (``.DS_Store``, ``.ipynb_checkpoints``) and files at the top level
     are ignored. Only names ending in an image suffix are listed; whether they really
     are images is ``validate_dataset``'s job.
@@ -46,7 +91,13 @@ def read_image_folder(root: Path) -> list[ImageRecord]:
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
     records: list[ImageRecord] = []
+    errors: list[str] = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not _hidden(p.name)):
+        try:
+            label = normalize_class_name(class_dir.name)
+        except DatasetError as exc:
+            errors.append(str(exc))
+            continue
         for path in sorted(class_dir.rglob("*")):
             relative = path.relative_to(class_dir).parts
             if (
@@ -54,7 +105,9 @@ def read_image_folder(root: Path) -> list[ImageRecord]:
                 and not any(_hidden(part) for part in relative)
                 and path.is_file()
             ):
-                records.append(ImageRecord(path=path, label=class_dir.name))
+                records.append(ImageRecord(path=path, label=label))
+    if errors:
+        raise DatasetError(f"{root}: {_summarise(errors)}")
     return records
 
 
@@ -69,6 +122,12 @@ def read_manifest(csv_path: Path) -> list[ImageRecord]:
     csv_path = Path(csv_path)
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_MANIFEST_BYTES:
+                raise DatasetError(
+                    f"manifest {csv_path} is {size} bytes, more than the cap of "
+                    f"{MAX_MANIFEST_BYTES} bytes"
+                )
             return _parse_manifest(csv.DictReader(handle), csv_path)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"cannot read manifest {csv_path}: {exc}") from exc
@@ -96,6 +155,12 @@ def _parse_manifest(reader: csv.DictReader[str], csv_path: Path) -> list[ImageRe
             errors.append(f"line {line}: empty path")
         if not label:
             errors.append(f"line {line}: empty label")
+        else:
+            try:
+                label = normalize_class_name(label)
+            except DatasetError as exc:
+                errors.append(f"line {line}: {exc}")
+                label = ""
         if path_text and label:
             patient_id = (row.get("patient_id") or "").strip() or None
             records.append(ImageRecord(csv_path.parent / path_text, label, patient_id))
@@ -119,7 +184,8 @@ class ClassIndex:
 
     Every site builds it from the same global list (never from its own folders), so a
     site that lacks a class, or lists its folders in another order, still gives every
-    class the same id; otherwise aggregated models would mix up classes.
+    class the same id; otherwise aggregated models would mix up classes. Names are kept
+    in NFC and looked up in any Unicode spelling (see :func:`normalize_class_name`).
     """
 
     def __init__(self, names: Sequence[str]) -> None:
@@ -128,7 +194,8 @@ class ClassIndex:
             raise DatasetError("the class list is empty")
         for name in names:
             if not isinstance(name, str) or not name.strip() or name != name.strip():
-                raise DatasetError(f"invalid class name {name!r}")
+                raise DatasetError(f"invalid class name {_escaped(str(name))}")
+        names = tuple(normalize_class_name(name) for name in names)
         duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
         if duplicates:
             raise DatasetError(f"duplicate class names: {', '.join(duplicates)}")
@@ -155,9 +222,9 @@ class ClassIndex:
         return self._names
 
     def index(self, name: str) -> int:
-        """The label id of ``name``; unknown names raise DatasetError."""
+        """The label id of ``name`` (any Unicode spelling); unknown names raise DatasetError."""
         try:
-            return self._ids[name]
+            return self._ids[unicodedata.normalize("NFC", name)]
         except KeyError:
             raise DatasetError(
                 f"unknown class {name!r}; the federation's classes are {list(self._names)}"
@@ -170,7 +237,7 @@ class ClassIndex:
         return iter(self._names)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._ids
+        return isinstance(name, str) and unicodedata.normalize("NFC", name) in self._ids
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ClassIndex) and other._names == self._names
@@ -210,10 +277,10 @@ def validate_dataset(
     ``per_class`` lists every federation class (0 where the site lacks it), then any
     unknown labels. ``unreadable`` holds ``"<path>: <reason>"`` entries. With
     ``check_images`` every image is fully decoded (slow but catches truncated files);
-    without it only the files' existence is checked.
+    without it only the files' existence and size are checked.
     """
     index = class_names if isinstance(class_names, ClassIndex) else ClassIndex(class_names)
-    counts = Counter(record.label for record in records)
+    counts = Counter(unicodedata.normalize("NFC", record.label) for record in records)
     unknown = sorted(label for label in counts if label not in index)
     per_class = {name: counts.get(name, 0) for name in index.names}
     per_class.update((label, counts[label]) for label in unknown)
@@ -257,10 +324,12 @@ def validate_dataset(
 def _image_problem(path: Path, check_images: bool, max_pixels: int) -> str | None:
     if not path.is_file():
         return f"{path}: file not found"
-    if not check_images:
-        return None
     try:
-        load_image_file(path, max_pixels=max_pixels)
+        # The size cap is checked even without check_images: stat is cheap, and a
+        # multi-GB file must be refused before a training job tries to read it.
+        check_file_size(path)
+        if check_images:
+            load_image_file(path, max_pixels=max_pixels)
     except ImageDecodeError as exc:
         return f"{path}: {exc}"
     except OSError as exc:

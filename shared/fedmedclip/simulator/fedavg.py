@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedmedclip.data.images import decode_image
+from fedmedclip.data.images import read_image_bytes
 from fedmedclip.enums import SimulationMethod
 from fedmedclip.model import LOGIT_SCALE
 from fedmedclip.simulator.base import LocalUpdate, Method, State, local_seed
@@ -125,8 +125,8 @@ class EncoderFedAvg(Method):
         return self.config.fedavg_lr
 
     def _inputs(self, paths: list[Path]) -> torch.Tensor:
-        preprocess = self.federation.backbone.preprocess
-        pixels = torch.stack([preprocess(decode_image(p.read_bytes())) for p in paths])
+        backbone = self.federation.backbone
+        pixels = torch.stack([backbone.prepare_bytes(read_image_bytes(p)) for p in paths])
         if not self.config.fedavg_prefix_cache:
             return pixels
         return torch.cat(

@@ -142,3 +142,17 @@ def test_health_ready_and_request_ids(hub: Hub) -> None:
     assert echoed.headers["X-Request-ID"] == "abc-123"
     generated = hub.client.get("/health", headers={"X-Request-ID": "bad id with spaces"})
     assert len(generated.headers["X-Request-ID"]) == 32
+
+
+def test_task_class_names_are_stored_in_nfc_and_control_characters_are_a_422(hub: Hub) -> None:
+    task = {"class_names": ["cafe\u0301", "nevus"], "backbone": "ViT-S-32"}
+    response = hub.client.put("/api/v1/task", json=task, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    assert hub.client.get("/api/v1/task", headers=ADMIN).json()["class_names"] == [
+        "caf\u00e9",
+        "nevus",
+    ]
+    for names in (["caf\u00e9", "cafe\u0301"], ["a\u0000b", "nevus"], ["a/b", "nevus"]):
+        refused = hub.client.put("/api/v1/task", json={"class_names": names}, headers=ADMIN)
+        assert refused.status_code == 422, (names, refused.text)
+        assert "class_names" in refused.json()["detail"]

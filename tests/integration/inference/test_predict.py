@@ -141,15 +141,29 @@ def test_batch_answers_in_order_and_matches_single_predictions(http, site):
         (lambda png: png[: len(png) // 2], 422, "truncated or corrupt"),
         (lambda png: bomb_png(), 422, "too large to decode safely"),
         (lambda png: bomb_png(2100, 2000), 422, f"cap of {MAX_PIXELS}"),
+        (lambda png: bomb_png(10_000, 1), 422, "10000 x 1 pixels, thinner than the 1:20 aspect"),
+        (lambda png: bomb_png(1, 3_000_000), 422, "thinner than the 1:20 aspect ratio"),
         (lambda png: unsupported_transfer_syntax_dicom(), 422, "transfer syntax"),
         (lambda png: b"\0" * (MAX_UPLOAD + 1), 413, "cap"),
     ],
-    ids=["empty", "not-image", "truncated", "bomb", "over-pixel-cap", "dicom-mpeg2", "too-big"],
+    ids=[
+        "empty",
+        "not-image",
+        "truncated",
+        "bomb",
+        "over-pixel-cap",
+        "thin-wide",
+        "thin-tall",
+        "dicom-mpeg2",
+        "too-big",
+    ],
 )
 def test_bad_images_get_a_4xx_that_names_the_problem(http, png, make, status, message):
     response = http.post("/predict", files={"file": ("upload", make(png))})
     assert response.status_code == status, response.text
-    assert message in response.json()["detail"]
+    detail = response.json()["detail"]
+    assert message in detail
+    assert "<PIL." not in detail and "b'" not in detail  # no Python object reprs
 
 
 def test_an_oversized_stream_is_cut_off_while_reading(http):

@@ -71,3 +71,22 @@ def test_a_good_dataset_is_registered_with_its_report(node, federation):
     again = node.register(federation.hospital_dirs[1])
     assert again.status_code == 409
     assert [d["id"] for d in node.http.get("/api/v1/datasets").json()] == [body["id"]]
+
+
+def test_a_huge_file_is_refused_from_its_size_without_being_read(node, tmp_path, federation):
+    """A 3 GiB file named .png (sparse: free to create) costs a stat, not 3 GiB of memory."""
+    dataset = tmp_path / "allowed" / "huge"
+    shutil.copytree(federation.hospital_dirs[0], dataset)
+    huge = dataset / federation.class_names[0] / "scan.png"
+    with huge.open("wb") as handle:
+        handle.truncate(3 * 1024**3)
+    response = node.register(dataset)
+    problems = " ".join(_problems(response))
+    assert "scan.png: file is 3072.0 MiB, more than the 256 MiB cap for one image" in problems
+
+
+@pytest.mark.parametrize("body", [{"path": "a\u0000b"}, {"path": "ok", "name": "x\u0000"}])
+def test_a_nul_character_in_a_dataset_path_or_name_is_a_422(node, body):
+    response = node.http.post("/api/v1/datasets", json=body)
+    assert response.status_code == 422, response.text
+    assert "NUL character" in response.json()["detail"]

@@ -97,3 +97,8 @@ def test_site_records_qualify_patient_ids_by_dataset(tmp_path: Path) -> None:
     assert {r.patient_id for r in records} == {"1:p1", "2:p1"}
     with pytest.raises(DatasetRejected, match="No dataset is registered"):
         load_site_records([], [tmp_path], CLASSES)
+
+
+def test_confine_refuses_a_path_with_a_nul_character(tmp_path: Path) -> None:
+    with pytest.raises(DatasetRejected, match="NUL character"):
+        confine("a\x00b", [tmp_path])

@@ -10,9 +10,11 @@ import pytest
 from PIL import Image
 
 from fedmedclip.data.datasets import (
+    MAX_MANIFEST_BYTES,
     ClassIndex,
     DatasetError,
     ImageRecord,
+    normalize_class_name,
     read_dataset,
     read_image_folder,
     read_manifest,
@@ -239,3 +241,80 @@ def test_validation_decodes_real_pixels(tmp_path: Path) -> None:
     records.append(ImageRecord(_write(tmp_path / "nevus" / "bad.png", bytes(data)), "nevus"))
     assert validate_dataset(records, CLASSES, check_images=False).usable
     assert not validate_dataset(records, CLASSES).usable
+
+
+# --- class names: one canonical spelling, no control characters ---------------------------
+
+CAFE_NFC = "caf\u00e9"
+CAFE_NFD = "cafe\u0301"
+
+
+def test_nfd_folder_names_match_nfc_class_names(tmp_path: Path) -> None:
+    records = _folder_dataset(tmp_path, {CAFE_NFD: 2, "nevus": 2})
+    assert {r.label for r in records} == {CAFE_NFC, "nevus"}
+    index = ClassIndex([CAFE_NFC, "nevus"])
+    assert index.index(CAFE_NFD) == index.index(CAFE_NFC) == 0 and CAFE_NFD in index
+    report = validate_dataset(records, [CAFE_NFC, "nevus"])
+    assert report.usable and report.per_class == {CAFE_NFC: 2, "nevus": 2}
+
+
+def test_nfc_and_nfd_spellings_are_one_class(tmp_path: Path) -> None:
+    assert ClassIndex([CAFE_NFD, "nevus"]).names == (CAFE_NFC, "nevus")
+    with pytest.raises(DatasetError, match="duplicate class names"):
+        ClassIndex([CAFE_NFC, CAFE_NFD])
+    csv_path = tmp_path / "m.csv"
+    _write(tmp_path / "a.png", _png_bytes())
+    csv_path.write_text(f"path,label\na.png,{CAFE_NFD}\n", encoding="utf-8")
+    assert read_manifest(csv_path)[0].label == CAFE_NFC
+
+
+@pytest.mark.parametrize("name", ["a\u0000b", "bell\u0007", "line\nbreak", "a/b"])
+def test_forbidden_characters_in_class_names_are_refused(name: str) -> None:
+    with pytest.raises(DatasetError, match="forbidden character") as info:
+        normalize_class_name(name)
+    message = str(info.value)
+    assert all(c not in message for c in "\u0000\u0007\n")  # escaped, never raw
+    assert "b'" not in message
+
+
+def test_a_folder_with_a_control_character_is_a_dataset_problem(tmp_path: Path) -> None:
+    _write(tmp_path / "nevus" / "0.png", _png_bytes())
+    _write(tmp_path / "mel\u0007anoma" / "0.png", _png_bytes())
+    with pytest.raises(DatasetError, match=r'class name "mel\\x07anoma" contains a forbidden'):
+        read_image_folder(tmp_path)
+
+
+def test_a_manifest_label_with_a_control_character_names_its_line(tmp_path: Path) -> None:
+    _write(tmp_path / "a.png", _png_bytes())
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("path,label\na.png,nevus\na.png,mel\u0001\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="line 3: class name"):
+        read_manifest(csv_path)
+
+
+# --- files are size-checked before they are read ------------------------------------------
+
+
+def _sparse(path: Path, size: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:
+        handle.truncate(size)
+    return path
+
+
+def test_a_huge_image_is_unreadable_even_without_decoding(tmp_path: Path) -> None:
+    records = _folder_dataset(tmp_path, {"nevus": 1, "melanoma": 1})
+    _sparse(tmp_path / "nevus" / "huge.png", 3 * 1024**3)
+    records = read_image_folder(tmp_path)
+    for check_images in (True, False):
+        report = validate_dataset(records, CLASSES, check_images=check_images)
+        assert report.unreadable == [
+            f"{tmp_path / 'nevus' / 'huge.png'}: file is 3072.0 MiB, more than the 256 MiB "
+            "cap for one image"
+        ]
+
+
+def test_a_huge_manifest_is_refused_from_its_size(tmp_path: Path) -> None:
+    csv_path = _sparse(tmp_path / "m.csv", MAX_MANIFEST_BYTES + 1)
+    with pytest.raises(DatasetError, match="more than the cap of"):
+        read_manifest(csv_path)

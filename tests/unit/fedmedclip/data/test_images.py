@@ -23,7 +23,12 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from fedmedclip.data.images import ImageDecodeError, decode_image, load_image_file
+from fedmedclip.data.images import (
+    ImageDecodeError,
+    decode_image,
+    load_image_file,
+    read_image_bytes,
+)
 
 
 def _encode(image: Image.Image, fmt: str, **params: object) -> bytes:
@@ -300,3 +305,88 @@ def test_truncated_dicom_is_rejected(cut: float) -> None:
 def test_dicom_without_preamble_is_not_guessed_at() -> None:
     with pytest.raises(ImageDecodeError, match="not a PNG, JPEG or DICOM image"):
         decode_image(_testdata("no_meta.dcm"))
+
+
+# --- bounded decoding: thin, huge and oversized inputs -----------------------------------
+
+
+@pytest.mark.parametrize(("width", "height"), [(10_000, 1), (1, 50_000_000), (2100, 100)])
+def test_thin_images_are_refused_from_the_header(width: int, height: int) -> None:
+    with pytest.raises(ImageDecodeError, match="thinner than the 1:20 aspect ratio") as info:
+        decode_image(_png_header_only(width, height))
+    assert f"{width} x {height}" in str(info.value)
+
+
+def test_an_image_at_the_aspect_cap_still_decodes() -> None:
+    assert decode_image(_encode(Image.new("L", (400, 20), 9), "PNG")).size == (400, 20)
+
+
+def test_thin_dicom_is_refused() -> None:
+    with pytest.raises(ImageDecodeError, match="aspect ratio"):
+        decode_image(_dicom_bytes(np.zeros((2, 300), dtype=np.uint16)))
+
+
+def test_dicom_frame_bytes_are_capped_before_decoding() -> None:
+    data = _dicom_bytes(np.zeros((100, 100), dtype=np.uint16), BitsAllocated=64)
+    with pytest.raises(ImageDecodeError, match="bytes decoded, more than the cap of 40000"):
+        decode_image(data, max_pixels=10_000)
+
+
+def _smooth_rgb(width: int, height: int) -> Image.Image:
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    pixels = np.stack(
+        [
+            127 + 120 * np.sin(xx / 97),
+            127 + 120 * np.cos(yy / 61),
+            (xx + yy) * 255 / (width + height),
+        ],
+        axis=-1,
+    )
+    return Image.fromarray(np.rint(pixels).astype(np.uint8))
+
+
+def _sixteen_bit_ramp(width: int, height: int) -> Image.Image:
+    yy, xx = np.mgrid[0:height, 0:width]
+    return Image.fromarray(((xx * 13 + yy * 7) % 50_000 + 1000).astype(np.uint16))
+
+
+_LARGE = {
+    "png-rgb": lambda: _encode(_smooth_rgb(1600, 1200), "PNG"),
+    "png-rgba": lambda: _encode(_smooth_rgb(1600, 1200).convert("RGBA"), "PNG"),
+    "png-palette": lambda: _encode(_smooth_rgb(1600, 1200).convert("P"), "PNG"),
+    "png-16bit": lambda: _encode(_sixteen_bit_ramp(1600, 1200), "PNG"),
+    "jpeg": lambda: _encode(_smooth_rgb(1600, 1200), "JPEG", quality=95),
+    "dicom": lambda: _dicom_bytes(np.asarray(_sixteen_bit_ramp(1600, 1200))),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_LARGE))
+def test_large_images_are_reduced_while_decoding_to_what_full_decoding_gives(kind: str) -> None:
+    data = _LARGE[kind]()
+    reduced = decode_image(data, min_side=500)
+    full = decode_image(data, min_side=None)
+    assert full.size == (1600, 1200)
+    assert reduced.size == (800, 600) and reduced.mode == "RGB"
+    expected = np.asarray(full.reduce(2), dtype=float)
+    difference = np.abs(np.asarray(reduced, dtype=float) - expected)
+    # Box reduction of the stored samples vs of the 8-bit result: rounding only. JPEG's DCT
+    # scaling is a different (still faithful) filter.
+    assert difference.mean() < (2.0 if kind == "jpeg" else 0.6), kind
+    assert np.percentile(difference, 99) <= (8 if kind == "jpeg" else 2), kind
+
+
+def test_images_below_twice_min_side_are_not_touched() -> None:
+    data = _encode(_smooth_rgb(999, 700), "PNG")
+    assert np.array_equal(
+        np.asarray(decode_image(data, min_side=400)), np.asarray(decode_image(data, min_side=None))
+    )
+
+
+def test_an_oversized_file_is_refused_from_its_size_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "huge.png"
+    with path.open("wb") as handle:  # sparse: 3 GiB on paper, nothing on disk
+        handle.truncate(3 * 1024**3)
+    with pytest.raises(ImageDecodeError, match=r"3072\.0 MiB, more than the 256 MiB cap"):
+        load_image_file(path)
+    with pytest.raises(ImageDecodeError, match="more than the 1 MiB cap"):
+        read_image_bytes(path, max_bytes=1024 * 1024)
