@@ -19,6 +19,7 @@ from fedmedclip.schemas import AggregationRule, RoundInfo, RoundState, TrainingH
 from services.aggregator import audit, models_registry, tasks
 from services.aggregator.db.models import Round, Update, utcnow
 from services.aggregator.errors import Conflict, NotFound
+from services.common.ids import VersionNumber
 
 ACTIVE_STATES = (RoundState.open.value, RoundState.aggregating.value)
 
@@ -38,8 +39,8 @@ class RoundCreate(BaseModel):
     max_update_norm: float | None = Field(
         None, gt=0, description="Refuse updates whose L2 norm is larger."
     )
-    base_version: int | None = Field(
-        None, ge=0, description="Version to train from (default: the newest version)."
+    base_version: VersionNumber | None = Field(
+        None, description="Version to train from (default: the newest version)."
     )
 
 

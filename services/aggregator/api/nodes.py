@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from services.aggregator import nodes
 from services.aggregator.api.deps import AdminDep, NodeDep, SessionDep
+from services.common.ids import DbId
 
 router = APIRouter(prefix="/api/v1/nodes", tags=["nodes"])
 
@@ -28,5 +29,5 @@ def me(node: NodeDep) -> nodes.NodeIdentity:
 
 
 @router.delete("/{node_id}", response_model=nodes.NodeOut, summary="Revoke a node's token")
-def revoke_node(node_id: int, admin: AdminDep, session: SessionDep) -> nodes.NodeOut:
+def revoke_node(node_id: DbId, admin: AdminDep, session: SessionDep) -> nodes.NodeOut:
     return nodes.revoke_node(session, node_id, admin.actor)

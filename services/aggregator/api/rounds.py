@@ -10,6 +10,7 @@ from fedmedclip.schemas import RoundInfo, RoundState
 from services.aggregator import rounds
 from services.aggregator.api.deps import AdminDep, CallerDep, ContextDep, SessionDep
 from services.aggregator.closing import CLOSED_BY_ADMIN
+from services.common.ids import DbId
 
 router = APIRouter(prefix="/api/v1/rounds", tags=["rounds"])
 
@@ -38,13 +39,13 @@ def list_rounds(
 
 
 @router.get("/{round_id}", response_model=RoundInfo, summary="One round")
-def get_round(round_id: int, _: CallerDep, session: SessionDep) -> RoundInfo:
+def get_round(round_id: DbId, _: CallerDep, session: SessionDep) -> RoundInfo:
     return rounds.get_info(session, round_id)
 
 
 @router.post("/{round_id}/close", response_model=RoundInfo, summary="Aggregate now")
 def close_round(
-    round_id: int, admin: AdminDep, context: ContextDep, session: SessionDep
+    round_id: DbId, admin: AdminDep, context: ContextDep, session: SessionDep
 ) -> RoundInfo:
     """Publish a new version if ``min_clients`` updates arrived, else fail the round."""
     context.closer.close(round_id, actor=admin.actor, cause=CLOSED_BY_ADMIN)
@@ -52,5 +53,5 @@ def close_round(
 
 
 @router.post("/{round_id}/cancel", response_model=RoundInfo, summary="Cancel an open round")
-def cancel_round(round_id: int, admin: AdminDep, session: SessionDep) -> RoundInfo:
+def cancel_round(round_id: DbId, admin: AdminDep, session: SessionDep) -> RoundInfo:
     return rounds.cancel_round(session, round_id, admin.actor)

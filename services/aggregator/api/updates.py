@@ -12,6 +12,7 @@ from services.aggregator import audit, rounds, updates
 from services.aggregator.api.deps import ContextDep, NodeDep, SessionDep
 from services.aggregator.errors import PayloadTooLarge, ServiceError
 from services.aggregator.metrics import AggregatorMetrics
+from services.common.ids import DbId
 
 router = APIRouter(prefix="/api/v1/rounds", tags=["updates"])
 
@@ -45,7 +46,7 @@ async def read_capped_body(request: Request, cap: int, metrics: AggregatorMetric
     responses={200: {"description": "A replay of an accepted update: the original receipt."}},
 )
 async def post_update(
-    round_id: int,
+    round_id: DbId,
     request: Request,
     response: Response,
     node: NodeDep,
