@@ -130,11 +130,22 @@ class RoundInfo(BaseModel):
     aggregation_rule: AggregationRule = "weighted_mean"
     clip_norm: float | None = None
     max_update_norm: float | None = None
+    norm_bound_factor: float | None = Field(
+        None, description="Updates are clipped to this times the median update norm (None: off)."
+    )
+    applied_clip_norm: float | None = Field(
+        None, description="The clip norm the aggregation used (after it ran; None: no clipping)."
+    )
+    base_reason: str | None = Field(None, description="Why the round trains from base_version.")
     updates_received: int = 0
     result_version: int | None = None
     reason: str | None = None
     created_at: datetime
     closed_at: datetime | None = None
+    lease_owner: str | None = Field(
+        None, description="host/pid/boot/start of the hub process aggregating the round."
+    )
+    lease_until: datetime | None = None
 
 
 class ModelInfo(BaseModel):
