@@ -304,6 +304,7 @@ def _run_round(
             json={
                 "min_clients": len(sites),
                 "deadline_seconds": 1800,
+                "base_version": "latest",  # rounds chain; only the final model is promoted
                 "hints": {"local_epochs": config.local_epochs, "lr": 2e-3},
             },
         )

@@ -149,7 +149,9 @@ def test_every_bad_update_is_refused_with_a_4xx_and_nothing_is_stored(tmp_path: 
         late = hub.post_update(early, other, encoded(2), key="late")
         assert late.status_code == 409 and "no longer accepts" in late.json()["detail"]
 
-        round_id = hub.open_round(min_clients=1, deadline_seconds=600, max_update_norm=50.0)["id"]
+        round_id = hub.open_round(
+            min_clients=1, deadline_seconds=600, max_update_norm=50.0, base_version="latest"
+        )["id"]
         good = encoded(3, base_version=1)
         accepted = hub.post_update(round_id, honest, good, key="good")
         assert accepted.status_code == 201
