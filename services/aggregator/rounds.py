@@ -112,6 +112,17 @@ def get_row(session: Session, round_id: int, *, lock: bool = False) -> Round:
     return row
 
 
+def lease_report(session: Session) -> str:
+    """``none``, or which rounds are being aggregated, by whom and until when."""
+    stmt = select(Round).where(Round.state == RoundState.aggregating.value).order_by(Round.id)
+    held = [
+        f"round {r.id} leased by {r.lease_owner or 'an unknown instance'} "
+        f"until {r.lease_until.isoformat() if r.lease_until else '?'}"
+        for r in session.scalars(stmt)
+    ]
+    return "; ".join(held) or "none"
+
+
 def get_info(session: Session, round_id: int) -> RoundInfo:
     row = get_row(session, round_id)
     return to_info(row, _counts(session, [row.id]).get(row.id, 0))

@@ -6,8 +6,11 @@ nodes talk to it over loopback HTTP exactly as a hospital node does.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -275,3 +278,74 @@ def test_every_bad_update_is_refused_with_a_4xx_and_nothing_is_stored(tmp_path: 
         assert len(hub.audit(action="update.rejected", limit=1000)) == audited + 1
     figures.set("bad_inputs.aggregator_updates_tried", tried + 1)  # + the late update
     figures.add("faults.revoked_token_mid_round")
+
+
+def _round_state(db_file: Path, round_id: int) -> tuple[str, str | None]:
+    """Read the round straight from the SQLite file (the hub may be stopped or dead)."""
+    with sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=30) as connection:
+        return connection.execute(
+            "SELECT state, lease_owner FROM rounds WHERE id = ?", (round_id,)
+        ).fetchone()
+
+
+def test_sigkill_mid_aggregation_is_taken_over_at_restart(tmp_path: Path, figures) -> None:
+    """Killed while aggregating, the restarted hub finishes the round at once, not in 5 min."""
+    names = [f"site-{i}" for i in range(12)]
+    hub_process = HubProcess(tmp_path / "hub", tmp_path / "hub.log")
+    (tmp_path / "hub").mkdir()
+    db_file = tmp_path / "hub" / "aggregator.db"
+    hub_process.start()
+    try:
+        with httpx.Client(base_url=hub_process.url, timeout=120) as http:
+            hub = Hub(http)
+            assert hub.set_task().status_code == 200
+            tokens = {name: hub.add_node(name) for name in names}
+            round_id = hub.open_round(min_clients=len(names), aggregation_rule="median")["id"]
+            for seed, name in enumerate(names):
+                body = encoded(seed, quantization="fp16")
+                assert hub.post_update(round_id, tokens[name], body, key=name).status_code == 201
+
+            closing = threading.Thread(target=lambda: _close_quietly(hub_process.url, round_id))
+            closing.start()
+            state, owner = wait_until(
+                lambda: (row := _round_state(db_file, round_id))[0] != "open" and row,
+                timeout=60,
+                interval=0.005,
+                what="the round claimed for aggregation",
+            )
+            assert state == "aggregating", "aggregation finished before the kill; add updates"
+            dead_pid = hub_process.proc.pid
+            hub_process.kill()
+            closing.join(timeout=60)
+        assert owner is not None and f"/{dead_pid}/" in owner
+        assert _round_state(db_file, round_id) == ("aggregating", owner)
+
+        restarted = time.monotonic()
+        hub_process.start()  # same host, same SQLite file: the dead owner is seen at start
+        with httpx.Client(base_url=hub_process.url, timeout=120) as http:
+            hub = Hub(http)
+            final = wait_until(
+                lambda: (r := hub.round(round_id))["state"] != "aggregating" and r,
+                timeout=60,
+                what="the interrupted round finished",
+            )
+            recovered_after = time.monotonic() - restarted
+            assert final["state"] == "published", final
+            assert sorted(hub.weights(final["result_version"])[1]["contributors"]) == sorted(names)
+            causes = [e["details"]["cause"] for e in hub.audit(action="round.close")]
+            assert causes[0].startswith("resumed at once"), causes
+            assert hub.audit(action="round.close")[0]["details"]["previous_owner"] == owner
+            ready = http.get("/ready").json()
+            assert ready["checks"]["aggregation_leases"] == "none"
+    finally:
+        hub_process.stop()
+    assert recovered_after < 60  # the lease was 5 minutes
+    figures.set(
+        "faults.aggregator_sigkill_mid_aggregation.recovered_after_s", round(recovered_after, 1)
+    )
+
+
+def _close_quietly(url: str, round_id: int) -> None:
+    """POST close; the hub is killed while answering, so a dropped connection is expected."""
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.post(f"{url}/api/v1/rounds/{round_id}/close", headers=ADMIN, timeout=120)

@@ -55,3 +55,21 @@ def close_round(
 @router.post("/{round_id}/cancel", response_model=RoundInfo, summary="Cancel an open round")
 def cancel_round(round_id: DbId, admin: AdminDep, session: SessionDep) -> RoundInfo:
     return rounds.cancel_round(session, round_id, admin.actor)
+
+
+@router.post(
+    "/{round_id}/recover",
+    response_model=RoundInfo,
+    summary="Take over an interrupted aggregation now",
+)
+def recover_round(
+    round_id: DbId, admin: AdminDep, context: ContextDep, session: SessionDep
+) -> RoundInfo:
+    """Aggregate a round left ``aggregating`` by a dead hub without waiting for its lease.
+
+    For an owner on another host, which the hub cannot check itself (a dead process of
+    the same host is taken over at once anyway). Audited as ``round.recover``; 409 unless
+    the round is aggregating.
+    """
+    context.closer.recover(round_id, actor=admin.actor)
+    return rounds.get_info(session, round_id)
