@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fedmedclip.codec import encode_update
+from fedmedclip.codec import encode_update, read_header
 from tests.integration.aggregator.support import ADMIN, Hub, bearer, encoded, make_delta
 from tests.reliability.support import HubProcess, threaded_hub
 from tests.support.processes import wait_until
@@ -135,6 +137,25 @@ def _nonfinite(value: float) -> Callable[[], bytes]:
     return make
 
 
+def _hostile_header(header: str) -> bytes:
+    """The prefix of a real update around a hostile header, then a real body."""
+    valid = encoded(12, base_version=1)
+    raw = header.encode()
+    return (
+        valid[:6] + struct.pack("<I", len(raw)) + raw + valid[read_header(valid)["_body_offset"] :]
+    )
+
+
+def _float_shapes(body: bytes) -> bytes:
+    """``body`` with its shapes written as floats (``[384.0, 384.0]``)."""
+    header = read_header(body)
+    offset = header.pop("_body_offset")
+    for tensor in header["tensors"]:
+        tensor["shape"] = [float(n) for n in tensor["shape"]]
+    raw = json.dumps(header).encode()
+    return body[:6] + struct.pack("<I", len(raw)) + raw + body[offset:]
+
+
 def _flip_middle(body: bytes) -> bytes:
     middle = len(body) // 2
     return body[:middle] + bytes(b ^ 0x5A for b in body[middle : middle + 32]) + body[middle + 32 :]
@@ -232,6 +253,38 @@ def test_every_bad_update_is_refused_with_a_4xx_and_nothing_is_stored(tmp_path: 
                 400,
                 "finite",
             ),
+            "header nested 60,000 deep": (
+                lambda: post(_hostile_header("[" * 60_000)),
+                400,
+                "nests 60000 levels",
+            ),
+            "header with a 5,000-digit integer": (
+                lambda: post(_hostile_header('{"base_version": ' + "9" * 5000 + "}")),
+                400,
+                "more than 20 digits",
+            ),
+            "header with float shape entries": (
+                lambda: post(_float_shapes(encoded(12, base_version=1))),
+                400,
+                "valid integer",
+            ),
+            "bytes after the zstd frame": (
+                lambda: post(encoded(13, base_version=1) + b"smuggled"),
+                400,
+                "unused data",
+            ),
+            "metrics nested 5,000 deep": (
+                lambda: post(encoded(14, base_version=1), **{"X-Local-Metrics": "[" * 5000}),
+                400,
+                "nests 5000 levels",
+            ),
+            "metrics with a 5,000-digit integer": (
+                lambda: post(
+                    encoded(14, base_version=1), **{"X-Local-Metrics": '{"n": ' + "9" * 5000 + "}"}
+                ),
+                400,
+                "more than 20 digits",
+            ),
             "no token": (
                 lambda: hub.client.post(f"/api/v1/rounds/{round_id}/updates", content=good),
                 401,
@@ -274,8 +327,16 @@ def test_every_bad_update_is_refused_with_a_4xx_and_nothing_is_stored(tmp_path: 
             f"/api/v1/models/{closed['result_version']}", headers=ADMIN
         ).json()["contributors"]
         assert contributors == ["honest", "other"]
-        # Every refusal by the intake is in the audit trail (the late update included).
+        # Every refusal by the intake is in the audit trail (the late update included) and
+        # counted; no answer was a 5xx.
         assert len(hub.audit(action="update.rejected", limit=1000)) == audited + 1
+        rejected = hub.client.get("/metrics").text
+        counted = sum(
+            float(line.split()[-1])
+            for line in rejected.splitlines()
+            if line.startswith("fedmedclip_aggregator_updates_rejected_total{")
+        )
+        assert counted == audited + 1
     figures.set("bad_inputs.aggregator_updates_tried", tried + 1)  # + the late update
     figures.add("faults.revoked_token_mid_round")
 
