@@ -9,9 +9,9 @@ database. Closing and aggregating live in :mod:`services.aggregator.closing`.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Strict, Tag
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -24,6 +24,18 @@ from services.aggregator.errors import Conflict, NotFound
 from services.common.ids import VersionNumber
 
 ACTIVE_STATES = (RoundState.open.value, RoundState.aggregating.value)
+
+
+def _base_kind(value: object) -> str:
+    return "name" if isinstance(value, str) else "number"
+
+
+BaseChoice = Annotated[
+    Annotated[VersionNumber, Strict(), Tag("number")]
+    | Annotated[Literal["production", "latest"], Tag("name")],
+    Discriminator(_base_kind),
+]
+"""A version number or a name; the tag keeps validation messages free of type reprs."""
 
 
 class RoundCreate(BaseModel):
@@ -48,7 +60,7 @@ class RoundCreate(BaseModel):
         description="Clip each update to this many times the median update norm of the round; "
         "null turns the default bound off.",
     )
-    base_version: VersionNumber | Literal["production", "latest"] = Field(
+    base_version: BaseChoice = Field(
         "production",
         description="Version to train from: a number, 'production' (default) or 'latest'.",
     )
