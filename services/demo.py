@@ -311,6 +311,7 @@ def _run_round(
         RoundCreate(
             min_clients=len(sites),
             deadline_seconds=1800,
+            base_version="latest",  # rounds chain; only the final model is promoted
             hints=TrainingHints(local_epochs=config.local_epochs, lr=2e-3),
         )
     )

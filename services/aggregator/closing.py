@@ -5,14 +5,17 @@ all call :meth:`RoundCloser.close`. Three short transactions, so no lock is held
 updates are decoded:
 
 1. claim: ``UPDATE rounds SET state='aggregating' ... WHERE state='open'`` (or an
-   aggregating round whose lease ran out, i.e. an instance died mid-aggregation); only the
-   caller whose UPDATE changed the row goes on, so two hub instances never both aggregate;
-2. aggregate: a read-only session streams the stored payloads one at a time through the
-   shared codec and :func:`fedmedclip.aggregation.aggregate` (memory does not grow with the
-   number of updates for the weighted mean);
-3. publish: store version ``newest + 1`` and mark the round published, guarded by the claim
-   token, in one transaction; any exception on the way marks the round failed with the
-   reason instead, so a round always ends in a terminal state.
+   aggregating round whose lease ran out, whose owner is a dead process of this host, or
+   that an admin recovers); only the caller whose UPDATE changed the row goes on, and the
+   claim records its owner (``host/pid/boot/start``, see :mod:`lease_owner`);
+2. aggregate: a read-only session streams the stored payloads through the shared codec,
+   once to measure their norms (the round's default clip is ``norm_bound_factor`` times
+   their median) and once into :func:`fedmedclip.aggregation.aggregate` (memory does not
+   grow with the number of updates for the weighted mean);
+3. publish: check that the new model is finite, store version ``newest + 1`` and mark the
+   round published, guarded by the claim token, in one transaction; any exception on the
+   way (a non-finite model included) marks the round failed with the reason instead and
+   publishes nothing, so a round always ends in a terminal state.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ import torch
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from fedmedclip.aggregation import aggregate
-from fedmedclip.codec import apply_delta, decode_update
+from fedmedclip.aggregation import aggregate, norm_bound, require_finite
+from fedmedclip.codec import apply_delta, decode_update, update_norm
 from fedmedclip.schemas import RoundState
-from services.aggregator import audit, models_registry, rounds, tasks
+from services.aggregator import audit, lease_owner, models_registry, rounds, tasks
 from services.aggregator.db.models import Node, Round, Update, utcnow
 from services.common.db import Database
 from services.common.problems import Conflict
@@ -47,6 +50,8 @@ LEASE = timedelta(minutes=5)
 CLOSED_BY_ADMIN = "closed by admin"
 DEADLINE_PASSED = "deadline passed"
 RESUMED = "resumed after an interrupted aggregation"
+OWNER_DEAD = "resumed at once: the aggregating process of this host is dead"
+RECOVERED_BY_ADMIN = "recovered by admin"
 
 
 class AggregationError(RuntimeError):
@@ -72,6 +77,7 @@ class Aggregate:
     contributors: list[str]
     update_hashes: list[str]
     metrics: dict[str, float]
+    clip_norm: float | None
 
 
 PRIVACY_METRIC_PREFIX = "dp_"
@@ -137,17 +143,33 @@ def _stream_deltas(
         yield decoded.delta, float(stored.sample_count)
 
 
+def effective_clip_norm(row: Round, norms: Sequence[float]) -> float | None:
+    """The tighter of the admin's ``clip_norm`` and the round's default norm bound."""
+    bounds = [row.clip_norm] if row.clip_norm is not None else []
+    if row.norm_bound_factor is not None and norms:
+        bounds.append(norm_bound(norms, row.norm_bound_factor))
+    return min(bounds) if bounds else None
+
+
 def _compute(db: Database, row: Round, updates: Sequence[StoredUpdate]) -> Aggregate:
     with db.read_sessions() as session:
         task = tasks.require_task(session)
+        shapes = tasks.update_shapes(task)
         base_state = models_registry.load_state(session, row.base_version)
-        deltas = _stream_deltas(session, row, updates, tasks.update_shapes(task))
-        aggregated = aggregate(deltas, rule=row.aggregation_rule, clip_norm=row.clip_norm)
+        clip_norm = row.clip_norm
+        if row.norm_bound_factor is not None:
+            norms = [update_norm(d) for d, _ in _stream_deltas(session, row, updates, shapes)]
+            clip_norm = effective_clip_norm(row, norms)
+        deltas = _stream_deltas(session, row, updates, shapes)
+        aggregated = aggregate(deltas, rule=row.aggregation_rule, clip_norm=clip_norm)
+    state = apply_delta(base_state, aggregated)
+    require_finite(state, f"the model round {row.id} would publish")
     return Aggregate(
-        state=apply_delta(base_state, aggregated),
+        state=state,
         contributors=[u.node_name for u in updates],
         update_hashes=[u.sha256 for u in updates],
         metrics=metrics_summary(updates),
+        clip_norm=clip_norm,
     )
 
 
@@ -158,23 +180,50 @@ class RoundCloser:
         self.db = db
         self.on_aggregated = on_aggregated
 
-    def _claim(self, round_id: int, actor: str, cause: str) -> tuple[str, Round] | None:
+    def _claim(
+        self,
+        round_id: int,
+        actor: str,
+        cause: str,
+        *,
+        dead_owner: str | None = None,
+        recover: bool = False,
+    ) -> tuple[str, Round] | None:
+        """Claim the round; ``dead_owner`` takes over that owner's lease, ``recover`` any."""
         token, now = secrets.token_hex(16), utcnow()
-        claimable = or_(
-            Round.state == RoundState.open.value,
-            and_(Round.state == RoundState.aggregating.value, Round.lease_until < now),
-        )
+        aggregating = Round.state == RoundState.aggregating.value
+        if recover:
+            claimable = aggregating
+        elif dead_owner is not None:
+            claimable = and_(aggregating, Round.lease_owner == dead_owner)
+        else:
+            claimable = or_(
+                Round.state == RoundState.open.value, and_(aggregating, Round.lease_until < now)
+            )
         with self.db.sessions.begin() as session:
+            before = session.execute(
+                select(Round.state, Round.lease_owner, Round.lease_until).where(
+                    Round.id == round_id
+                )
+            ).first()
             result = session.execute(
                 update(Round)
                 .where(Round.id == round_id, claimable)
                 .values(
-                    state=RoundState.aggregating.value, claim_token=token, lease_until=now + LEASE
+                    state=RoundState.aggregating.value,
+                    claim_token=token,
+                    lease_until=now + LEASE,
+                    lease_owner=str(lease_owner.current()),
                 )
             )
             if result.rowcount != 1:
                 return None
-            audit.record(session, actor, "round.close", rounds.target(round_id), cause=cause)
+            action = "round.recover" if recover else "round.close"
+            details: dict = {"cause": cause}
+            if before is not None and before.state == RoundState.aggregating.value:
+                details["previous_owner"] = before.lease_owner
+                details["previous_lease_until"] = str(before.lease_until)
+            audit.record(session, actor, action, rounds.target(round_id), **details)
             row = rounds.get_row(session, round_id)
             session.expunge(row)
         return token, row
@@ -208,6 +257,8 @@ class RoundCloser:
                     closed_at=utcnow(),
                     claim_token=None,
                     lease_until=None,
+                    lease_owner=None,
+                    applied_clip_norm=None if result is None else result.clip_norm,
                 )
             )
             if moved.rowcount != 1:  # the lease ran out and another instance took over
@@ -230,24 +281,47 @@ class RoundCloser:
                     "version": version,
                     "blob_sha256": model.blob_sha256,
                     "contributors": result.contributors,
+                    "applied_clip_norm": result.clip_norm,
                 }
             audit.record(
                 session, audit.SYSTEM, f"round.{state.value}", rounds.target(round_id), **details
             )
         return True
 
-    def close(self, round_id: int, *, actor: str, cause: str) -> RoundState:
+    def close(
+        self, round_id: int, *, actor: str, cause: str, dead_owner: str | None = None
+    ) -> RoundState:
         """Close ``round_id`` now; return the state it ended in.
 
-        Raises :class:`NotFound` for an unknown round and :class:`Conflict` when the round is
-        not open (already closed, cancelled, or being aggregated by someone else).
+        With ``dead_owner``, take over an aggregation whose owner (that exact lease owner)
+        is known to be dead instead. Raises :class:`NotFound` for an unknown round and
+        :class:`Conflict` when the round is not open (already closed, cancelled, or being
+        aggregated by someone else).
         """
-        claimed = self._claim(round_id, actor, cause)
+        claimed = self._claim(round_id, actor, cause, dead_owner=dead_owner)
+        if claimed is None:
+            with self.db.sessions() as session:
+                state = rounds.describe_state(rounds.get_row(session, round_id))
+            raise Conflict(f"round {round_id} is {state}; only an open round can be closed")
+        return self._aggregate(round_id, *claimed, cause=cause)
+
+    def recover(self, round_id: int, *, actor: str) -> RoundState:
+        """Take over an aggregating round now, whoever holds its lease (admin override).
+
+        For an owner that is dead but not on this host (another machine or pod), which the
+        hub cannot check. Should the owner be alive after all, nothing is published twice:
+        its claim token no longer matches, so its result is dropped.
+        """
+        claimed = self._claim(round_id, actor, RECOVERED_BY_ADMIN, recover=True)
         if claimed is None:
             with self.db.sessions() as session:
                 state = rounds.get_row(session, round_id).state
-            raise Conflict(f"round {round_id} is {state}; only an open round can be closed")
-        token, row = claimed
+            raise Conflict(
+                f"round {round_id} is {state}; only an aggregating round can be recovered"
+            )
+        return self._aggregate(round_id, *claimed, cause=RECOVERED_BY_ADMIN)
+
+    def _aggregate(self, round_id: int, token: str, row: Round, *, cause: str) -> RoundState:
         with self.db.read_sessions() as session:
             updates = _stored_updates(session, round_id)
         if len(updates) < row.min_clients:

@@ -4,7 +4,9 @@ It sweeps once when the app starts (deadlines that passed while the hub was down
 enforced right away) and then about every second. Each due round goes through
 :meth:`RoundCloser.close`, whose atomic claim makes concurrent sweeps by several hub
 instances harmless: one closes the round, the others see a conflict and move on. Rounds
-stuck in ``aggregating`` after a crash are picked up once their claim's lease has run out.
+stuck in ``aggregating`` after a crash are picked up once their claim's lease has run out,
+or at once when the lease's owner was a process of this host that no longer runs (the
+usual restart after a kill; see :mod:`services.aggregator.lease_owner`).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from anyio import to_thread
 from sqlalchemy import and_, or_, select
 
 from fedmedclip.schemas import RoundState
-from services.aggregator import audit
-from services.aggregator.closing import DEADLINE_PASSED, RESUMED, RoundCloser
+from services.aggregator import audit, lease_owner
+from services.aggregator.closing import DEADLINE_PASSED, OWNER_DEAD, RESUMED, RoundCloser
 from services.aggregator.db.models import Round, utcnow
 from services.common.problems import ServiceError
 
@@ -36,11 +38,25 @@ def sweep(closer: RoundCloser) -> dict[int, RoundState]:
     )
     with closer.db.sessions() as session:
         rows = session.execute(select(Round.id, Round.state).where(due).order_by(Round.id)).all()
+        leased = session.execute(
+            select(Round.id, Round.lease_owner).where(
+                Round.state == RoundState.aggregating.value, Round.lease_until >= now
+            )
+        ).all()
     closed: dict[int, RoundState] = {}
-    for round_id, state in rows:
-        cause = DEADLINE_PASSED if state == RoundState.open.value else RESUMED
+    due_rounds = [
+        (round_id, DEADLINE_PASSED if state == RoundState.open.value else RESUMED, None)
+        for round_id, state in rows
+    ] + [
+        (round_id, OWNER_DEAD, owner)
+        for round_id, owner in leased
+        if lease_owner.is_dead_here(owner)
+    ]
+    for round_id, cause, dead_owner in due_rounds:
         try:
-            closed[round_id] = closer.close(round_id, actor=audit.SYSTEM, cause=cause)
+            closed[round_id] = closer.close(
+                round_id, actor=audit.SYSTEM, cause=cause, dead_owner=dead_owner
+            )
         except ServiceError as exc:  # another instance got there first
             log.info("round %s not closed by this sweep: %s", round_id, exc.detail)
     return closed

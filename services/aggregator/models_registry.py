@@ -3,6 +3,12 @@
 Every version is a safetensors blob (via :func:`fedmedclip.model_store.encode_blob`) whose
 JSON metadata names its version, parent and task, stored with its sha256 so that sites can
 verify what they download. Production is the newest row of ``production_events``.
+
+Changes of production (promote, rollback, reset) are serialised, so that the events form
+one chain: each change reads the current event and appends its successor while no other
+change can. SQLite gets that from ``BEGIN IMMEDIATE`` (one writer at a time); PostgreSQL
+from a transaction-scoped advisory lock taken before the current event is read. (A row
+lock on the newest event would not do: a waiter would wake up holding the old newest row.)
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from fedmedclip.model import adapter_state, build_adapter
@@ -33,6 +39,15 @@ def _info(model: ModelVersion, production: int | None) -> ModelInfo:
         created_at=model.created_at,
         is_production=model.version == production,
     )
+
+
+PRODUCTION_LOCK_KEY = 0x46_4D_43_50  # "FMCP": the hub's one advisory lock
+
+
+def _lock_production(session: Session) -> None:
+    """Hold the production lock until the transaction ends (PostgreSQL; SQLite already is)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PRODUCTION_LOCK_KEY})
 
 
 def _current_event(session: Session) -> ProductionEvent | None:
@@ -127,6 +142,7 @@ def reset_to_version_zero(session: Session, task: TaskSpec) -> ModelVersion:
 
     Only called before the first round, when nothing refers to the old versions.
     """
+    _lock_production(session)
     session.execute(delete(ProductionEvent))
     session.execute(delete(ModelVersion))
     adapter = build_adapter(task.adapter_config(), seed=task.fam.seed)
@@ -140,6 +156,7 @@ def reset_to_version_zero(session: Session, task: TaskSpec) -> ModelVersion:
 def promote(session: Session, version: int, actor: str) -> ModelInfo:
     """Make ``version`` production; promoting the current one again changes nothing."""
     model = _get(session, version)
+    _lock_production(session)
     current = _current_event(session)
     if current is None or current.version != version:
         session.add(
@@ -162,6 +179,7 @@ def promote(session: Session, version: int, actor: str) -> ModelInfo:
 
 def rollback(session: Session, actor: str) -> ModelInfo:
     """Return production to the version it had before the last promotion."""
+    _lock_production(session)
     current = _current_event(session)
     if current is None or current.previous_id is None:
         raise Conflict("nothing to roll back to: no earlier production version")

@@ -49,11 +49,27 @@ def to_info(row: Round, updates_received: int) -> RoundInfo:
         aggregation_rule=row.aggregation_rule,
         clip_norm=row.clip_norm,
         max_update_norm=row.max_update_norm,
+        norm_bound_factor=row.norm_bound_factor,
+        applied_clip_norm=row.applied_clip_norm,
+        base_reason=row.base_reason,
         updates_received=updates_received,
         result_version=row.result_version,
         reason=row.reason,
         created_at=row.created_at,
         closed_at=row.closed_at,
+        lease_owner=row.lease_owner,
+        lease_until=row.lease_until,
+    )
+
+
+def describe_state(row: Round) -> str:
+    """``open``, or ``aggregating (leased by <owner> until <time>)`` for 409 answers."""
+    if row.state != RoundState.aggregating.value:
+        return row.state
+    until = row.lease_until.isoformat() if row.lease_until else "?"
+    return (
+        f"aggregating (leased by {row.lease_owner or 'an unknown instance'} until {until}; "
+        f"if that process is dead, POST /api/v1/rounds/{row.id}/recover takes over)"
     )
 
 
@@ -63,6 +79,17 @@ def get_row(session: Session, round_id: int, *, lock: bool = False) -> Round:
     if row is None:
         raise NotFound(f"round {round_id} does not exist")
     return row
+
+
+def lease_report(session: Session) -> str:
+    """``none``, or which rounds are being aggregated, by whom and until when."""
+    stmt = select(Round).where(Round.state == RoundState.aggregating.value).order_by(Round.id)
+    held = [
+        f"round {r.id} leased by {r.lease_owner or 'an unknown instance'} "
+        f"until {r.lease_until.isoformat() if r.lease_until else '?'}"
+        for r in session.scalars(stmt)
+    ]
+    return "; ".join(held) or "none"
 
 
 def get_info(session: Session, round_id: int) -> RoundInfo:
@@ -79,22 +106,41 @@ def list_infos(session: Session, state: RoundState | None, limit: int) -> list[R
     return [to_info(r, counts.get(r.id, 0)) for r in rows]
 
 
-def _active_round_id(session: Session) -> int | None:
-    return session.scalar(select(Round.id).where(Round.state.in_(ACTIVE_STATES)).limit(1))
+def _active_round(session: Session) -> Round | None:
+    return session.scalars(select(Round).where(Round.state.in_(ACTIVE_STATES)).limit(1)).first()
+
+
+def choose_base(session: Session, requested: int | str) -> tuple[int, str]:
+    """The version a new round trains from, and why (shown as ``base_reason``).
+
+    Production by default: a published but unpromoted version (which nobody has vetted)
+    is built on only when the admin asks for it by number or as ``latest``.
+    """
+    if isinstance(requested, int):
+        models_registry.get_info(session, requested)  # 404 for an unknown version
+        return requested, f"version {requested}, as requested"
+    latest = models_registry.latest_version(session)
+    if latest is None:
+        raise Conflict("no model version yet: PUT /api/v1/task creates version 0")
+    if requested == "latest":
+        return latest, "latest version, as requested"
+    production = models_registry.production_version(session)
+    if production is None:
+        return latest, "no production version yet: latest"
+    return production, "production version"
 
 
 def open_round(
     session: Session, request: RoundCreate, *, default_deadline_seconds: int, actor: str
 ) -> RoundInfo:
-    """Open a round against ``base_version`` (default: newest); one active round at a time."""
+    """Open a round against ``base_version`` (default: production); one active round at a time."""
     task = tasks.require_task(session)
-    if (active := _active_round_id(session)) is not None:
-        raise Conflict(f"round {active} is still open or aggregating; close or cancel it first")
-    if request.base_version is None:
-        base = models_registry.latest_version(session)
-    else:
-        base = request.base_version
-        models_registry.get_info(session, base)  # 404 for an unknown version
+    if (active := _active_round(session)) is not None:
+        raise Conflict(
+            f"round {active.id} is {describe_state(active)}; "
+            "only one round may be open or aggregating"
+        )
+    base, base_reason = choose_base(session, request.base_version)
     seconds = request.deadline_seconds or default_deadline_seconds
     now = utcnow()
     row = Round(
@@ -107,6 +153,8 @@ def open_round(
         aggregation_rule=request.aggregation_rule.value,
         clip_norm=request.clip_norm,
         max_update_norm=request.max_update_norm,
+        norm_bound_factor=request.norm_bound_factor,
+        base_reason=base_reason,
         created_at=now,
     )
     try:
@@ -120,9 +168,11 @@ def open_round(
         "round.open",
         target(row.id),
         base_version=base,
+        base_reason=base_reason,
         min_clients=row.min_clients,
         deadline_seconds=seconds,
         rule=row.aggregation_rule,
+        norm_bound_factor=row.norm_bound_factor,
         backbone=task.backbone,
     )
     return to_info(row, 0)
@@ -143,7 +193,9 @@ def cancel_round(session: Session, round_id: int, actor: str) -> RoundInfo:
     )
     if result.rowcount != 1:
         session.refresh(row)
-        raise Conflict(f"round {round_id} is {row.state}, only an open round can be cancelled")
+        raise Conflict(
+            f"round {round_id} is {describe_state(row)}; only an open round can be cancelled"
+        )
     audit.record(session, actor, "round.cancel", target(round_id))
     session.refresh(row)
     return get_info(session, round_id)

@@ -12,13 +12,13 @@ other second update is a conflict.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fedmedclip.bounded_json import JsonLimitError, loads_bounded
 from fedmedclip.codec import CodecError, decode_update, payload_sha256
 from fedmedclip.schemas import RoundState, UpdateReceipt
 from services.aggregator import audit, rounds, tasks
@@ -32,6 +32,8 @@ from services.common.problems import (
 )
 
 MAX_METRICS = 64
+MAX_METRICS_HEADER_CHARS = 8 * 1024
+"""64 names of up to 64 characters with their numbers fit easily."""
 
 
 @dataclass(frozen=True)
@@ -54,13 +56,17 @@ class IntakeResult:
 
 
 def parse_local_metrics(header: str | None) -> dict[str, float]:
-    """Parse ``X-Local-Metrics``: a JSON object of metric name -> finite number."""
+    """Parse ``X-Local-Metrics``: a flat JSON object of metric name -> finite number.
+
+    Parsed with limits (size, nesting, integer digits), so a hostile header is a 400 that
+    is audited and counted like any other refused update, never a parser crash.
+    """
     if header is None or not header.strip():
         return {}
     try:
-        data = json.loads(header)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(f"X-Local-Metrics is not valid JSON: {exc.msg}") from exc
+        data = loads_bounded(header, max_bytes=MAX_METRICS_HEADER_CHARS, max_depth=1)
+    except JsonLimitError as exc:
+        raise InvalidRequest(f"X-Local-Metrics is refused: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidRequest("X-Local-Metrics must be a JSON object of name -> number")
     if len(data) > MAX_METRICS:

@@ -7,10 +7,23 @@ reference weighs clients uniformly).
 ``WeightedMean`` keeps one running sum, so its memory does not grow with the number of
 updates. The robust rules need every update at once per coordinate; they hold the stacked
 updates and are meant for the tens of clients a medical federation has.
+
+Every rule accumulates in float64, so updates whose values are huge but finite (two nodes
+sending 2e38 everywhere) cannot overflow a float32 sum into ``inf``. The float32 result is
+checked: a rule whose result is not finite raises :class:`NonFiniteAggregate` rather than
+return a model that would poison every later round.
+
+:func:`norm_bound` is the default defence of a round against one oversized update:
+each update is clipped to ``factor`` times the (lower) median norm of the round's updates.
+Honest updates of one round have similar norms (same task, same hints, same base), so with
+the default factor of 3 they pass unchanged, while an update 10^6 times larger counts as
+at most 3 honest ones. The lower median is used so that with two updates the bound comes
+from the smaller one, and it holds as long as fewer than half the updates are oversized.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -20,12 +33,46 @@ from fedmedclip.enums import AggregationRule, parse_choice
 
 Delta = Mapping[str, torch.Tensor]
 
+DEFAULT_NORM_BOUND_FACTOR = 3.0
+"""Updates are clipped to this many times the median update norm of their round."""
+
+
+class NonFiniteAggregate(ValueError):
+    """The aggregate (or the model built from it) holds NaN or infinite values."""
+
+
+def require_finite(state: Mapping[str, torch.Tensor], what: str) -> None:
+    """Raise :class:`NonFiniteAggregate` naming the first tensor of ``state`` that is not finite."""
+    for name, tensor in state.items():
+        if not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise NonFiniteAggregate(
+                f"{what} is not finite: tensor {name!r} has {bad} NaN or infinite values"
+            )
+
+
+def _to_float32(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The float64 ``state`` as float32, refusing values that do not fit."""
+    out = {name: tensor.to(torch.float32) for name, tensor in state.items()}
+    require_finite(out, "the aggregated update")
+    return out
+
+
+def norm_bound(norms: Iterable[float], factor: float = DEFAULT_NORM_BOUND_FACTOR) -> float:
+    """``factor`` times the lower median of ``norms``: the default clip norm of a round."""
+    values = sorted(norms)
+    if not values:
+        raise ValueError("no update norms to derive a bound from")
+    return factor * statistics.median_low(values)
+
 
 def clip_update(delta: Delta, max_norm: float) -> dict[str, torch.Tensor]:
     """Scale ``delta`` down so that its L2 norm is at most ``max_norm``."""
     norm = update_norm(delta)
-    factor = min(1.0, max_norm / norm) if norm > 0 else 1.0
-    return {k: v * factor for k, v in delta.items()}
+    if norm <= max_norm:
+        return dict(delta)
+    factor = max_norm / norm
+    return {k: (v.to(torch.float64) * factor).to(torch.float32) for k, v in delta.items()}
 
 
 class WeightedMean:
@@ -50,7 +97,7 @@ class WeightedMean:
     def result(self) -> dict[str, torch.Tensor]:
         if not self.count:
             raise ValueError("no updates to aggregate")
-        return {k: (v / self._weight).to(torch.float32) for k, v in self._sum.items()}
+        return _to_float32({k: v / self._weight for k, v in self._sum.items()})
 
 
 class _Stacked:
@@ -66,12 +113,12 @@ class _Stacked:
         self.count += 1
 
     def _stack(self, name: str) -> torch.Tensor:
-        return torch.stack([u[name].to(torch.float32) for u in self._updates])
+        return torch.stack([u[name].to(torch.float64) for u in self._updates])
 
     def result(self) -> dict[str, torch.Tensor]:
         if not self.count:
             raise ValueError("no updates to aggregate")
-        return {name: self._reduce(self._stack(name)) for name in self._updates[0]}
+        return _to_float32({name: self._reduce(self._stack(name)) for name in self._updates[0]})
 
     def _reduce(self, stacked: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -6,7 +6,7 @@ Nothing here unpickles. The wire format is explicit and documented:
     format version                     uint16, little endian
     header length H                    uint32, little endian
     header                             H bytes of UTF-8 JSON (see below)
-    body                               one zstd frame
+    body                               one zstd frame, nothing after it
 
 The header holds ``format_version``, ``base_version``, ``quantization`` (``fp16``, ``int8``
 or ``int4``), the ordered ``tensors`` list (``name``, ``shape``, ``rows_kept``), the
@@ -16,6 +16,10 @@ big-endian bit order) followed by its kept rows only: for ``fp16`` the values as
 for ``int8``/``int4`` one float32 scale per kept row then the codes (int8, or two 4-bit
 codes per byte, ``code + 8`` in each nibble, high nibble first). Omitted rows decode to a zero
 delta. Vectors are float16 (``fp16``) or float32 (``int8``/``int4``; they are tiny).
+
+The header is parsed with limits (size, nesting depth, integer digits) and validated with
+exact types, so a hostile header is a :class:`CodecError` like any other fault: that error
+is the only one :func:`decode_update` lets escape.
 
 Quantisation is symmetric per row, so the absolute error of every element is at most
 ``max|row| / 254`` for int8 and ``max|row| / 14`` for int4 (half a quantisation step).
@@ -30,16 +34,25 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 import zstandard
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fedmedclip.bounded_json import JsonLimitError, loads_bounded
 from fedmedclip.enums import Quantization, parse_choice
 
 MAGIC = b"FMCU"
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_DEPTH = 4
+"""The header nests object > list of tensors > tensor > shape: four levels."""
+MAX_TENSORS = 1024
+MAX_TENSOR_DIMS = 4
+MAX_NAME_CHARS = 200
+_MAX_DIM = 2**31 - 1
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 _PREFIX = struct.Struct("<4sHI")
 _LEVELS = {Quantization.int8: 127, Quantization.int4: 7}
@@ -153,8 +166,40 @@ def encode_update(
     return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes)) + header_bytes + compressed
 
 
+class _TensorEntry(BaseModel):
+    """One tensor of the header; strict, so ``384.0`` or ``true`` is not taken for ``384``."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    shape: list[Annotated[int, Field(ge=0, le=_MAX_DIM)]] = Field(max_length=MAX_TENSOR_DIMS)
+    rows_kept: Annotated[int, Field(ge=0, le=_MAX_DIM)] | None
+
+
+class _Header(BaseModel):
+    """The header as :func:`encode_update` writes it, and nothing else."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    format_version: Literal[1]
+    base_version: Annotated[int, Field(ge=0, le=_MAX_DIM)]
+    quantization: Literal["fp16", "int8", "int4"]
+    tensors: list[_TensorEntry] = Field(max_length=MAX_TENSORS)
+    raw_body_bytes: Annotated[int, Field(ge=0)]
+    body_sha256: str = Field(pattern="^[0-9a-f]{64}$")
+
+
+def _field_problem(error: Mapping) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "header"
+    return f"{where}: {error['msg']}"
+
+
 def read_header(data: bytes) -> dict:
-    """Parse and sanity-check the header without touching the body."""
+    """Parse and strictly validate the header without touching the body.
+
+    The JSON is parsed with limits (size, nesting, integer length) and must match the
+    header :func:`encode_update` writes field for field, with exact types.
+    """
     if len(data) < _PREFIX.size:
         raise CodecError(f"update is truncated: {len(data)} bytes is shorter than the prefix")
     magic, version, header_len = _PREFIX.unpack_from(data)
@@ -164,24 +209,19 @@ def read_header(data: bytes) -> dict:
         raise CodecError(f"unsupported update format version {version}; expected {FORMAT_VERSION}")
     if header_len > MAX_HEADER_BYTES or _PREFIX.size + header_len > len(data):
         raise CodecError("update is truncated or its header length is invalid")
+    raw = data[_PREFIX.size : _PREFIX.size + header_len]
     try:
-        header = json.loads(data[_PREFIX.size : _PREFIX.size + header_len])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CodecError(f"update header is not valid JSON: {exc}") from exc
-    required = {
-        "base_version": int,
-        "quantization": str,
-        "tensors": list,
-        "raw_body_bytes": int,
-        "body_sha256": str,
-    }
-    if not isinstance(header, dict):
-        raise CodecError("update header must be a JSON object")
-    for key, kind in required.items():
-        if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool):
-            raise CodecError(f"update header field {key!r} is missing or not a {kind.__name__}")
-    header["quantization"] = _quantization(header["quantization"])
-    return header | {"_body_offset": _PREFIX.size + header_len}
+        parsed = loads_bounded(raw, max_bytes=MAX_HEADER_BYTES, max_depth=MAX_HEADER_DEPTH)
+    except JsonLimitError as exc:
+        raise CodecError(f"update header: {exc}") from exc
+    try:
+        header = _Header.model_validate(parsed)
+    except ValidationError as exc:
+        problems = "; ".join(_field_problem(e) for e in exc.errors()[:5])
+        raise CodecError(f"update header is invalid: {problems}") from exc
+    fields = header.model_dump()
+    fields["quantization"] = _quantization(fields["quantization"])
+    return fields | {"_body_offset": _PREFIX.size + header_len}
 
 
 def _tensor_body_size(
@@ -245,19 +285,36 @@ def decode_update(
         raise CodecError(
             f"header declares {header['raw_body_bytes']} body bytes, shapes imply {expected_size}"
         )
-    try:
-        reader = zstandard.ZstdDecompressor().stream_reader(data[header["_body_offset"] :])
-        raw = reader.read(expected_size + 1)
-    except zstandard.ZstdError as exc:
-        raise CodecError(f"update body is corrupt: {exc}") from exc
-    if len(raw) != expected_size:
-        raise CodecError(f"update body decompresses to {len(raw)} bytes, expected {expected_size}")
+    raw = _decompress(data[header["_body_offset"] :], expected_size)
     if hashlib.sha256(raw).hexdigest() != header["body_sha256"]:
         raise CodecError("update body checksum (sha256) does not match the header")
     delta = _decode_body(raw, header["tensors"], quantization)
     if max_norm is not None and (norm := update_norm(delta)) > max_norm:
         raise CodecError(f"update norm {norm:.4g} exceeds the bound {max_norm:.4g}")
     return DecodedUpdate(header["base_version"], quantization, delta, payload_sha256(data))
+
+
+def _decompress(frame: bytes, expected_size: int) -> bytes:
+    """The one zstd frame of the body, at most ``expected_size`` bytes, nothing after it.
+
+    A frame that declares a larger content size is refused before anything is allocated
+    (so a zstd bomb cannot exhaust memory), and bytes after the frame are refused rather
+    than stored unseen.
+    """
+    try:
+        declared = zstandard.frame_content_size(frame)
+        if declared not in (expected_size, zstandard.CONTENTSIZE_UNKNOWN):
+            raise CodecError(
+                f"update body declares {declared} decompressed bytes, expected {expected_size}"
+            )
+        raw = zstandard.ZstdDecompressor().decompress(
+            frame, max_output_size=expected_size, allow_extra_data=False
+        )
+    except zstandard.ZstdError as exc:
+        raise CodecError(f"update body is corrupt: {exc}") from exc
+    if len(raw) != expected_size:
+        raise CodecError(f"update body decompresses to {len(raw)} bytes, expected {expected_size}")
+    return raw
 
 
 def _decode_body(

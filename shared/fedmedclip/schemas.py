@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, field_validator
 
+from fedmedclip.aggregation import DEFAULT_NORM_BOUND_FACTOR
 from fedmedclip.backbone import BackboneError, embedding_dim
 from fedmedclip.data.datasets import normalize_class_name
 from fedmedclip.enums import AggregationRule, Quantization, RoundState
+from fedmedclip.ids import VersionNumber
 from fedmedclip.model import AdapterConfig
 
 
@@ -114,11 +117,22 @@ class RoundInfo(BaseModel):
     aggregation_rule: AggregationRule = AggregationRule.weighted_mean
     clip_norm: float | None = None
     max_update_norm: float | None = None
+    norm_bound_factor: float | None = Field(
+        None, description="Updates are clipped to this times the median update norm (None: off)."
+    )
+    applied_clip_norm: float | None = Field(
+        None, description="The clip norm the aggregation used (after it ran; None: no clipping)."
+    )
+    base_reason: str | None = Field(None, description="Why the round trains from base_version.")
     updates_received: int = 0
     result_version: int | None = None
     reason: str | None = None
     created_at: datetime
     closed_at: datetime | None = None
+    lease_owner: str | None = Field(
+        None, description="host/pid/boot/start of the hub process aggregating the round."
+    )
+    lease_until: datetime | None = None
 
 
 class ModelInfo(BaseModel):
@@ -145,6 +159,18 @@ class UpdateReceipt(BaseModel):
     received_at: datetime
 
 
+def _base_kind(value: object) -> str:
+    return "name" if isinstance(value, str) else "number"
+
+
+BaseChoice = Annotated[
+    Annotated[VersionNumber, Strict(), Tag("number")]
+    | Annotated[Literal["production", "latest"], Tag("name")],
+    Discriminator(_base_kind),
+]
+"""A version number or a name; the tag keeps validation messages free of type reprs."""
+
+
 class RoundCreate(BaseModel):
     """What an admin sends to open a round."""
 
@@ -160,8 +186,16 @@ class RoundCreate(BaseModel):
     max_update_norm: float | None = Field(
         None, gt=0, description="Refuse updates whose L2 norm is larger."
     )
-    base_version: int | None = Field(
-        None, ge=0, description="Version to train from (default: the newest version)."
+    norm_bound_factor: float | None = Field(
+        DEFAULT_NORM_BOUND_FACTOR,
+        ge=1,
+        le=1000,
+        description="Clip each update to this many times the median update norm of the round; "
+        "null turns the default bound off.",
+    )
+    base_version: BaseChoice = Field(
+        "production",
+        description="Version to train from: a number, 'production' (default) or 'latest'.",
     )
 
 

@@ -6,15 +6,20 @@ nodes talk to it over loopback HTTP exactly as a hospital node does.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import sqlite3
+import struct
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from fedmedclip.codec import encode_update
+from fedmedclip.codec import encode_update, read_header
 from tests.reliability.support import HubProcess, threaded_hub
 from tests.support.hub import ADMIN, Hub, bearer, encoded, make_delta
 from tests.support.processes import wait_until
@@ -132,6 +137,25 @@ def _nonfinite(value: float) -> Callable[[], bytes]:
     return make
 
 
+def _hostile_header(header: str) -> bytes:
+    """The prefix of a real update around a hostile header, then a real body."""
+    valid = encoded(12, base_version=1)
+    raw = header.encode()
+    return (
+        valid[:6] + struct.pack("<I", len(raw)) + raw + valid[read_header(valid)["_body_offset"] :]
+    )
+
+
+def _float_shapes(body: bytes) -> bytes:
+    """``body`` with its shapes written as floats (``[384.0, 384.0]``)."""
+    header = read_header(body)
+    offset = header.pop("_body_offset")
+    for tensor in header["tensors"]:
+        tensor["shape"] = [float(n) for n in tensor["shape"]]
+    raw = json.dumps(header).encode()
+    return body[:6] + struct.pack("<I", len(raw)) + raw + body[offset:]
+
+
 def _flip_middle(body: bytes) -> bytes:
     middle = len(body) // 2
     return body[:middle] + bytes(b ^ 0x5A for b in body[middle : middle + 32]) + body[middle + 32 :]
@@ -149,7 +173,9 @@ def test_every_bad_update_is_refused_with_a_4xx_and_nothing_is_stored(tmp_path: 
         late = hub.post_update(early, other, encoded(2), key="late")
         assert late.status_code == 409 and "no longer accepts" in late.json()["detail"]
 
-        round_id = hub.open_round(min_clients=1, deadline_seconds=600, max_update_norm=50.0)["id"]
+        round_id = hub.open_round(
+            min_clients=1, deadline_seconds=600, max_update_norm=50.0, base_version="latest"
+        )["id"]
         good = encoded(3, base_version=1)
         accepted = hub.post_update(round_id, honest, good, key="good")
         assert accepted.status_code == 201
@@ -227,6 +253,38 @@ def test_every_bad_update_is_refused_with_a_4xx_and_nothing_is_stored(tmp_path: 
                 400,
                 "finite",
             ),
+            "header nested 60,000 deep": (
+                lambda: post(_hostile_header("[" * 60_000)),
+                400,
+                "nests 60000 levels",
+            ),
+            "header with a 5,000-digit integer": (
+                lambda: post(_hostile_header('{"base_version": ' + "9" * 5000 + "}")),
+                400,
+                "more than 20 digits",
+            ),
+            "header with float shape entries": (
+                lambda: post(_float_shapes(encoded(12, base_version=1))),
+                400,
+                "valid integer",
+            ),
+            "bytes after the zstd frame": (
+                lambda: post(encoded(13, base_version=1) + b"smuggled"),
+                400,
+                "unused data",
+            ),
+            "metrics nested 5,000 deep": (
+                lambda: post(encoded(14, base_version=1), **{"X-Local-Metrics": "[" * 5000}),
+                400,
+                "nests 5000 levels",
+            ),
+            "metrics with a 5,000-digit integer": (
+                lambda: post(
+                    encoded(14, base_version=1), **{"X-Local-Metrics": '{"n": ' + "9" * 5000 + "}"}
+                ),
+                400,
+                "more than 20 digits",
+            ),
             "no token": (
                 lambda: hub.client.post(f"/api/v1/rounds/{round_id}/updates", content=good),
                 401,
@@ -269,7 +327,86 @@ def test_every_bad_update_is_refused_with_a_4xx_and_nothing_is_stored(tmp_path: 
             f"/api/v1/models/{closed['result_version']}", headers=ADMIN
         ).json()["contributors"]
         assert contributors == ["honest", "other"]
-        # Every refusal by the intake is in the audit trail (the late update included).
+        # Every refusal by the intake is in the audit trail (the late update included) and
+        # counted; no answer was a 5xx.
         assert len(hub.audit(action="update.rejected", limit=1000)) == audited + 1
+        rejected = hub.client.get("/metrics").text
+        counted = sum(
+            float(line.split()[-1])
+            for line in rejected.splitlines()
+            if line.startswith("fedmedclip_aggregator_updates_rejected_total{")
+        )
+        assert counted == audited + 1
     figures.set("bad_inputs.aggregator_updates_tried", tried + 1)  # + the late update
     figures.add("faults.revoked_token_mid_round")
+
+
+def _round_state(db_file: Path, round_id: int) -> tuple[str, str | None]:
+    """Read the round straight from the SQLite file (the hub may be stopped or dead)."""
+    with sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=30) as connection:
+        return connection.execute(
+            "SELECT state, lease_owner FROM rounds WHERE id = ?", (round_id,)
+        ).fetchone()
+
+
+def test_sigkill_mid_aggregation_is_taken_over_at_restart(tmp_path: Path, figures) -> None:
+    """Killed while aggregating, the restarted hub finishes the round at once, not in 5 min."""
+    names = [f"site-{i}" for i in range(12)]
+    hub_process = HubProcess(tmp_path / "hub", tmp_path / "hub.log")
+    (tmp_path / "hub").mkdir()
+    db_file = tmp_path / "hub" / "aggregator.db"
+    hub_process.start()
+    try:
+        with httpx.Client(base_url=hub_process.url, timeout=120) as http:
+            hub = Hub(http)
+            assert hub.set_task().status_code == 200
+            tokens = {name: hub.add_node(name) for name in names}
+            round_id = hub.open_round(min_clients=len(names), aggregation_rule="median")["id"]
+            for seed, name in enumerate(names):
+                body = encoded(seed, quantization="fp16")
+                assert hub.post_update(round_id, tokens[name], body, key=name).status_code == 201
+
+            closing = threading.Thread(target=lambda: _close_quietly(hub_process.url, round_id))
+            closing.start()
+            state, owner = wait_until(
+                lambda: (row := _round_state(db_file, round_id))[0] != "open" and row,
+                timeout=60,
+                interval=0.005,
+                what="the round claimed for aggregation",
+            )
+            assert state == "aggregating", "aggregation finished before the kill; add updates"
+            dead_pid = hub_process.proc.pid
+            hub_process.kill()
+            closing.join(timeout=60)
+        assert owner is not None and f"/{dead_pid}/" in owner
+        assert _round_state(db_file, round_id) == ("aggregating", owner)
+
+        restarted = time.monotonic()
+        hub_process.start()  # same host, same SQLite file: the dead owner is seen at start
+        with httpx.Client(base_url=hub_process.url, timeout=120) as http:
+            hub = Hub(http)
+            final = wait_until(
+                lambda: (r := hub.round(round_id))["state"] != "aggregating" and r,
+                timeout=60,
+                what="the interrupted round finished",
+            )
+            recovered_after = time.monotonic() - restarted
+            assert final["state"] == "published", final
+            assert sorted(hub.weights(final["result_version"])[1]["contributors"]) == sorted(names)
+            causes = [e["details"]["cause"] for e in hub.audit(action="round.close")]
+            assert causes[0].startswith("resumed at once"), causes
+            assert hub.audit(action="round.close")[0]["details"]["previous_owner"] == owner
+            ready = http.get("/ready").json()
+            assert ready["checks"]["aggregation_leases"] == "none"
+    finally:
+        hub_process.stop()
+    assert recovered_after < 60  # the lease was 5 minutes
+    figures.set(
+        "faults.aggregator_sigkill_mid_aggregation.recovered_after_s", round(recovered_after, 1)
+    )
+
+
+def _close_quietly(url: str, round_id: int) -> None:
+    """POST close; the hub is killed while answering, so a dropped connection is expected."""
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.post(f"{url}/api/v1/rounds/{round_id}/close", headers=ADMIN, timeout=120)

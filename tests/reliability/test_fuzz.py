@@ -54,6 +54,7 @@ AGGREGATOR_OPERATIONS = [
     "PUT /api/v1/task",
     "POST /api/v1/models/{version}/promote",
     "POST /api/v1/models/rollback",
+    "POST /api/v1/rounds/{round_id}/recover",
     "POST /api/v1/rounds/{round_id}/close",
     "POST /api/v1/rounds/{round_id}/cancel",
     "POST /api/v1/rounds",

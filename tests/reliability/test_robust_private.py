@@ -35,9 +35,9 @@ def _deltas() -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
     return honest, poisoned
 
 
-def _published_delta(hub: Hub, version: int) -> dict[str, torch.Tensor]:
-    before, _, _ = hub.weights(version - 1)
-    after, _, _ = hub.weights(version)
+def _published_delta(hub: Hub, closed: dict) -> dict[str, torch.Tensor]:
+    before, _, _ = hub.weights(closed["base_version"])
+    after, _, _ = hub.weights(closed["result_version"])
     return {k: after[k] - before[k] for k in SHAPES}
 
 
@@ -65,16 +65,19 @@ def test_one_poisoned_node_cannot_move_the_robust_aggregate_far(tmp_path: Path, 
     errors = {}
     with threaded_hub(tmp_path / "hub") as (_, hub):
         tokens = {name: hub.add_node(name) for name in deltas}
-        for rule in (
-            {"aggregation_rule": "weighted_mean"},
-            {"aggregation_rule": "weighted_mean", "clip_norm": 2 * scale},
-            {"aggregation_rule": "median"},
-            {"aggregation_rule": "trimmed_mean"},
-        ):
+        no_bound = {"norm_bound_factor": None}
+        for label, rule in {
+            "weighted_mean": {"aggregation_rule": "weighted_mean"} | no_bound,
+            "weighted_mean+clip": {"aggregation_rule": "weighted_mean", "clip_norm": 2 * scale}
+            | no_bound,
+            "weighted_mean+default_bound": {"aggregation_rule": "weighted_mean"},
+            "median": {"aggregation_rule": "median"} | no_bound,
+            "trimmed_mean": {"aggregation_rule": "trimmed_mean"} | no_bound,
+        }.items():
             closed = _run_round(hub, tokens, deltas, **rule)
-            published = _published_delta(hub, closed["result_version"])
-            label = "+".join(str(v) if k != "clip_norm" else "clip" for k, v in rule.items())
-            errors[label] = _distance(published, honest_mean) / scale
+            errors[label] = _distance(_published_delta(hub, closed), honest_mean) / scale
+            if label == "weighted_mean+default_bound":  # 3 x the median norm: an honest one
+                assert closed["applied_clip_norm"] == pytest.approx(3 * scale, rel=0.1)
 
         # With an update norm bound the poisoned update is refused and the rest aggregate.
         info = hub.open_round(min_clients=HONEST, max_update_norm=10 * scale)
@@ -89,13 +92,14 @@ def test_one_poisoned_node_cannot_move_the_robust_aggregate_far(tmp_path: Path, 
         closed = hub.close(info["id"]).json()
         assert closed["updates_received"] == HONEST
         errors["weighted_mean+max_update_norm"] = (
-            _distance(_published_delta(hub, closed["result_version"]), honest_mean) / scale
+            _distance(_published_delta(hub, closed), honest_mean) / scale
         )
 
     # The poisoned node drags the plain mean hundreds of honest norms away...
     assert errors["weighted_mean"] > 100
     # ...clipping bounds its pull, and the robust rules all but ignore it.
     assert errors["weighted_mean+clip"] < 3
+    assert errors["weighted_mean+default_bound"] < 4
     assert errors["median"] < 0.5
     assert errors["trimmed_mean"] < 0.5
     assert errors["weighted_mean+max_update_norm"] < 0.01

@@ -412,4 +412,4 @@ def test_every_route_that_takes_a_body_caps_it(tmp_path: Path, trained_store: Pa
 
 
 def _reads_body(path: str) -> bool:
-    return not re.search(r"/(close|cancel|promote|rollback)$", path)
+    return not re.search(r"/(close|cancel|recover|promote|rollback)$", path)

@@ -17,9 +17,9 @@ from fastapi import FastAPI
 
 from services.aggregator.app import create_app as create_hub
 from services.common.serving import ServerLimits
-from tests.integration.aggregator.support import ADMIN_TOKEN
 from tests.integration.inference.helpers import CLINICIAN, make_settings, serve
 from tests.reliability.support import hub_settings, threaded_hub
+from tests.support.hub import ADMIN_TOKEN
 from tests.support.processes import ThreadedServer
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from fedmedclip.ids import VersionNumber
 from fedmedclip.schemas import ModelInfo
 from services.aggregator import models_registry
 from services.aggregator.api.deps import AdminDep, CallerDep, SessionDep
@@ -27,7 +28,7 @@ def rollback(admin: AdminDep, session: SessionDep) -> ModelInfo:
 
 
 @router.get("/{version}", response_model=ModelInfo, summary="One version's metadata")
-def get_model(version: int, _: CallerDep, session: SessionDep) -> ModelInfo:
+def get_model(version: VersionNumber, _: CallerDep, session: SessionDep) -> ModelInfo:
     return models_registry.get_info(session, version)
 
 
@@ -37,7 +38,7 @@ def get_model(version: int, _: CallerDep, session: SessionDep) -> ModelInfo:
     summary="One version's weights (safetensors)",
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def get_blob(version: int, _: CallerDep, session: SessionDep) -> Response:
+def get_blob(version: VersionNumber, _: CallerDep, session: SessionDep) -> Response:
     """The safetensors bytes; ``X-Model-SHA256`` lets the site verify them."""
     blob, sha256 = models_registry.get_blob(session, version)
     return Response(
@@ -48,5 +49,5 @@ def get_blob(version: int, _: CallerDep, session: SessionDep) -> Response:
 
 
 @router.post("/{version}/promote", response_model=ModelInfo, summary="Make a version production")
-def promote(version: int, admin: AdminDep, session: SessionDep) -> ModelInfo:
+def promote(version: VersionNumber, admin: AdminDep, session: SessionDep) -> ModelInfo:
     return models_registry.promote(session, version, admin.actor)

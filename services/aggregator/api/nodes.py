@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from fedmedclip.ids import DbId
 from fedmedclip.schemas import NodeCreate, NodeCreated, NodeIdentity
 from services.aggregator import nodes
 from services.aggregator.api.deps import AdminDep, NodeDep, SessionDep
@@ -29,5 +30,5 @@ def me(node: NodeDep) -> NodeIdentity:
 
 
 @router.delete("/{node_id}", response_model=nodes.NodeOut, summary="Revoke a node's token")
-def revoke_node(node_id: int, admin: AdminDep, session: SessionDep) -> nodes.NodeOut:
+def revoke_node(node_id: DbId, admin: AdminDep, session: SessionDep) -> nodes.NodeOut:
     return nodes.revoke_node(session, node_id, admin.actor)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from fedmedclip.ids import DbId
 from fedmedclip.schemas import RoundCreate, RoundInfo, RoundState
 from services.aggregator import rounds
 from services.aggregator.api.deps import AdminDep, CallerDep, ContextDep, SessionDep
@@ -38,13 +39,13 @@ def list_rounds(
 
 
 @router.get("/{round_id}", response_model=RoundInfo, summary="One round")
-def get_round(round_id: int, _: CallerDep, session: SessionDep) -> RoundInfo:
+def get_round(round_id: DbId, _: CallerDep, session: SessionDep) -> RoundInfo:
     return rounds.get_info(session, round_id)
 
 
 @router.post("/{round_id}/close", response_model=RoundInfo, summary="Aggregate now")
 def close_round(
-    round_id: int, admin: AdminDep, context: ContextDep, session: SessionDep
+    round_id: DbId, admin: AdminDep, context: ContextDep, session: SessionDep
 ) -> RoundInfo:
     """Publish a new version if ``min_clients`` updates arrived, else fail the round."""
     context.closer.close(round_id, actor=admin.actor, cause=CLOSED_BY_ADMIN)
@@ -52,5 +53,23 @@ def close_round(
 
 
 @router.post("/{round_id}/cancel", response_model=RoundInfo, summary="Cancel an open round")
-def cancel_round(round_id: int, admin: AdminDep, session: SessionDep) -> RoundInfo:
+def cancel_round(round_id: DbId, admin: AdminDep, session: SessionDep) -> RoundInfo:
     return rounds.cancel_round(session, round_id, admin.actor)
+
+
+@router.post(
+    "/{round_id}/recover",
+    response_model=RoundInfo,
+    summary="Take over an interrupted aggregation now",
+)
+def recover_round(
+    round_id: DbId, admin: AdminDep, context: ContextDep, session: SessionDep
+) -> RoundInfo:
+    """Aggregate a round left ``aggregating`` by a dead hub without waiting for its lease.
+
+    For an owner on another host, which the hub cannot check itself (a dead process of
+    the same host is taken over at once anyway). Audited as ``round.recover``; 409 unless
+    the round is aggregating.
+    """
+    context.closer.recover(round_id, actor=admin.actor)
+    return rounds.get_info(session, round_id)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from fedmedclip.ids import DbId
 from fedmedclip.schemas import UpdateReceipt
 from services.aggregator import audit, rounds, updates
 from services.aggregator.api.deps import ContextDep, NodeDep, SessionDep
@@ -62,7 +63,7 @@ async def _record_rejection(
     responses={200: {"description": "A replay of an accepted update: the original receipt."}},
 )
 async def post_update(
-    round_id: int,
+    round_id: DbId,
     request: Request,
     response: Response,
     node: NodeDep,

@@ -67,8 +67,10 @@ class Round(Base):
 
     ``active`` is True while the round is open or aggregating and NULL afterwards; its
     unique constraint lets the database itself refuse a second active round (NULLs never
-    collide), even with several hub instances. ``claim_token`` and ``lease_until`` belong to
-    the instance that is aggregating, so a crashed aggregation is taken over after the lease.
+    collide), even with several hub instances. ``claim_token``, ``lease_until`` and
+    ``lease_owner`` (host/pid/boot/start of the process) belong to the instance that is
+    aggregating, so a crashed aggregation is taken over after the lease, or at once when
+    the owner is a dead process of the same host.
     """
 
     __tablename__ = "rounds"
@@ -89,6 +91,10 @@ class Round(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claim_token: Mapped[str | None] = mapped_column(String(32))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(300))
+    norm_bound_factor: Mapped[float | None] = mapped_column(Float)
+    applied_clip_norm: Mapped[float | None] = mapped_column(Float)
+    base_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class Update(Base):

@@ -65,7 +65,7 @@ def test_promote_and_rollback_move_production(hub: Hub) -> None:
     assert hub.client.get("/api/v1/models/production", headers=ADMIN).json()["version"] == 0
     token = hub.add_node("alpha")
     for seed in (1, 2):
-        round_id = hub.open_round()["id"]
+        round_id = hub.open_round(base_version="latest")["id"]
         assert (
             hub.post_update(
                 round_id, token, encoded(seed, base_version=seed - 1), key=str(seed)

@@ -69,15 +69,30 @@ def test_full_round_publishes_the_sample_weighted_mean(hub: Hub, quantization: s
     assert hub.metric('fedmedclip_aggregator_rounds{state="published"}') == 1
 
 
-def test_next_round_builds_on_the_newest_version(hub: Hub) -> None:
+def test_next_round_builds_on_production_unless_asked_for_latest(hub: Hub) -> None:
     token = hub.add_node("alpha")
     first = hub.open_round()
+    assert first["base_reason"] == "production version"
     assert hub.post_update(first["id"], token, encoded(1)).status_code == 201
     assert hub.close(first["id"]).json()["state"] == "published"
+
+    # Version 1 is published but not promoted: the next round still trains from 0.
     second = hub.open_round()
-    assert second["base_version"] == 1
-    stale = hub.post_update(second["id"], token, encoded(2, base_version=0))
+    assert (second["base_version"], second["base_reason"]) == (0, "production version")
+    assert hub.client.post(f"/api/v1/rounds/{second['id']}/cancel", headers=ADMIN).is_success
+
+    latest = hub.open_round(base_version="latest")
+    assert (latest["base_version"], latest["base_reason"]) == (1, "latest version, as requested")
+    stale = hub.post_update(latest["id"], token, encoded(2, base_version=0))
     assert stale.status_code == 400 and "base version 0, expected 1" in stale.json()["detail"]
+    assert hub.client.post(f"/api/v1/rounds/{latest['id']}/cancel", headers=ADMIN).is_success
+
+    assert hub.client.post("/api/v1/models/1/promote", headers=ADMIN).status_code == 200
+    promoted = hub.open_round()
+    assert (promoted["base_version"], promoted["base_reason"]) == (1, "production version")
+    assert hub.client.post(f"/api/v1/rounds/{promoted['id']}/cancel", headers=ADMIN).is_success
+    pinned = hub.open_round(base_version=0)
+    assert pinned["base_reason"] == "version 0, as requested"
 
 
 def test_deadline_with_too_few_updates_fails_the_round(hub: Hub) -> None:

@@ -117,7 +117,7 @@ def test_unknown_and_closed_rounds_are_refused(hub, node, round_id) -> None:
         ({"X-Sample-Count": "many"}, "X-Sample-Count"),
         ({"X-Sample-Count": "0"}, "X-Sample-Count"),
         ({"Idempotency-Key": ""}, "Idempotency-Key"),
-        ({"X-Local-Metrics": "{not json"}, "X-Local-Metrics is not valid JSON"),
+        ({"X-Local-Metrics": "{not json"}, "X-Local-Metrics is refused: not valid JSON"),
         ({"X-Local-Metrics": '{"acc": "high"}'}, "must be a finite number"),
         ({"X-Local-Metrics": "[1, 2]"}, "must be a JSON object"),
     ],

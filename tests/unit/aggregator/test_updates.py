@@ -19,6 +19,10 @@ def test_local_metrics_header_parsing() -> None:
         ('{"": 1}', "1 to 64"),
         ("[]", "JSON object"),
         ("{", "not valid JSON"),
+        ('{"acc": ' + "[" * 5000 + "}", "nests 5001 levels"),
+        ('{"acc": ' + "7" * 5000 + "}", "more than 20 digits"),
+        ('{"acc": {"nested": 1}}', "nests 2 levels"),
+        ('{"acc": "' + "x" * 9000 + '"}', "more than 8192"),
         (json.dumps({f"m{i}": i for i in range(65)}), "at most 64"),
     ]:
         with pytest.raises(InvalidRequest, match=message):

@@ -2,9 +2,18 @@
 
 import tracemalloc
 
+import pytest
 import torch
 
-from fedmedclip.aggregation import aggregate, clip_update
+from fedmedclip.aggregation import (
+    DEFAULT_NORM_BOUND_FACTOR,
+    RULES,
+    NonFiniteAggregate,
+    aggregate,
+    clip_update,
+    norm_bound,
+    require_finite,
+)
 from fedmedclip.codec import update_norm
 
 
@@ -53,3 +62,39 @@ def test_weighted_mean_streams_in_constant_memory():
 
     small, large = peak(5), peak(50)
     assert large < small * 1.5
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_huge_finite_updates_do_not_overflow_any_rule(rule: str) -> None:
+    """Two nodes sending 2e38 everywhere: a float32 sum would be inf, float64 is not."""
+    huge = {"w": torch.full((3, 2), 2e38), "b": torch.full((2,), -2e38)}
+    result = aggregate([(huge, 1.0), (huge, 1.0)], rule=rule)
+    assert all(torch.isfinite(t).all() for t in result.values())
+    torch.testing.assert_close(result["w"], huge["w"])
+
+
+def test_a_model_that_overflows_is_refused_by_name() -> None:
+    base = {"w": torch.full((2,), 3e38)}
+    state = {k: base[k] + torch.full((2,), 3e38) for k in base}
+    with pytest.raises(NonFiniteAggregate, match="tensor 'w' has 2 NaN or infinite values"):
+        require_finite(state, "the new model")
+    require_finite(base, "the base model")  # finite: no error
+
+
+def test_norm_bound_is_factor_times_the_lower_median() -> None:
+    assert norm_bound([1.0, 2.0, 1e30], factor=3.0) == 6.0
+    assert norm_bound([2.0, 1e30], factor=3.0) == 6.0  # two updates: the smaller one counts
+    assert norm_bound([5.0]) == 5.0 * DEFAULT_NORM_BOUND_FACTOR
+    with pytest.raises(ValueError, match="no update norms"):
+        norm_bound([])
+
+
+def test_clipping_to_the_norm_bound_tames_one_oversized_update() -> None:
+    honest = [{"w": torch.full((4,), 0.1 * (i + 1))} for i in range(3)]
+    attacker = {"w": torch.full((4,), 1e30)}
+    updates = [*honest, attacker]
+    bound = norm_bound(update_norm(u) for u in updates)
+    result = aggregate([(u, 1.0) for u in updates], clip_norm=bound)
+    assert update_norm(result) <= bound  # the attacker moved the mean by at most the bound
+    for update in honest:  # honest updates pass unchanged
+        assert clip_update(update, bound)["w"].equal(update["w"])
