@@ -1,18 +1,26 @@
-"""The hub's bearer header parsing."""
+"""The hub's binding of node tokens to node certificates under mutual TLS."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from services.aggregator.auth import bearer_token
-from services.common.problems import Unauthenticated
+from services.aggregator.auth import check_node_certificate
+from services.common.pki import init_ca, issue_node
+from services.common.problems import Forbidden, Unauthenticated
 
 
-@pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer", "Bearer   "])
-def test_bearer_header_must_carry_a_token(header) -> None:
-    with pytest.raises(Unauthenticated):
-        bearer_token(header)
-
-
-def test_bearer_token_is_extracted() -> None:
-    assert bearer_token("bearer abc.DEF-1") == "abc.DEF-1"
+def test_a_node_token_counts_only_with_that_nodes_certificate(tmp_path: Path) -> None:
+    init_ca(tmp_path, "ca")
+    own = issue_node(tmp_path, "site-a").cert.read_text()
+    other = issue_node(tmp_path, "site-b").cert.read_text()
+    check_node_certificate("site-a", own)  # accepted: no exception
+    with pytest.raises(Forbidden, match="certificate of 'site-b'") as mismatch:
+        check_node_certificate("site-a", other)
+    assert mismatch.value.code == "certificate_mismatch"
+    with pytest.raises(Unauthenticated) as missing:
+        check_node_certificate("site-a", None)
+    assert missing.value.code == "client_certificate_required"
+    with pytest.raises(Forbidden):
+        check_node_certificate("site-a", "not a certificate")
