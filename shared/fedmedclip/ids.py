@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, Strict
 
 SQL_INTEGER_MAX = 2**31 - 1
 """Largest value of a SQL ``INTEGER`` column on PostgreSQL (and so on every backend)."""
@@ -21,3 +21,6 @@ DbId = Annotated[int, Field(ge=1, le=SQL_INTEGER_MAX)]
 
 VersionNumber = Annotated[int, Field(ge=0, le=SQL_INTEGER_MAX)]
 """A model version: version 0 is the task's initial model."""
+
+StrictDbId = Annotated[int, Strict(), Field(ge=1, le=SQL_INTEGER_MAX)]
+"""A row id in a JSON body: an integer, not a float that happens to be whole (``1e30``)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, status
 
 from fedmedclip.enums import JobState
+from fedmedclip.ids import DbId
 from services.hospital_node import job_requests
 from services.hospital_node.api.deps import AdminOnly, Context
 from services.hospital_node.api.schemas import JobIn, JobOut, JobProgressOut
@@ -54,5 +55,5 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: int, ctx: Context) -> JobOut:
+def get_job(job_id: DbId, ctx: Context) -> JobOut:
     return job_out(job_requests.get_job(ctx.db, job_id))

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fedmedclip.enums import JobState
+from fedmedclip.ids import StrictDbId
 
 
 class DatasetIn(BaseModel):
@@ -47,7 +48,7 @@ class DatasetOut(BaseModel):
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    round_id: int | None = Field(None, ge=1, description="Defaults to the hub's open round.")
+    round_id: StrictDbId | None = Field(None, description="Defaults to the hub's open round.")
 
 
 class JobProgressOut(BaseModel):

@@ -89,3 +89,18 @@ def test_openapi_declares_the_scheme_and_the_problems(tmp_path: Path) -> None:
     schema = create_app(_settings(tmp_path)).openapi()
     assert_documents_problems(schema, "/api/v1/jobs", "post", 401, 404, 409, 413, 422, 503)
     assert_documents_problems(schema, "/api/v1/datasets", "post", 401, 409, 413, 422, 502, 503)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/v1/jobs", {"round_id": 1e30}),
+        ("POST", "/api/v1/jobs", {"round_id": 2**63}),
+        ("POST", "/api/v1/jobs", {"round_id": 3.0}),
+        ("GET", "/api/v1/jobs/9223372036854775808", None),
+    ],
+)
+def test_ids_beyond_the_database_are_a_422(node: TestClient, method, path, body) -> None:
+    response = node.request(method, path, json=body, headers=ADMIN)
+    assert_problem(response, 422, "invalid_request")
+    assert "round_id" in response.json()["detail"] or "job_id" in response.json()["detail"]
