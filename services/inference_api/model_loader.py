@@ -31,6 +31,7 @@ import torch
 from pydantic import ValidationError
 
 from fedmedclip.backbone import Backbone, BackboneError, cached_backbone
+from fedmedclip.ensemble import Combination
 from fedmedclip.model import PrivateHead, SharedAdapter, build_head
 from fedmedclip.model_store import ModelBlobError, ModelStore, StoredModel
 from fedmedclip.schemas import TaskSpec
@@ -70,6 +71,7 @@ class LoadedModel:
     adapter: SharedAdapter
     head: PrivateHead
     temperatures: Temperatures
+    combination: Combination
     text_prototypes: torch.Tensor
     global_sha256: str
     head_sha256: str
@@ -117,6 +119,7 @@ class LoadedModel:
             "class_names": self.class_names,
             "prompt_template": self.task.prompt_template,
             "temperatures": {"fam": self.temperatures.fam, "head": self.temperatures.head},
+            "combination": self.combination.model_dump(mode="json"),
             "device": str(self.backbone.device),
             "loaded_at": self.loaded_at.isoformat(),
         }
@@ -131,6 +134,18 @@ def _temperatures(meta: dict[str, Any]) -> Temperatures:
     if temps.fam <= 0 or temps.head <= 0:
         raise ModelLoadError(f"head temperatures {raw!r} must be positive")
     return temps
+
+
+def _combination(meta: dict[str, Any]) -> Combination:
+    """The site's recorded choice; a head recorded before the choice existed gets the
+    paper's entropy ensemble, which is what it was evaluated with."""
+    raw = meta.get("combination")
+    if raw is None:
+        return Combination()
+    try:
+        return Combination.model_validate(raw)
+    except ValidationError as exc:
+        raise ModelLoadError(f"head combination {raw!r} is not valid: {exc}") from exc
 
 
 class ModelManager:
@@ -319,6 +334,7 @@ class ModelManager:
             adapter=adapter,
             head=head,
             temperatures=_temperatures(stored_head.meta),
+            combination=_combination(stored_head.meta),
             text_prototypes=self._text_prototypes(task, backbone, previous),
             global_sha256=stored_global.sha256,
             head_sha256=stored_head.sha256,

@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-from fedmedclip.ensemble import EnsembleOutput, ensemble, fit_temperature
+from fedmedclip.ensemble import (
+    Combination,
+    CombinationChoice,
+    EnsembleOutput,
+    choose_combination,
+    fit_temperature,
+)
 from fedmedclip.losses import adaptive_distillation_loss, prototype_contrastive_loss
 from fedmedclip.model import PrivateHead, SharedAdapter, adapter_state
 
@@ -225,17 +231,38 @@ def calibrate(
     return Temperatures(fit_temperature(fam_logits, labels), fit_temperature(head_logits, labels))
 
 
+def choose(
+    adapter: SharedAdapter,
+    head: PrivateHead,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    text_prototypes: torch.Tensor,
+    temperatures: Temperatures = Temperatures(),
+) -> CombinationChoice:
+    """The site's combination of the two branches, chosen on its validation split."""
+    fam_logits, head_logits = branch_logits(adapter, head, features, text_prototypes)
+    assert head_logits is not None
+    return choose_combination(
+        fam_logits,
+        head_logits,
+        labels,
+        fam_temperature=temperatures.fam,
+        head_temperature=temperatures.head,
+    )
+
+
 def predict(
     adapter: SharedAdapter,
     head: PrivateHead,
     features: torch.Tensor,
     text_prototypes: torch.Tensor,
     temperatures: Temperatures = Temperatures(),
+    combination: Combination = Combination(),
 ) -> EnsembleOutput:
-    """Ensemble prediction for embeddings (N x D)."""
+    """Prediction for embeddings (N x D): the two branches under ``combination``."""
     fam_logits, head_logits = branch_logits(adapter, head, features, text_prototypes)
     assert head_logits is not None
-    return ensemble(
+    return combination.apply(
         fam_logits,
         head_logits,
         fam_temperature=temperatures.fam,

@@ -9,6 +9,8 @@ from fedmedclip.privacy import DPConfig
 from fedmedclip.simulator.transport import CODECS
 
 METHODS = ("fedmedclip", "fedclip", "local", "zeroshot", "fedavg")
+COMBINATIONS = ("choose", "entropy", "head", "fam")
+"""How FedMedCLIP combines its branches: chosen per site on validation, or one fixed kind."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,11 @@ class SimulationConfig:
     dp_clip_norm: float | None = None
     dp_noise_multiplier: float | None = None
     dp_delta: float = 1e-5
+    combination: str = "choose"
 
     def __post_init__(self) -> None:
+        if self.combination not in COMBINATIONS:
+            raise ValueError(f"unknown combination {self.combination!r}; use one of {COMBINATIONS}")
         if self.rounds < 1:
             raise ValueError("rounds must be at least 1")
         if self.local_epochs < 1:

@@ -20,6 +20,7 @@ from typing import ClassVar
 import torch
 from torch.nn import functional as F
 
+from fedmedclip.ensemble import Combination
 from fedmedclip.model import (
     LOGIT_SCALE,
     AdapterConfig,
@@ -38,6 +39,7 @@ from fedmedclip.trainer import (
     TrainConfig,
     branch_logits,
     calibrate,
+    choose,
     predict,
     refresh_head_statistics,
     train_local,
@@ -140,7 +142,19 @@ class FedMedClip(AdapterMethod):
             "adaptive_kd": self.config.adaptive_kd,
             "codec": self.config.codec,
             "error_feedback": self.transport.error_feedback,
+            "combination": self.config.combination,
         }
+
+    def combination(self, site_index: int, temperatures: Temperatures) -> Combination:
+        """The site's combination under the current global state (see ``combination``)."""
+        if self.config.combination != "choose":
+            return Combination(kind=self.config.combination)
+        site = self.federation.sites[site_index]
+        adapter, head = self._global_adapter(), self.heads[site_index]
+        text = self.federation.text_prototypes
+        return choose(
+            adapter, head, site.val.features, site.val.labels, text, temperatures
+        ).combination
 
     def predict(self, site_index: int, split: str) -> torch.Tensor:
         site = self.federation.sites[site_index]
@@ -151,7 +165,9 @@ class FedMedClip(AdapterMethod):
             if self.config.calibrate
             else Temperatures()
         )
-        return predict(adapter, head, site.split(split).features, text, temperatures).probabilities
+        combination = self.combination(site_index, temperatures)
+        features = site.split(split).features
+        return predict(adapter, head, features, text, temperatures, combination).probabilities
 
 
 class FedClip(AdapterMethod):
