@@ -11,6 +11,8 @@ from fedmedclip.simulator.transport import CODECS
 METHODS = ("fedmedclip", "fedclip", "local", "zeroshot", "fedavg")
 COMBINATIONS = ("choose", "entropy", "head", "fam")
 """How FedMedCLIP combines its branches: chosen per site on validation, or one fixed kind."""
+SETTINGS = ("ours", "reference")
+"""Optimiser settings of the adapter methods: ours, or the authors' (``TrainConfig.reference``)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class SimulationConfig:
     calibrate: bool = False
     adaptive_kd: bool = True
     kd_weight: float = 0.04
+    prune_weight: float = 0.0
     seed: int = 0
     device: str = "cpu"
     lr_factors: tuple[float, ...] = (1.0,)
@@ -50,8 +53,11 @@ class SimulationConfig:
     dp_noise_multiplier: float | None = None
     dp_delta: float = 1e-5
     combination: str = "choose"
+    settings: str = "ours"
 
     def __post_init__(self) -> None:
+        if self.settings not in SETTINGS:
+            raise ValueError(f"unknown settings {self.settings!r}; use one of {SETTINGS}")
         if self.combination not in COMBINATIONS:
             raise ValueError(f"unknown combination {self.combination!r}; use one of {COMBINATIONS}")
         if self.rounds < 1:
@@ -66,6 +72,8 @@ class SimulationConfig:
             raise ValueError("learning rates and lr_factors must be positive and non-empty")
         if any(f <= 0 for f in self.lr_factors):
             raise ValueError("lr_factors must be positive")
+        if self.prune_weight < 0:
+            raise ValueError("prune_weight must be non-negative")
         if self.fedavg_blocks < 1:
             raise ValueError("fedavg_blocks must be at least 1")
         if (self.dp_clip_norm is None) != (self.dp_noise_multiplier is None):

@@ -102,15 +102,19 @@ class AdapterMethod(Method):
     def train_site(self, site_index: int, round_index: int) -> LocalUpdate:
         site = self.federation.sites[site_index]
         config = self.config
-        train_config = TrainConfig(
-            epochs=config.local_epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            kd_weight=config.kd_weight,
-            adaptive_kd=config.adaptive_kd,
-            seed=local_seed(config.seed, round_index, site_index),
-            device=config.device,
-        )
+        common = {
+            "kd_weight": config.kd_weight,
+            "adaptive_kd": config.adaptive_kd,
+            "prune_weight": config.prune_weight,
+            "seed": local_seed(config.seed, round_index, site_index),
+            "device": config.device,
+        }
+        if config.settings == "reference":
+            train_config = TrainConfig.reference(round_index, **common)
+        else:
+            train_config = TrainConfig(
+                epochs=config.local_epochs, batch_size=config.batch_size, lr=config.lr, **common
+            )
         result = train_local(
             self._global_adapter(),
             self.heads[site_index] if self.uses_head else None,
