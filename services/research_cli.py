@@ -106,7 +106,18 @@ def simulate(
         "the run with the best validation accuracy is kept.",
     ),
     learn_prototypes: bool = typer.Option(
-        False, help="FedMedCLIP: learn class prototypes, federated with the FAM."
+        True, help="FedMedCLIP: learn class prototypes, federated with the FAM."
+    ),
+    combination: str = typer.Option(
+        "choose",
+        help="FedMedCLIP: how each site combines its branches: choose (on validation), "
+        "entropy (the paper's ensemble), head or fam.",
+    ),
+    settings: str = typer.Option(
+        "ours", help="Optimiser settings: ours, or reference (the authors'; docs/method.md)."
+    ),
+    prune_weight: float = typer.Option(
+        0.1, min=0.0, help="Pruning pressure on the masked layers' row thresholds."
     ),
     calibrate: bool = typer.Option(
         False, help="Fit each branch's temperature on the validation split."
@@ -162,6 +173,9 @@ def simulate(
             error_feedback=error_feedback,
             aggregation_rule=aggregation.value,
             learn_prototypes=learn_prototypes,
+            combination=combination,
+            settings=settings,
+            prune_weight=prune_weight,
             calibrate=calibrate,
             adaptive_kd=adaptive_kd,
             seed=seed,

@@ -16,6 +16,7 @@ from fedmedclip.aggregation import RULES
 from fedmedclip.backbone import BackboneError, embedding_dim
 from fedmedclip.codec import QUANTIZATIONS
 from fedmedclip.model import AdapterConfig
+from fedmedclip.trainer import DEFAULT_PRUNE_WEIGHT
 
 Quantization = Literal["fp16", "int8", "int4"]
 AggregationRule = Literal["weighted_mean", "median", "trimmed_mean"]
@@ -98,7 +99,7 @@ class TrainingHints(BaseModel):
     kd_weight: float = Field(0.04, ge=0, le=10)
     kd_temperature: float = Field(2.0, gt=0, le=100)
     adaptive_kd: bool = True
-    prune_weight: float = Field(0.0, ge=0, le=10)
+    prune_weight: float = Field(DEFAULT_PRUNE_WEIGHT, ge=0, le=10)
     calibrate: bool = Field(
         False,
         description="Fit each branch's temperature on the site's validation split. Off by "

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from fedmedclip.aggregation import RULES
 from fedmedclip.privacy import DPConfig
 from fedmedclip.simulator.transport import CODECS
+from fedmedclip.trainer import DEFAULT_PRUNE_WEIGHT
 
 METHODS = ("fedmedclip", "fedclip", "local", "zeroshot", "fedavg")
 COMBINATIONS = ("choose", "entropy", "head", "fam")
@@ -37,11 +38,11 @@ class SimulationConfig:
     codec: str = "int4"
     error_feedback: bool = False
     aggregation_rule: str = "weighted_mean"
-    learn_prototypes: bool = False
+    learn_prototypes: bool = True
     calibrate: bool = False
     adaptive_kd: bool = True
     kd_weight: float = 0.04
-    prune_weight: float = 0.0
+    prune_weight: float = DEFAULT_PRUNE_WEIGHT
     seed: int = 0
     device: str = "cpu"
     lr_factors: tuple[float, ...] = (1.0,)
