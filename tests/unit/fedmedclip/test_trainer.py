@@ -118,9 +118,12 @@ def test_feature_cache_encodes_each_image_once(tmp_path):
 @pytest.mark.parametrize("adaptive", [True, False])
 def test_the_round_loss_is_contrastive_plus_ce_plus_weighted_distillation(adaptive):
     """One batch, one epoch: the recorded loss is the loss at the initial weights, so it must
-    equal the three terms computed here, with the KD weight and the adaptive switch honoured."""
+    equal the terms computed here (contrastive, CE, KD with its weight and adaptive switch,
+    pruning pressure)."""
     feats, labels, text = _separable(24)
-    config = TrainConfig(epochs=1, batch_size=64, kd_weight=0.5, adaptive_kd=adaptive)
+    config = TrainConfig(
+        epochs=1, batch_size=64, kd_weight=0.5, adaptive_kd=adaptive, prune_weight=0.1
+    )
     adapter, head = build_adapter(CONFIG), build_head(CONFIG)
     adapter.train()
     head.train()  # BatchNorm on batch statistics, as in training
@@ -134,9 +137,11 @@ def test_the_round_loss_is_contrastive_plus_ce_plus_weighted_distillation(adapti
         other = adaptive_distillation_loss(
             fam_logits, head_logits, temperature=2.0, adaptive=not adaptive
         )
+        layers = adapter.masked_layers() + head.masked_layers()
+        pruning = sum(layer.sparsity_penalty() for layer in layers)
     assert abs(float(kd - other)) > 1e-4  # the switch matters on this batch
     result = train_local(build_adapter(CONFIG), build_head(CONFIG), feats, labels, text, config)
-    expected = float(contrastive + ce + 0.5 * kd)
+    expected = float(contrastive + ce + 0.5 * kd + 0.1 * pruning)
     assert result.epoch_losses[0] == pytest.approx(expected, rel=1e-5)
     assert 0.5 * float(kd) > 1e-3 * expected  # the KD term is not negligible in the sum
 
