@@ -35,6 +35,7 @@ from fedmedclip.model import expected_shapes
 from fedmedclip.simulator import SimulationConfig, run_method
 from fedmedclip.simulator.fedavg import FineTunedEncoder
 from fedmedclip.simulator.methods import build_method
+from fedmedclip.simulator.runner import run_round
 
 
 def reference_bytes(state: dict[str, torch.Tensor]) -> int:
@@ -108,6 +109,52 @@ def accuracy_runs(args, workdir: Path, backbone: str) -> dict[str, dict]:
     return runs
 
 
+def pruning_runs(args, workdir: Path, backbone: str, weights: list[float]) -> dict[str, dict]:
+    """Per pruning pressure: mean upload over the rounds against the reference encoding of
+    the same state, FAM rows still kept in the final global model, and test metrics at the
+    best validation round (int4 updates; pruned rows are left out of every update)."""
+    out: dict[str, dict] = {}
+    for weight in weights:
+        rows: dict[str, list[float]] = {"ratio": [], "kept": [], "acc": [], "bal": []}
+        for seed in range(args.seeds):
+            federation, _ = embedded_federation(args, workdir, backbone, split_seed=seed)
+            config = SimulationConfig(
+                rounds=args.rounds,
+                local_epochs=args.local_epochs,
+                seed=seed,
+                device=args.device,
+                prune_weight=weight,
+            )
+            method = build_method("fedmedclip", federation, config)
+            reference = reference_bytes(method.global_state())
+            records = [run_round(method, federation, r) for r in range(1, args.rounds + 1)]
+            best = max(records, key=lambda r: (r.val["accuracy"], -r.round))
+            rows["ratio"].append(
+                float(np.mean([r.bytes_up_per_client for r in records])) / reference
+            )
+            kept = [layer.kept_rows().float().mean() for layer in method.adapter.masked_layers()]
+            rows["kept"].append(float(torch.stack(kept).mean()))
+            rows["acc"].append(best.test["accuracy"])
+            rows["bal"].append(best.test["balanced_accuracy"])
+        out[f"{weight:g}"] = rows
+    base = out[f"{weights[0]:g}"]["bal"]
+    print(f"\n## Pruning pressure ({backbone}, int4, {args.seeds} seeds)\n")
+    print(
+        "| prune_weight | upload / reference (mean over rounds) | FAM rows kept (final) "
+        f"| test acc | balanced acc | balanced acc - prune_weight {weights[0]:g}, points |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
+    for weight, rows in out.items():
+        diffs = [100 * (a - b) for a, b in zip(rows["bal"], base, strict=True)]
+        print(
+            f"| {weight} | {statistics.mean(rows['ratio']):.3f} "
+            f"| {statistics.mean(rows['kept']):.2f} "
+            f"| {statistics.mean(rows['acc']):.3f} | {statistics.mean(rows['bal']):.3f} "
+            f"| {statistics.mean(diffs):+.1f} ± {_sd(diffs):.1f} |"
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_args(parser, per_hospital=100)
@@ -115,6 +162,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--local-epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=3, help="accuracy runs per codec")
+    parser.add_argument(
+        "--prune-weights",
+        default="0,0.1,1,10",
+        help="pruning pressures to compare (int4); empty to skip",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     workdir = setup(args)
@@ -161,6 +213,9 @@ def main() -> None:
             f"| {_sd(acc):.3f} | {statistics.mean(diffs):+.1f} points | {_sd(diffs):.1f} points |"
         )
     report["accuracy"] = {"backbone": backbone, "rounds": args.rounds, "runs": runs}
+    if args.prune_weights:
+        weights = [float(w) for w in args.prune_weights.split(",")]
+        report["pruning"] = pruning_runs(args, workdir, backbone, weights)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import typer
 
-from fedmedclip.enums import AggregationRule, SimulationCodec, SimulationMethod
+from fedmedclip.enums import (
+    AggregationRule,
+    OptimizerSettings,
+    SimulationCodec,
+    SimulationCombination,
+    SimulationMethod,
+)
 
 data_app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 
@@ -157,8 +163,25 @@ def simulate(
         rich_help_panel=METHOD,
     ),
     learn_prototypes: bool = typer.Option(
-        False,
+        True,
         help="FedMedCLIP: learn class prototypes, federated with the FAM.",
+        rich_help_panel=METHOD,
+    ),
+    combination: SimulationCombination = typer.Option(
+        SimulationCombination.choose,
+        help="FedMedCLIP: how each site combines its branches: choose (on validation), "
+        "entropy (the paper's ensemble), head or fam.",
+        rich_help_panel=METHOD,
+    ),
+    settings: OptimizerSettings = typer.Option(
+        OptimizerSettings.ours,
+        help="Optimiser settings: ours, or reference (the authors'; docs/method.md).",
+        rich_help_panel=METHOD,
+    ),
+    prune_weight: float = typer.Option(
+        0.1,  # fedmedclip.trainer.DEFAULT_PRUNE_WEIGHT (not imported: torch is heavy)
+        min=0.0,
+        help="Pruning pressure on the masked layers' row thresholds.",
         rich_help_panel=METHOD,
     ),
     calibrate: bool = typer.Option(
@@ -252,6 +275,9 @@ def simulate(
             error_feedback=error_feedback,
             aggregation_rule=aggregation,
             learn_prototypes=learn_prototypes,
+            combination=combination,
+            settings=settings,
+            prune_weight=prune_weight,
             calibrate=calibrate,
             adaptive_kd=adaptive_kd,
             seed=seed,

@@ -28,6 +28,7 @@ from fedmedclip.backbone import Backbone, cached_backbone, resolve_device
 from fedmedclip.codec import encode_update, payload_sha256, state_delta
 from fedmedclip.data.datasets import ClassIndex, ImageRecord
 from fedmedclip.data.splits import split_records
+from fedmedclip.ensemble import Combination
 from fedmedclip.feature_cache import FeatureCache
 from fedmedclip.metrics import classification_metrics
 from fedmedclip.model import PrivateHead, SharedAdapter, build_head
@@ -38,6 +39,7 @@ from fedmedclip.trainer import (
     Temperatures,
     TrainConfig,
     calibrate,
+    choose,
     pairing_sample,
     predict,
     refresh_head_statistics,
@@ -217,20 +219,31 @@ def evaluate(
     data: SiteFeatures,
     *,
     calibrate_on_val: bool,
-) -> tuple[Temperatures, dict[str, float]]:
-    """Score the ensemble on val and test, first calibrating on val when the round asks."""
+) -> tuple[Temperatures, Combination, dict[str, float]]:
+    """Score the site's model on val and test.
+
+    On the validation split it first calibrates (when the round asks) and then chooses how
+    to combine the FAM branch and the head (``fedmedclip.ensemble.choose_combination``);
+    the scores are those of that combination, which the inference API then applies.
+    """
+    has_val = len(data.y_val) > 0
     temperatures = (
         calibrate(adapter, head, data.x_val, data.y_val, text)
-        if calibrate_on_val and len(data.y_val)
+        if calibrate_on_val and has_val
         else Temperatures()
+    )
+    combination = (
+        choose(adapter, head, data.x_val, data.y_val, text, temperatures).combination
+        if has_val
+        else Combination()
     )
     metrics: dict[str, float] = {}
     for split, x, y in (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test)):
         if len(y):
-            probabilities = predict(adapter, head, x, text, temperatures).probabilities
-            scores = classification_metrics(probabilities.numpy(), y.numpy(), len(text))
+            out = predict(adapter, head, x, text, temperatures, combination)
+            scores = classification_metrics(out.probabilities.numpy(), y.numpy(), len(text))
             metrics |= {f"{split}_{name}": value for name, value in scores.items()}
-    return temperatures, _finite(metrics)
+    return temperatures, combination, _finite(metrics)
 
 
 def _upload(
@@ -308,7 +321,7 @@ def run_training(
     # FAM; the inference API re-pairs the head with the FAM it serves, see pairing_sample).
     refresh_head_statistics(adapter, head, data.x_train)
     progress.phase("evaluating", TRAIN_SPAN[1])
-    temperatures, metrics = evaluate(
+    temperatures, combination, metrics = evaluate(
         adapter, head, text, data, calibrate_on_val=round_info.hints.calibrate
     )
     metrics = _finite({"train_loss": result.epoch_losses[-1]}) | metrics
@@ -334,6 +347,7 @@ def run_training(
             global_version=round_info.base_version,
             round_id=round_id,
             temperatures=temperatures,
+            combination=combination,
             metrics=metrics,
             class_names=task.class_names,
             prompt_template=task.prompt_template,

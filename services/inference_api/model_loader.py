@@ -32,6 +32,7 @@ import torch
 from pydantic import ValidationError
 
 from fedmedclip.backbone import Backbone, BackboneError, cached_backbone
+from fedmedclip.ensemble import Combination
 from fedmedclip.model import PrivateHead, SharedAdapter, build_head
 from fedmedclip.model_store import ModelBlobError, ModelStore, StoredHead, StoredModel
 from fedmedclip.schemas import TaskSpec
@@ -73,6 +74,7 @@ class LoadedModel:
     adapter: SharedAdapter
     head: PrivateHead
     temperatures: Temperatures
+    combination: Combination
     text_prototypes: torch.Tensor
     global_sha256: str
     head_sha256: str
@@ -120,6 +122,7 @@ class LoadedModel:
             "class_names": self.class_names,
             "prompt_template": self.task.prompt_template,
             "temperatures": {"fam": self.temperatures.fam, "head": self.temperatures.head},
+            "combination": self.combination.model_dump(mode="json"),
             "device": str(self.backbone.device),
             "loaded_at": self.loaded_at.isoformat(),
         }
@@ -311,6 +314,7 @@ class ModelManager:
             adapter=adapter,
             head=head,
             temperatures=stored_head.meta.temperatures,
+            combination=stored_head.meta.combination,
             text_prototypes=self._text_prototypes(task, backbone, previous),
             global_sha256=stored_global.sha256,
             head_sha256=stored_head.sha256,

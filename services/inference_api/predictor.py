@@ -27,7 +27,8 @@ class BranchPrediction:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The ensemble answer for one image, with each branch and the head weight ``alpha``."""
+    """The combined answer for one image (under the head's recorded combination), with each
+    branch and the head weight ``alpha``."""
 
     label: str
     probabilities: dict[str, float]
@@ -52,7 +53,14 @@ def _branch(names: list[str], probabilities: torch.Tensor) -> BranchPrediction:
 def forward(model: LoadedModel, pixels: torch.Tensor) -> list[Prediction]:
     """Predictions for a preprocessed batch (N x 3 x H x W), in input order."""
     features = model.backbone.encode_tensors(pixels)
-    out = predict(model.adapter, model.head, features, model.text_prototypes, model.temperatures)
+    out = predict(
+        model.adapter,
+        model.head,
+        features,
+        model.text_prototypes,
+        model.temperatures,
+        model.combination,
+    )
     names = model.class_names
     predictions = []
     for i in range(len(features)):

@@ -62,6 +62,24 @@ class SimulationMethod(StrEnum):
     fedavg = "fedavg"
 
 
+class SimulationCombination(StrEnum):
+    """How the simulator's FedMedCLIP combines its branches: chosen per site on its
+    validation split (``fedmedclip.ensemble.choose_combination``), or one fixed kind."""
+
+    choose = "choose"
+    entropy = "entropy"
+    head = "head"
+    fam = "fam"
+
+
+class OptimizerSettings(StrEnum):
+    """Optimiser settings of the adapter methods: ours, or the authors' reference ones
+    (``fedmedclip.trainer.TrainConfig.reference``; docs/method.md compares them)."""
+
+    ours = "ours"
+    reference = "reference"
+
+
 class RoundState(StrEnum):
     """Life of a round at the hub: open, then aggregating, then one of the terminal states."""
 

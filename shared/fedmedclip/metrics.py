@@ -51,3 +51,29 @@ def mean_over_sites(per_site: Mapping[str, Mapping[str, float]]) -> dict[str, fl
     """Unweighted mean of each metric over sites (every hospital counts the same)."""
     names: Sequence[str] = METRIC_NAMES
     return {n: float(np.mean([m[n] for m in per_site.values()])) for n in names if per_site}
+
+
+RARE_CLASS_LIMIT = 5
+"""A class is rare at a site when the site has fewer training examples of it than this."""
+
+
+def rare_class_hits(
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    train_counts: Sequence[int],
+    limit: int = RARE_CLASS_LIMIT,
+) -> dict[str, float]:
+    """Hits and count of the evaluated images whose class is rare in the site's training data.
+
+    Returned as counts, not a recall: a site holds a handful of such images at most, so
+    the recall is only meaningful pooled over sites and seeds (sum of hits over sum of
+    counts). Rare classes are where a federation can teach a site what it has not seen.
+    """
+    rare = np.flatnonzero(np.asarray(train_counts) < limit)
+    labels = np.asarray(labels, dtype=np.int64)
+    selected = np.isin(labels, rare)
+    pred = np.asarray(probabilities).argmax(axis=1)
+    return {
+        "rare_hits": float(np.sum(pred[selected] == labels[selected])),
+        "rare_count": float(np.sum(selected)),
+    }

@@ -37,6 +37,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from fedmedclip.ensemble import Combination
 from fedmedclip.trainer import Temperatures
 
 _META_KEY = "fedmedclip"
@@ -95,6 +96,11 @@ class HeadMetadata(BaseModel):
     )
     round_id: int | None = None
     temperatures: Temperatures = Field(default_factory=Temperatures)
+    combination: Combination = Field(
+        default_factory=Combination,
+        description="How the site combines its branches (chosen on its validation split); "
+        "heads from before the choice existed get the paper's entropy ensemble.",
+    )
     metrics: dict[str, float] = Field(default_factory=dict)
     class_names: list[str] | None = None
     prompt_template: str | None = None

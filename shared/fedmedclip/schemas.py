@@ -18,6 +18,7 @@ from fedmedclip.data.datasets import normalize_class_name
 from fedmedclip.enums import AggregationRule, Quantization, RoundState
 from fedmedclip.ids import VersionNumber
 from fedmedclip.model import AdapterConfig
+from fedmedclip.trainer import DEFAULT_PRUNE_WEIGHT
 
 
 class FamSettings(BaseModel):
@@ -96,7 +97,7 @@ class TrainingHints(BaseModel):
     kd_weight: float = Field(0.04, ge=0, le=10)
     kd_temperature: float = Field(2.0, gt=0, le=100)
     adaptive_kd: bool = True
-    prune_weight: float = Field(0.0, ge=0, le=10)
+    prune_weight: float = Field(DEFAULT_PRUNE_WEIGHT, ge=0, le=10)
     calibrate: bool = Field(
         False,
         description="Fit each branch's temperature on the site's validation split. Off by "

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from fedmedclip.enums import AggregationRule, SimulationCodec, parse_choice
+from fedmedclip.enums import (
+    AggregationRule,
+    OptimizerSettings,
+    SimulationCodec,
+    SimulationCombination,
+    parse_choice,
+)
 from fedmedclip.privacy import DPConfig
+from fedmedclip.trainer import DEFAULT_PRUNE_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -30,10 +37,11 @@ class SimulationConfig:
     codec: SimulationCodec = SimulationCodec.int4
     error_feedback: bool = False
     aggregation_rule: AggregationRule = AggregationRule.weighted_mean
-    learn_prototypes: bool = False
+    learn_prototypes: bool = True
     calibrate: bool = False
     adaptive_kd: bool = True
     kd_weight: float = 0.04
+    prune_weight: float = DEFAULT_PRUNE_WEIGHT
     seed: int = 0
     device: str = "cpu"
     lr_factors: tuple[float, ...] = (1.0,)
@@ -44,8 +52,12 @@ class SimulationConfig:
     dp_clip_norm: float | None = None
     dp_noise_multiplier: float | None = None
     dp_delta: float = 1e-5
+    combination: str = "choose"
+    settings: str = "ours"
 
     def __post_init__(self) -> None:
+        parse_choice(OptimizerSettings, self.settings, "settings")
+        parse_choice(SimulationCombination, self.combination, "combination")
         if self.rounds < 1:
             raise ValueError("rounds must be at least 1")
         if self.local_epochs < 1:
@@ -57,6 +69,8 @@ class SimulationConfig:
             raise ValueError("learning rates and lr_factors must be positive and non-empty")
         if any(f <= 0 for f in self.lr_factors):
             raise ValueError("lr_factors must be positive")
+        if self.prune_weight < 0:
+            raise ValueError("prune_weight must be non-negative")
         if self.fedavg_blocks < 1:
             raise ValueError("fedavg_blocks must be at least 1")
         if (self.dp_clip_norm is None) != (self.dp_noise_multiplier is None):

@@ -20,6 +20,7 @@ from typing import ClassVar
 import torch
 from torch.nn import functional as F
 
+from fedmedclip.ensemble import Combination
 from fedmedclip.enums import SimulationMethod, parse_choice
 from fedmedclip.model import (
     LOGIT_SCALE,
@@ -39,6 +40,7 @@ from fedmedclip.trainer import (
     TrainConfig,
     branch_logits,
     calibrate,
+    choose,
     predict,
     refresh_head_statistics,
     train_local,
@@ -101,15 +103,19 @@ class AdapterMethod(Method):
     def train_site(self, site_index: int, round_index: int) -> LocalUpdate:
         site = self.federation.sites[site_index]
         config = self.config
-        train_config = TrainConfig(
-            epochs=config.local_epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            kd_weight=config.kd_weight,
-            adaptive_kd=config.adaptive_kd,
-            seed=local_seed(config.seed, round_index, site_index),
-            device=config.device,
-        )
+        common = {
+            "kd_weight": config.kd_weight,
+            "adaptive_kd": config.adaptive_kd,
+            "prune_weight": config.prune_weight,
+            "seed": local_seed(config.seed, round_index, site_index),
+            "device": config.device,
+        }
+        if config.settings == "reference":
+            train_config = TrainConfig.reference(round_index, **common)
+        else:
+            train_config = TrainConfig(
+                epochs=config.local_epochs, batch_size=config.batch_size, lr=config.lr, **common
+            )
         result = train_local(
             self._global_adapter(),
             self.heads[site_index] if self.uses_head else None,
@@ -141,7 +147,19 @@ class FedMedClip(AdapterMethod):
             "adaptive_kd": self.config.adaptive_kd,
             "codec": self.config.codec,
             "error_feedback": self.transport.error_feedback,
+            "combination": self.config.combination,
         }
+
+    def combination(self, site_index: int, temperatures: Temperatures) -> Combination:
+        """The site's combination under the current global state (see ``combination``)."""
+        if self.config.combination != "choose":
+            return Combination(kind=self.config.combination)
+        site = self.federation.sites[site_index]
+        adapter, head = self._global_adapter(), self.heads[site_index]
+        text = self.federation.text_prototypes
+        return choose(
+            adapter, head, site.val.features, site.val.labels, text, temperatures
+        ).combination
 
     def predict(self, site_index: int, split: str) -> torch.Tensor:
         site = self.federation.sites[site_index]
@@ -152,7 +170,9 @@ class FedMedClip(AdapterMethod):
             if self.config.calibrate
             else Temperatures()
         )
-        return predict(adapter, head, site.split(split).features, text, temperatures).probabilities
+        combination = self.combination(site_index, temperatures)
+        features = site.split(split).features
+        return predict(adapter, head, features, text, temperatures, combination).probabilities
 
 
 class FedClip(AdapterMethod):

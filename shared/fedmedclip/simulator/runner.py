@@ -29,7 +29,7 @@ import torch
 from fedmedclip.aggregation import aggregate
 from fedmedclip.codec import apply_delta, state_delta
 from fedmedclip.enums import SimulationMethod, parse_choice
-from fedmedclip.metrics import classification_metrics, mean_over_sites
+from fedmedclip.metrics import classification_metrics, mean_over_sites, rare_class_hits
 from fedmedclip.simulator.base import Method
 from fedmedclip.simulator.config import SimulationConfig
 from fedmedclip.simulator.federation import Federation
@@ -101,18 +101,19 @@ RoundCallback = Callable[[str, RoundRecord], None]
 
 
 def evaluate(method: Method, federation: Federation) -> dict[str, dict[str, Metrics]]:
-    """``{site: {split: metrics}}`` on validation and test."""
-    return {
-        site.name: {
-            split: classification_metrics(
-                method.predict(i, split).numpy(),
-                site.split(split).labels.numpy(),
-                federation.n_classes,
-            )
-            for split in EVAL_SPLITS
-        }
-        for i, site in enumerate(federation.sites)
-    }
+    """``{site: {split: metrics}}`` on validation and test, with the site's rare-class
+    hits and count (classes with fewer than ``RARE_CLASS_LIMIT`` training examples there)."""
+    out: dict[str, dict[str, Metrics]] = {}
+    for i, site in enumerate(federation.sites):
+        train_counts = torch.bincount(site.train.labels, minlength=federation.n_classes).tolist()
+        out[site.name] = {}
+        for split in EVAL_SPLITS:
+            probabilities = method.predict(i, split).numpy()
+            labels = site.split(split).labels.numpy()
+            out[site.name][split] = classification_metrics(
+                probabilities, labels, federation.n_classes
+            ) | rare_class_hits(probabilities, labels, train_counts)
+    return out
 
 
 def _mean(per_site: dict[str, dict[str, Metrics]], split: str) -> Metrics:

@@ -60,6 +60,8 @@ def test_two_nodes_complete_a_round(
         head = store.load_head(1)
         assert head.meta.global_version == 0 and head.meta.round_id == round_info["id"]
         assert head.meta.class_names == federation.class_names
+        # The site's choice of how to combine its branches is recorded for the inference API.
+        assert head.meta.combination.kind in {"entropy", "head", "fam", "weighted"}
         assert served["head"]["sha256"] == head.sha256
 
     # The agent follows the federation: a promoted version lands in node B's store.

@@ -130,6 +130,8 @@ def test_simulate_with_differential_privacy_reports_epsilon(data_dir: Path, tmp_
         ),
         (["--codec", "int2"], "int2"),
         (["--lr-search", "1,x"], "invalid settings"),
+        (["--combination", "vote"], "unknown combination 'vote'"),
+        (["--settings", "paper"], "unknown settings 'paper'"),
         (["--dp-clip-norm", "1"], "needs both dp_clip_norm and dp_noise_multiplier"),
         (["--dp-clip-norm", "-1", "--dp-noise-multiplier", "1"], "clip_norm must be a positive"),
         (["--dp-clip-norm", "1", "--dp-noise-multiplier", "1"], "fedavg cannot run with"),

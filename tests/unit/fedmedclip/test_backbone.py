@@ -4,6 +4,7 @@ open_clip's own preprocessing gives, large ones an input that embeds the same.""
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from fedmedclip.backbone import Backbone
+from fedmedclip.backbone import Backbone, BackboneError, load_backbone
 from fedmedclip.data.images import ImageDecodeError
 
 
@@ -80,3 +81,34 @@ def test_prepare_refuses_a_thin_image_it_is_handed_directly(backbone: Backbone) 
     with pytest.raises(ImageDecodeError, match="5000 x 10 pixels"):
         backbone.prepare(Image.new("RGB", (5000, 10)))
     assert backbone.prepare(Image.new("RGB", (200, 10))).shape == (3, 224, 224)
+
+
+class _Planted:
+    """Unpickling this object creates ``marker``: what a hostile checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickled_payload_in_a_checkpoint_is_refused_and_never_run(tmp_path: Path) -> None:
+    marker = tmp_path / "code-ran"
+    checkpoint = tmp_path / "weights.pt"
+    with checkpoint.open("wb") as out:
+        torch.save({"state_dict": {"proj": _Planted(marker)}}, out, pickle_module=pickle)
+    with pytest.raises(BackboneError, match="could not read checkpoint"):
+        load_backbone("ViT-S-32", str(checkpoint))
+    assert not marker.exists()
+
+
+def test_a_plain_state_dict_checkpoint_loads(tmp_path: Path) -> None:
+    """The same loader accepts tensors only, so the refusal above is about the payload."""
+    random = load_backbone("ViT-S-32", "none")
+    checkpoint = tmp_path / "weights.pt"
+    torch.save(random.model.state_dict(), checkpoint)
+    loaded = load_backbone("ViT-S-32", str(checkpoint))
+    assert loaded.id.startswith("ViT-S-32/sha256-")
+    probe = torch.rand(1, 3, 224, 224)
+    assert torch.allclose(loaded.encode_tensors(probe), random.encode_tensors(probe))

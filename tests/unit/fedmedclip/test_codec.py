@@ -1,9 +1,11 @@
 """Update codec: round trips within stated bounds; every kind of bad payload is rejected."""
 
 import struct
+import tracemalloc
 
 import pytest
 import torch
+import zstandard
 
 from fedmedclip.codec import CodecError, decode_update, encode_update
 from fedmedclip.model import AdapterConfig, adapter_state, build_adapter, expected_shapes
@@ -94,3 +96,20 @@ def test_rejects_a_header_that_lies_about_the_body():
     header = blob[10 : 10 + hlen].replace(b'"raw_body_bytes":', b'"raw_body_bytes":1')
     forged = struct.pack("<4sHI", magic, version, len(header)) + header + blob[10 + hlen :]
     _reject(forged, "body bytes")
+
+
+def test_a_zstd_bomb_is_refused_without_inflating_it():
+    """A body that inflates to 256 MB: refused, and decoding never holds more than the
+    expected body size (the read is bounded, not "read all and then compare")."""
+    blob = encode_update(_delta(), base_version=0, quantization="int8")
+    _, _, hlen = struct.unpack_from("<4sHI", blob)
+    bomb = zstandard.ZstdCompressor(level=1).compress(bytes(256 * 1024 * 1024))
+    assert len(bomb) < 100_000  # small on the wire, well under the size cap
+    forged = blob[: 10 + hlen] + bomb
+    tracemalloc.start()
+    try:
+        _reject(forged, "decompresses to")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024

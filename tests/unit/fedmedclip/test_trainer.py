@@ -1,8 +1,11 @@
 """Local training: learning, determinism, progress reports."""
 
+import pytest
 import torch
+from torch.nn import functional as F
 
-from fedmedclip.model import AdapterConfig, adapter_state, build_adapter, build_head
+from fedmedclip.losses import adaptive_distillation_loss, prototype_contrastive_loss
+from fedmedclip.model import LOGIT_SCALE, AdapterConfig, adapter_state, build_adapter, build_head
 from fedmedclip.trainer import TrainConfig, calibrate, pairing_sample, predict, train_local
 
 CONFIG = AdapterConfig(dim=32, n_classes=3)
@@ -60,3 +63,60 @@ def test_pairing_sample_is_a_deterministic_subset_of_the_features():
     assert torch.equal(sample, pairing_sample(features, limit=20, seed=3))
     assert {tuple(r) for r in sample.tolist()} <= {tuple(r) for r in features.tolist()}
     assert torch.equal(pairing_sample(features, limit=100), features)
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_the_round_loss_is_contrastive_plus_ce_plus_weighted_distillation(adaptive):
+    """One batch, one epoch: the recorded loss is the loss at the initial weights, so it must
+    equal the terms computed here (contrastive, CE, KD with its weight and adaptive switch,
+    pruning pressure)."""
+    feats, labels, text = _separable(24)
+    config = TrainConfig(
+        epochs=1, batch_size=64, kd_weight=0.5, adaptive_kd=adaptive, prune_weight=0.1
+    )
+    adapter, head = build_adapter(CONFIG), build_head(CONFIG)
+    adapter.train()
+    head.train()  # BatchNorm on batch statistics, as in training
+    with torch.no_grad():
+        adapted = adapter.adapt(feats)
+        fam_logits = adapter.class_logits(adapted, text)
+        head_logits = head(adapted)
+        contrastive = prototype_contrastive_loss(fam_logits, labels)
+        ce = torch.nn.functional.cross_entropy(head_logits, labels)
+        kd = adaptive_distillation_loss(fam_logits, head_logits, temperature=2.0, adaptive=adaptive)
+        other = adaptive_distillation_loss(
+            fam_logits, head_logits, temperature=2.0, adaptive=not adaptive
+        )
+        layers = adapter.masked_layers() + head.masked_layers()
+        pruning = sum(layer.sparsity_penalty() for layer in layers)
+    assert abs(float(kd - other)) > 1e-4  # the switch matters on this batch
+    result = train_local(build_adapter(CONFIG), build_head(CONFIG), feats, labels, text, config)
+    expected = float(contrastive + ce + 0.5 * kd + 0.1 * pruning)
+    assert result.epoch_losses[0] == pytest.approx(expected, rel=1e-5)
+    assert 0.5 * float(kd) > 1e-3 * expected  # the KD term is not negligible in the sum
+
+
+def test_the_reference_settings_are_the_authors():
+    first, tenth = TrainConfig.reference(1), TrainConfig.reference(10, seed=3)
+    assert (first.epochs, first.batch_size, first.optimizer) == (1, 32, "adam")
+    assert (first.lr, first.head_lr) == (5e-4, 1e-4)
+    assert (first.betas, first.eps, first.weight_decay) == ((0.9, 0.98), 1e-6, 0.02)
+    assert tenth.lr == pytest.approx(5e-4 * 0.97**9) and tenth.seed == 3
+    feats, labels, text = _separable(40)
+    adapter, head = build_adapter(CONFIG), build_head(CONFIG)
+    before = adapter_state(adapter)
+    result = train_local(adapter, head, feats, labels, text, first)
+    assert len(result.epoch_losses) == 1
+    assert any(not torch.equal(before[k], v) for k, v in result.adapter_state.items())
+
+
+def test_the_prediction_uses_the_training_logit_scale():
+    """The FAM branch at prediction is softmax(100 * cos(f', prototype)), as in training."""
+    feats, labels, text = _separable(12)
+    adapter, head = build_adapter(CONFIG), build_head(CONFIG)
+    out = predict(adapter, head.eval(), feats, text)
+    adapted = adapter.adapt(feats)
+    cosine = F.normalize(adapted, dim=-1) @ F.normalize(text, dim=-1).T
+    assert LOGIT_SCALE == 100.0
+    expected = torch.softmax(100.0 * cosine, dim=-1)
+    assert torch.allclose(out.fam_probabilities, expected, atol=1e-5)

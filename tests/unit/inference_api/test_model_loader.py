@@ -189,3 +189,35 @@ def test_a_head_with_pairing_features_is_repaired_under_the_served_fam(tmp_path,
     plain = _manager(store)[0].refresh()
     assert not plain.head_repaired
     assert all(torch.equal(plain.head.state_dict()[k], stored.tensors[k]) for k in means)
+
+
+def test_the_predictor_applies_the_heads_recorded_combination(tmp_path, site, trained):
+    store = _copy(trained, tmp_path)
+    stored = store.load_head(1)
+    assert "combination" not in stored.meta  # a head from before the choice existed
+    image = site.image_paths[5].read_bytes()
+    old = _manager(store)[0].refresh()
+    assert old.describe()["combination"] == {"kind": "entropy", "head_weight": None}
+
+    for recorded, alpha in (
+        ({"kind": "head"}, 1.0),
+        ({"kind": "fam"}, 0.0),
+        ({"kind": "weighted", "head_weight": 0.3}, 0.3),
+    ):
+        version = store.save_head(stored.tensors, stored.meta | {"combination": recorded})
+        store.set_current(1, version)
+        model = _manager(store)[0].refresh()
+        assert model.combination.kind == recorded["kind"]
+        prediction = predict_bytes(model, image, max_pixels=10**6)
+        assert prediction.alpha == pytest.approx(alpha)
+        fam = torch.tensor(list(prediction.fam.probabilities.values()))
+        head = torch.tensor(list(prediction.head.probabilities.values()))
+        expected = (1 - alpha) * fam + alpha * head
+        assert torch.allclose(torch.tensor(list(prediction.probabilities.values())), expected)
+
+    broken = store.save_head(stored.tensors, stored.meta | {"combination": {"kind": "vote"}})
+    store.set_current(1, broken)
+    manager, _ = _manager(store)
+    assert manager.refresh() is None
+    with pytest.raises(ModelUnavailable, match="combination"):
+        manager.require()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from fedmedclip.backbone import Backbone, load_backbone
 from fedmedclip.data.datasets import DatasetError
@@ -112,3 +113,28 @@ def test_bad_federation_folders_fail_clearly(
         shutil.copy(next((synth_root / "hospital_0").rglob("*.png")), tiny / "h" / name / "x.png")
     with pytest.raises(DatasetError, match="hospital 'h' has 2 images, too few"):
         load_federation(tiny, backbone, cache_dir=cache_dir)
+
+
+def _image_folder(root: Path, counts: dict[str, int]) -> None:
+    for label, count in counts.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.new("RGB", (16, 16), (20 * i % 255, 60, 90)).save(root / label / f"{i}.png")
+
+
+def test_a_site_lacking_a_class_keeps_the_global_ids(
+    tmp_path: Path, backbone: Backbone, cache_dir: Path
+) -> None:
+    """Site b has no 'alpha' (id 0): its 'beta' and 'gamma' must stay ids 1 and 2, not 0 and 1."""
+    root = tmp_path / "fed"
+    _image_folder(root / "a", {"alpha": 4, "beta": 4, "gamma": 4})
+    _image_folder(root / "b", {"beta": 6, "gamma": 6})
+    (root / "classes.json").write_text('["alpha", "beta", "gamma"]')
+    federation = load_federation(root, backbone, cache_dir=cache_dir)
+    site_b = federation.sites[1]
+    for split in SPLITS:
+        data = site_b.split(split)
+        expected = [federation.class_names.index(p.parent.name) for p in data.paths]
+        assert data.labels.tolist() == expected
+    labels_b = torch.cat([site_b.split(s).labels for s in SPLITS])
+    assert set(labels_b.tolist()) == {1, 2}

@@ -49,8 +49,26 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Federation:
     return load_federation(root / "data", backbone, cache_dir=root / "cache")
 
 
+def _unequal(federation: Federation) -> Federation:
+    """The fixture with site 0's training split cut to a third: sites of unequal size, so a
+    uniform mean and a sample-weighted mean differ."""
+    site = federation.sites[0]
+    keep = len(site.train) // 3
+    train = dataclasses.replace(
+        site.train,
+        paths=site.train.paths[:keep],
+        features=site.train.features[:keep],
+        labels=site.train.labels[:keep],
+    )
+    sites = [dataclasses.replace(site, train=train), *federation.sites[1:]]
+    return dataclasses.replace(federation, sites=sites)
+
+
 def test_round_is_codec_then_sample_weighted_mean(federation: Federation) -> None:
     """The runner's round equals training, encode/decode and a hand-computed weighted mean."""
+    federation = _unequal(federation)
+    sizes = [len(s.train) for s in federation.sites]
+    assert len(set(sizes)) > 1, sizes
     runner_method = build_method("fedmedclip", federation, FAST)
     record = run_round(runner_method, federation, 1)
 
