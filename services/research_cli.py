@@ -224,6 +224,12 @@ def simulate(
         "--secure-aggregation).",
         rich_help_panel=PRIVACY,
     ),
+    server_lr: float = typer.Option(
+        1.0,
+        help="Scale the aggregated delta before applying it (0 < x <= 1); under DP a small "
+        "value keeps the noise from saturating the FAM (see docs/privacy.md).",
+        rich_help_panel=PRIVACY,
+    ),
     secure_aggregation: bool = typer.Option(
         False,
         "--secure-aggregation",
@@ -278,6 +284,7 @@ def simulate(
             dp_delta=dp_delta,
             dp_mode=dp_mode,
             secure_aggregation=secure_aggregation,
+            server_lr=server_lr,
         )
         methods = (
             list(SimulationMethod)

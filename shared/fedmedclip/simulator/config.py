@@ -32,6 +32,10 @@ class SimulationConfig:
     clips its update and adds noise of standard deviation ``noise_multiplier * clip_norm /
     sqrt(K)``, so the sum carries the central noise ``noise_multiplier * clip_norm`` and
     the mean ``1/sqrt(K)`` as much noise as with client-side DP at the same epsilon.
+
+    ``server_lr`` scales the aggregated delta before the hub applies it (post-processing:
+    no privacy cost). Under DP it keeps the noise that accumulates in the global FAM from
+    saturating its softmax attention (``docs/privacy.md``); 1 is plain FedAvg.
     """
 
     rounds: int = 10
@@ -56,6 +60,7 @@ class SimulationConfig:
     dp_noise_multiplier: float | None = None
     dp_delta: float = 1e-5
     dp_mode: DPMode = "local"
+    server_lr: float = 1.0
     secure_aggregation: bool = False
 
     def __post_init__(self) -> None:
@@ -76,6 +81,8 @@ class SimulationConfig:
             raise ValueError(
                 "differential privacy needs both dp_clip_norm and dp_noise_multiplier, or neither"
             )
+        if not 0 < self.server_lr <= 1:
+            raise ValueError(f"server_lr must be in (0, 1], got {self.server_lr!r}")
         if self.dp_mode not in DP_MODES:
             raise ValueError(f"dp_mode must be one of {DP_MODES}, got {self.dp_mode!r}")
         if self.dp_mode == "distributed" and not self.secure_aggregation:

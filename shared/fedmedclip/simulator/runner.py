@@ -120,6 +120,10 @@ def _mean(per_site: dict[str, dict[str, Metrics]], split: str) -> Metrics:
     return mean_over_sites({site: splits[split] for site, splits in per_site.items()})
 
 
+def _server_step(mean: dict[str, torch.Tensor], server_lr: float) -> dict[str, torch.Tensor]:
+    return mean if server_lr == 1.0 else {k: v * server_lr for k, v in mean.items()}
+
+
 def run_round(method: Method, federation: Federation, round_index: int) -> RoundRecord:
     """One federated (or local) round followed by evaluation."""
     started = time.perf_counter()
@@ -150,9 +154,10 @@ def run_round(method: Method, federation: Federation, round_index: int) -> Round
             bytes_up[site.name] = n_bytes
     if base is not None and secure:
         mean, bytes_up = secure_mean(secure, round_index, config.seed)
-        method.set_global(apply_delta(base, mean))
+        method.set_global(apply_delta(base, _server_step(mean, config.server_lr)))
     elif base is not None:
-        method.set_global(apply_delta(base, aggregate(updates, rule=config.aggregation_rule)))
+        mean = aggregate(updates, rule=config.aggregation_rule)
+        method.set_global(apply_delta(base, _server_step(mean, config.server_lr)))
     per_site = evaluate(method, federation)
     privacy = method.privacy
     return RoundRecord(

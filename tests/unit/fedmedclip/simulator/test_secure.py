@@ -73,12 +73,25 @@ def test_distributed_dp_puts_the_central_noise_in_the_sum(federation: Federation
     assert norms["local"] == pytest.approx(sigma * sqrt_d / math.sqrt(k), rel=0.15)
 
 
+def test_server_lr_scales_the_published_mean(federation: Federation) -> None:
+    full = build_method("fedmedclip", federation, SECURE)
+    half = build_method("fedmedclip", federation, dataclasses.replace(SECURE, server_lr=0.5))
+    base = full.global_state()
+    run_round(full, federation, 1)
+    run_round(half, federation, 1)
+    expected = state_delta(full.global_state(), base)
+    got = state_delta(half.global_state(), base)
+    for name in expected:
+        assert torch.allclose(got[name], expected[name] * 0.5, atol=2.0**-12), name
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
         ({**DP, "dp_mode": "distributed"}, "distributed DP needs secure aggregation"),
         ({"dp_mode": "central"}, "dp_mode must be one of"),
         ({"secure_aggregation": True, "aggregation_rule": "median"}, "cannot run the median"),
+        ({"server_lr": 0.0}, "server_lr must be in"),
     ],
 )
 def test_secure_settings_are_validated(settings: dict, message: str) -> None:
