@@ -59,6 +59,37 @@ def run(federation, config: SimulationConfig) -> dict:  # noqa: ANN001
     }
 
 
+def plot(results: dict, path: Path) -> None:
+    """Accuracy against epsilon, local and distributed DP side by side, no-DP as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    baseline = next((r for r in results.values() if r["mode"] == "none"), None)
+    for ax, mode in zip(axes, ("local", "distributed"), strict=True):
+        for lr, marker in ((1.0, "o"), (0.01, "s")):
+            points = sorted(
+                (r["epsilon"], r["test_accuracy"])
+                for r in results.values()
+                if r["mode"] == mode and r["server_lr"] == lr
+            )
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker=marker, label=f"server lr {lr:g}")
+        if baseline:
+            ax.axhline(baseline["test_accuracy"], color="grey", linestyle="--", label="no DP")
+        ax.set_title(f"{mode} DP")
+        ax.set_xlabel("epsilon over the run (delta 1e-5)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mean test accuracy")
+    axes[1].legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -70,9 +101,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument(
+        "--plot",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="only plot: merge these privacy.json files into --out/privacy.png",
+    )
+    parser.add_argument(
         "--runs", nargs="*", default=[], help="MODE:NOISE_MULTIPLIER:SERVER_LR, e.g. local:2.9:1"
     )
     args = parser.parse_args()
+    if args.plot is not None:
+        merged = {k: v for f in args.plot for k, v in json.loads(f.read_text()).items()}
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "privacy.json").write_text(json.dumps(merged, indent=2) + "\n")
+        plot(merged, args.out / "privacy.png")
+        return
     torch.set_num_threads(1)
     backbone = load_backbone("ViT-S-32", "none")
     federation = load_federation(args.data, backbone, cache_dir=args.cache_dir)
