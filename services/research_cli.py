@@ -240,6 +240,26 @@ def simulate(
     dp_delta: float = typer.Option(
         1e-5, help="Differential privacy: delta of the epsilon.", rich_help_panel=PRIVACY
     ),
+    dp_mode: str = typer.Option(
+        "local",
+        help="Differential privacy: 'local' (each site noises its own update fully) or "
+        "'distributed' (each site adds its share of the central noise; needs "
+        "--secure-aggregation).",
+        rich_help_panel=PRIVACY,
+    ),
+    server_lr: float = typer.Option(
+        1.0,
+        help="Scale the aggregated delta before applying it (0 < x <= 1); under DP a small "
+        "value keeps the noise from saturating the FAM (see docs/privacy.md).",
+        rich_help_panel=PRIVACY,
+    ),
+    secure_aggregation: bool = typer.Option(
+        False,
+        "--secure-aggregation",
+        help="Run every federated round through the secure-aggregation protocol: the hub "
+        "learns only the weighted mean.",
+        rich_help_panel=PRIVACY,
+    ),
 ) -> None:
     """Compare FedMedCLIP with baselines on a federation folder and write a report."""
     method_names = _parse_methods(method)
@@ -288,6 +308,9 @@ def simulate(
             dp_clip_norm=dp_clip_norm,
             dp_noise_multiplier=dp_noise_multiplier,
             dp_delta=dp_delta,
+            dp_mode=dp_mode,
+            secure_aggregation=secure_aggregation,
+            server_lr=server_lr,
         )
         methods = (
             list(SimulationMethod)

@@ -122,6 +122,22 @@ def privatize_delta(
     return {name: noisy[name] for name in delta}
 
 
+def noise_share(config: DPConfig, n_sites: int) -> DPConfig:
+    """One site's part of distributed DP: the same clipping, ``1/sqrt(n_sites)`` of the noise.
+
+    Under secure aggregation the hub sees only the sum of the sites' updates, so ``n_sites``
+    independent Gaussian shares of variance ``sigma^2 / n_sites`` make the sum carry the
+    central noise ``sigma = noise_multiplier * clip_norm``, and the guarantee against the hub
+    is that of ``config`` (account with ``config.noise_multiplier``). Sites that drop after
+    noising leave less noise in the sum: account a round with ``k`` of ``n`` survivors with
+    ``noise_multiplier * sqrt(k / n)``. Sites that collude against another can subtract their
+    own shares, so the guarantee assumes the others do not.
+    """
+    if n_sites < 1:
+        raise ValueError(f"n_sites must be at least 1, got {n_sites}")
+    return DPConfig(config.clip_norm, config.noise_multiplier / math.sqrt(n_sites), config.delta)
+
+
 def _check_relation(relation: str) -> None:
     if relation not in RELATIONS:
         raise ValueError(f"unknown neighbouring relation {relation!r}; use one of {RELATIONS}")

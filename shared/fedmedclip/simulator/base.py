@@ -53,7 +53,12 @@ class Method(ABC):
         self.config = config
         dp = config.dp
         self.privacy = (
-            SitePrivacy(dp, config.seed, len(federation.sites))
+            SitePrivacy(
+                dp,
+                config.seed,
+                len(federation.sites),
+                distributed=config.dp_mode == "distributed",
+            )
             if dp is not None and self.federated
             else None
         )

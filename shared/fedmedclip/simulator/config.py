@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 from fedmedclip.enums import (
     AggregationRule,
@@ -13,6 +14,9 @@ from fedmedclip.enums import (
 )
 from fedmedclip.privacy import DPConfig
 from fedmedclip.trainer import DEFAULT_PRUNE_WEIGHT
+
+DPMode = Literal["local", "distributed"]
+DP_MODES: tuple[DPMode, ...] = ("local", "distributed")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,17 @@ class SimulationConfig:
     differential privacy: each site clips and noises its delta before upload (see
     :mod:`fedmedclip.privacy` and ``docs/privacy.md``); ``dp_delta`` is the delta the
     reported epsilon is computed at.
+
+    ``secure_aggregation`` runs every federated round through the secure-aggregation
+    protocol (:mod:`fedmedclip.secagg`): the hub sees only the weighted mean. With it,
+    ``dp_mode="distributed"`` replaces client-side DP by distributed DP: each of the K sites
+    clips its update and adds noise of standard deviation ``noise_multiplier * clip_norm /
+    sqrt(K)``, so the sum carries the central noise ``noise_multiplier * clip_norm`` and
+    the mean ``1/sqrt(K)`` as much noise as with client-side DP at the same epsilon.
+
+    ``server_lr`` scales the aggregated delta before the hub applies it (post-processing:
+    no privacy cost). Under DP it keeps the noise that accumulates in the global FAM from
+    saturating its softmax attention (``docs/privacy.md``); 1 is plain FedAvg.
     """
 
     rounds: int = 10
@@ -54,6 +69,9 @@ class SimulationConfig:
     dp_delta: float = 1e-5
     combination: str = "choose"
     settings: str = "ours"
+    dp_mode: DPMode = "local"
+    server_lr: float = 1.0
+    secure_aggregation: bool = False
 
     def __post_init__(self) -> None:
         parse_choice(OptimizerSettings, self.settings, "settings")
@@ -76,6 +94,20 @@ class SimulationConfig:
         if (self.dp_clip_norm is None) != (self.dp_noise_multiplier is None):
             raise ValueError(
                 "differential privacy needs both dp_clip_norm and dp_noise_multiplier, or neither"
+            )
+        if not 0 < self.server_lr <= 1:
+            raise ValueError(f"server_lr must be in (0, 1], got {self.server_lr!r}")
+        if self.dp_mode not in DP_MODES:
+            raise ValueError(f"dp_mode must be one of {DP_MODES}, got {self.dp_mode!r}")
+        if self.dp_mode == "distributed" and not self.secure_aggregation:
+            raise ValueError(
+                "distributed DP needs secure aggregation: without it the hub sees each "
+                "site's update with only its share of the noise"
+            )
+        if self.secure_aggregation and self.aggregation_rule != AggregationRule.weighted_mean:
+            raise ValueError(
+                "secure aggregation reveals only the weighted mean; it cannot run the "
+                f"{self.aggregation_rule} aggregation rule"
             )
         # Building the DPConfig checks every DP value; with DP off only dp_delta is left.
         if self.dp is None and not 0 < self.dp_delta < 1:

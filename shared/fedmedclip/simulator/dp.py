@@ -13,7 +13,13 @@ from collections.abc import Mapping
 
 import torch
 
-from fedmedclip.privacy import DPConfig, PrivacyAccountant, epsilon_per_round, privatize_delta
+from fedmedclip.privacy import (
+    DPConfig,
+    PrivacyAccountant,
+    epsilon_per_round,
+    noise_share,
+    privatize_delta,
+)
 
 
 def noise_seed(seed: int, site_index: int, round_index: int) -> int:
@@ -30,8 +36,12 @@ def noise_seed(seed: int, site_index: int, round_index: int) -> int:
 class SitePrivacy:
     """The sites' DP state for one run: privatises deltas and accounts every update sent."""
 
-    def __init__(self, config: DPConfig, seed: int, n_sites: int) -> None:
+    def __init__(
+        self, config: DPConfig, seed: int, n_sites: int, *, distributed: bool = False
+    ) -> None:
         self.config = config
+        # Distributed DP: each site adds its share; the accountant sees the central noise.
+        self.site_config = noise_share(config, n_sites) if distributed else config
         self.seed = seed
         self.accountants = [PrivacyAccountant() for _ in range(n_sites)]
         self.epsilon_per_round = epsilon_per_round(config.noise_multiplier, config.delta)
@@ -41,7 +51,7 @@ class SitePrivacy:
     ) -> dict[str, torch.Tensor]:
         """Clip and noise one site's delta, and charge the round to that site's budget."""
         generator = torch.Generator().manual_seed(noise_seed(self.seed, site_index, round_index))
-        noisy = privatize_delta(delta, self.config, generator)
+        noisy = privatize_delta(delta, self.site_config, generator)
         self.accountants[site_index].step(self.config.noise_multiplier)
         return noisy
 

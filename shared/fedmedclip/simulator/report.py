@@ -80,15 +80,25 @@ def _dp_line(result: SimulationResult) -> str:
     """The DP settings and the epsilon the sites spent, for the report's settings list."""
     config = result.config
     dp = config.dp
+    secure = "- secure aggregation: " + ("on" if config.secure_aggregation else "off")
     if dp is None:
-        return "- differential privacy: off"
+        return secure + "\n- differential privacy: off"
     spent = [m.dp_epsilon for m in result.methods.values() if m.dp_epsilon is not None]
     epsilon = f"{max(spent):.2f}" if spent else "0 (no method sent an update)"
     per_run = " per run of the learning-rate search" if len(config.lr_factors) > 1 else ""
+    kind = (
+        "distributed over the sites, central noise in the secure sum"
+        if config.dp_mode == "distributed"
+        else "per site, client-side"
+    )
     return (
-        f"- differential privacy (per site, client-side): clip norm {dp.clip_norm:g}, "
-        f"noise multiplier {dp.noise_multiplier:g}; final ε = {epsilon}{per_run} "
-        f"at δ = {dp.delta:g} (RDP, replace_one)"
+        secure
+        + "\n"
+        + (
+            f"- differential privacy ({kind}): clip norm {dp.clip_norm:g}, "
+            f"noise multiplier {dp.noise_multiplier:g}; final ε = {epsilon}{per_run} "
+            f"at δ = {dp.delta:g} (RDP, replace_one)"
+        )
     )
 
 

@@ -34,6 +34,7 @@ from fedmedclip.simulator.base import Method
 from fedmedclip.simulator.config import SimulationConfig
 from fedmedclip.simulator.federation import Federation
 from fedmedclip.simulator.methods import METHOD_CLASSES, build_method
+from fedmedclip.simulator.secure import secure_mean
 
 EVAL_SPLITS = ("val", "test")
 
@@ -120,6 +121,10 @@ def _mean(per_site: dict[str, dict[str, Metrics]], split: str) -> Metrics:
     return mean_over_sites({site: splits[split] for site, splits in per_site.items()})
 
 
+def _server_step(mean: dict[str, torch.Tensor], server_lr: float) -> dict[str, torch.Tensor]:
+    return mean if server_lr == 1.0 else {k: v * server_lr for k, v in mean.items()}
+
+
 def run_round(method: Method, federation: Federation, round_index: int) -> RoundRecord:
     """One federated (or local) round followed by evaluation."""
     started = time.perf_counter()
@@ -128,6 +133,8 @@ def run_round(method: Method, federation: Federation, round_index: int) -> Round
     base_version = round_index - 1
     bytes_down = method.transport.download_bytes(base, base_version) if base is not None else 0
     updates, bytes_up, train_seconds = [], {}, 0.0
+    secure: dict[str, tuple[dict[str, torch.Tensor], float]] = {}
+    distributed = config.dp_mode == "distributed" and method.privacy is not None
     for i, site in enumerate(federation.sites):
         t0 = time.perf_counter()
         update = method.train_site(i, round_index)
@@ -136,13 +143,22 @@ def run_round(method: Method, federation: Federation, round_index: int) -> Round
             delta, omit_rows = state_delta(update.state, base), update.omit_rows
             if method.privacy is not None:
                 delta, omit_rows = method.privacy.privatize(delta, i, round_index), None
+            if config.secure_aggregation:
+                # Distributed DP weighs every site alike so that one site's influence on
+                # the sum stays within the clip norm; otherwise the sample count, masked.
+                secure[site.name] = (delta, 1.0 if distributed else float(update.n_samples))
+                continue
             received, n_bytes = method.transport.upload(
                 delta, site=i, base_version=base_version, omit_rows=omit_rows
             )
             updates.append((received, float(update.n_samples)))
             bytes_up[site.name] = n_bytes
-    if base is not None:
-        method.set_global(apply_delta(base, aggregate(updates, rule=config.aggregation_rule)))
+    if base is not None and secure:
+        mean, bytes_up = secure_mean(secure, round_index, config.seed)
+        method.set_global(apply_delta(base, _server_step(mean, config.server_lr)))
+    elif base is not None:
+        mean = aggregate(updates, rule=config.aggregation_rule)
+        method.set_global(apply_delta(base, _server_step(mean, config.server_lr)))
     per_site = evaluate(method, federation)
     privacy = method.privacy
     return RoundRecord(
