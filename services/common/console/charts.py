@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-WIDTH, HEIGHT, MARGIN = 480, 180, 36
+WIDTH, HEIGHT, MARGIN = 380, 150, 56
 
 
 @dataclass(frozen=True)
