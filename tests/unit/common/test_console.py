@@ -153,3 +153,13 @@ def test_line_chart_scales_into_the_plot_area() -> None:
     assert "from 0.5 (v0) to 0.6 (v2)" in chart.description
     flat = line_chart([(0, 1.0), (3, 1.0)], "loss")
     assert flat is not None and len({y for _, y, _ in flat.dots}) == 1
+
+
+def test_the_vendored_htmx_is_the_pinned_file() -> None:
+    """The served htmx is byte for byte the release named in VENDORED.md."""
+    import hashlib
+
+    static = Path(__file__).resolve().parents[3] / "services" / "common" / "console" / "static"
+    digest = hashlib.sha256((static / "htmx.min.js").read_bytes()).hexdigest()
+    assert digest in (static / "VENDORED.md").read_text()
+    assert (static / "htmx.LICENSE").read_text().startswith("Zero-Clause BSD")
