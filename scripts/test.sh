@@ -9,6 +9,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v chromium >/dev/null || need_apt+=(chromium)  # console browser tests (Playwright drives it)
 PG_BIN=${FEDMEDCLIP_PG_BIN:-/usr/lib/postgresql/15/bin}
 [ -x "$PG_BIN/initdb" ] || need_apt+=(postgresql-15)
 if [ ${#need_apt[@]} -gt 0 ]; then

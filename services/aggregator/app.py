@@ -19,6 +19,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 
 from fedmedclip import __version__
+from services.aggregator import console
 from services.aggregator.api import audit, models, nodes, ops, rounds, task, updates
 from services.aggregator.context import AppContext
 from services.aggregator.db.migrate import prepare_schema
@@ -79,4 +80,5 @@ def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
         updates.router, responses=COMMON_RESPONSES, max_body_size=settings.max_upload_bytes
     )
     app.include_router(ops.router)  # health, readiness, metrics: open, no input to validate
+    console.install(app, context)  # the web console at /console/, signed in with a session
     return app

@@ -61,13 +61,18 @@ def query(
     action: str | None = None,
     actor: str | None = None,
     since: datetime | None = None,
+    before: int | None = None,
     limit: int = 100,
 ) -> list[AuditOut]:
     """Newest events first, filtered by exact action, exact actor and a start time.
 
     A ``since`` without a time zone is read as UTC, the zone every stored time is in.
+    ``before`` (an event id) pages backwards: the next page starts below the last id seen,
+    which stays correct while new events arrive, unlike an offset.
     """
     stmt = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if before is not None:
+        stmt = stmt.where(AuditEvent.id < before)
     if action:
         stmt = stmt.where(AuditEvent.action == action)
     if actor:

@@ -28,6 +28,11 @@ class AggregatorSettings(ServiceSettings):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token of the federation admin; admin routes answer 503 without."
     )
+    console_session_secret: SecretStr | None = Field(
+        None,
+        description="Key that signs console sessions; random per process when unset "
+        "(sessions then end at restart and are not shared between replicas).",
+    )
     max_upload_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Cap on an update body.")
     default_deadline_seconds: int = Field(
         600, ge=1, le=30 * 24 * 3600, description="Round deadline when none is given."

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from fedmedclip.bounded_json import JsonLimitError, loads_bounded
 from fedmedclip.codec import CodecError, decode_update, payload_sha256
 from fedmedclip.schemas import RoundState, UpdateReceipt
 from services.aggregator import audit, rounds, tasks
-from services.aggregator.db.models import Update, utcnow
+from services.aggregator.db.models import Node, Update, utcnow
 from services.common.problems import (
     Conflict,
     InvalidRequest,
@@ -160,3 +161,45 @@ def receive_update(session: Session, sub: Submission, *, max_upload_bytes: int) 
         quantization=decoded.quantization,
     )
     return IntakeResult(_receipt(stored), replayed=False)
+
+
+@dataclass(frozen=True)
+class UpdateSummary:
+    """What an operator sees of one stored update: who, how much, how it did locally."""
+
+    node_name: str
+    sample_count: int
+    size_bytes: int
+    local_metrics: dict[str, float]
+    sha256: str
+    received_at: datetime
+
+
+def summaries(session: Session, round_id: int) -> list[UpdateSummary]:
+    """The updates stored for ``round_id``, in arrival order (payloads are not loaded)."""
+    stmt = (
+        select(
+            Node.name,
+            Update.sample_count,
+            Update.size_bytes,
+            Update.local_metrics,
+            Update.sha256,
+            Update.received_at,
+        )
+        .join(Node, Node.id == Update.node_id)
+        .where(Update.round_id == round_id)
+        .order_by(Update.id)
+    )
+    return [UpdateSummary(*row) for row in session.execute(stmt)]
+
+
+def bytes_by_round(session: Session, round_ids: list[int]) -> dict[int, int]:
+    """Total update bytes received per round, for the rounds in ``round_ids``."""
+    if not round_ids:
+        return {}
+    stmt = (
+        select(Update.round_id, func.sum(Update.size_bytes))
+        .where(Update.round_id.in_(round_ids))
+        .group_by(Update.round_id)
+    )
+    return {round_id: int(total or 0) for round_id, total in session.execute(stmt)}

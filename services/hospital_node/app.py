@@ -19,6 +19,7 @@ from services.common.problems import install_problem_handlers, problem_responses
 from services.common.request_context import RequestContextMiddleware
 from services.common.settings import SettingsRefused
 from services.common.structured_logging import configure_logging
+from services.hospital_node import console
 from services.hospital_node.agent import Agent
 from services.hospital_node.api import datasets, health, jobs, model, privacy
 from services.hospital_node.context import NodeContext
@@ -99,4 +100,5 @@ def create_app(settings: NodeSettings | None = None) -> FastAPI:
     app.include_router(health.router)  # health, readiness, metrics: open, no input to validate
     for router in (datasets.router, jobs.router, model.router, privacy.router):
         app.include_router(router, responses=API_RESPONSES)
+    console.install(app, ctx)  # the web console at /console/, signed in with a session
     return app

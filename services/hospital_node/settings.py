@@ -26,6 +26,11 @@ class NodeSettings(HubClientSettings):
         SecretStr(""), description="This node's bearer token from the hub."
     )
     admin_token: SecretStr = Field(SecretStr(""), description="Site admin token for the node API.")
+    console_session_secret: SecretStr | None = Field(
+        None,
+        description="Key that signs console sessions; random per process when unset "
+        "(sessions then end at restart and are not shared between replicas).",
+    )
     broker_url: str = Field("", description="Redis URL for Celery; empty = in-process jobs.")
     data_roots: Annotated[list[Path], NoDecode, CommaSeparated] = Field(
         default_factory=list, description="Folders datasets may live in (comma-separated)."

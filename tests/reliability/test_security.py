@@ -43,6 +43,8 @@ SITE_ADMIN = "site-admin-token-for-security"
 UNUSED_HUB = f"http://127.0.0.1:{free_port()}"
 OPEN_ROUTES = {"/health", "/ready", "/metrics"}
 DOCS_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+CONSOLE_SIGN_IN = "/console/signin"
+"""The console's one open page; its POST still needs the sign-in form's CSRF token."""
 PNG_SIGNATURE_FORMS = ("\\x89PNG", "iVBORw0KGgo", "89504e470d0a1a0a")
 """How the first bytes of a PNG look in a log: bytes repr, base64, hex."""
 
@@ -130,10 +132,15 @@ def _routes(app: FastAPI) -> list[tuple[str, str]]:
 def test_every_route_but_probes_and_docs_needs_a_token(name: str, apps: dict, figures) -> None:
     target: App = apps[name]
     routes = _routes(target.app)
-    protected = [(m, p) for m, p in routes if p not in OPEN_ROUTES | DOCS_ROUTES]
+    protected = [
+        (m, p) for m, p in routes if p not in OPEN_ROUTES | DOCS_ROUTES | {CONSOLE_SIGN_IN}
+    ]
     assert {p for _, p in routes} >= OPEN_ROUTES
     assert protected
     for method, path in protected:
+        if path.startswith("/console/"):
+            _assert_console_needs_a_session(target.client, method, path)
+            continue
         for headers in ({}, bearer("not-a-token-of-this-service"), {"Authorization": "Basic x"}):
             response = target.client.request(method, path, headers=headers)
             assert response.status_code == 401, (method, path, headers, response.text)
@@ -141,8 +148,23 @@ def test_every_route_but_probes_and_docs_needs_a_token(name: str, apps: dict, fi
     for method, path in routes:
         if path in OPEN_ROUTES | DOCS_ROUTES:
             assert target.client.request(method, path).status_code in (200, 503), path
+        if path == CONSOLE_SIGN_IN:
+            expected = 200 if method == "GET" else 403  # a POST without the form's CSRF token
+            assert target.client.request(method, path).status_code == expected, method
     figures.set(f"security.{name}.protected_routes", len(protected))
     figures.set(f"security.{name}.open_routes", len(routes) - len(protected))
+
+
+def _assert_console_needs_a_session(client: TestClient, method: str, path: str) -> None:
+    """Console pages take a session cookie, not a token: a page without one goes to
+    sign-in, an action is refused, and a bearer token does not stand in for a session."""
+    for headers in ({}, bearer(ADMIN_TOKEN), bearer(SITE_ADMIN)):
+        response = client.request(method, path, headers=headers, follow_redirects=False)
+        if method == "GET":
+            assert response.status_code == 303, (method, path, response.text)
+            assert response.headers["location"].startswith(CONSOLE_SIGN_IN)
+        else:
+            assert response.status_code in (401, 403), (method, path, response.text)
 
 
 @pytest.mark.parametrize("name", ["aggregator", "node", "inference"])
@@ -380,7 +402,7 @@ def test_every_route_that_takes_a_body_caps_it(tmp_path: Path, trained_store: Pa
             declared = node.request(method, path, content=body, headers=headers)
             assert declared.status_code == 413, (path, declared.text)
             streamed = node.request(method, path, content=_chunks(200_000), headers=headers)
-            assert streamed.status_code == 413, (path, streamed.text)
+            assert streamed.status_code == 413 or not _reads_body(path), (path, streamed.text)
             checked += 1
 
     settings = make_settings(trained_store, tmp_path / "inference", max_upload_bytes=32 * 1024)
@@ -412,4 +434,10 @@ def test_every_route_that_takes_a_body_caps_it(tmp_path: Path, trained_store: Pa
 
 
 def _reads_body(path: str) -> bool:
+    """Whether the route reads the test's JSON body. Console actions are asked without a
+    session cookie, so they are refused (401) before their form is read, and sign-in reads
+    only form-encoded bodies (the JSON one is left unread and refused for its missing CSRF
+    token); the declared-size check still covers them all."""
+    if path.startswith("/console/"):
+        return False
     return not re.search(r"/(close|cancel|recover|promote|rollback)$", path)

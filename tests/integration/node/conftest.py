@@ -134,12 +134,16 @@ class Node:
 def make_settings(
     tmp_path: Path, federation: SynthSummary, feature_cache: Path, hub: Hub
 ) -> Callable[..., NodeSettings]:
-    """Settings for a node registered at the hub, reading the synthetic federation."""
+    """Settings for a node registered at the hub, reading the synthetic federation.
 
-    def make(name: str, **extra: Any) -> NodeSettings:
+    ``token``: a node token registered elsewhere (the console); else the node is registered
+    here under ``name``.
+    """
+
+    def make(name: str, token: str | None = None, **extra: Any) -> NodeSettings:
         values: dict[str, Any] = {
             "aggregator_url": hub.url,
-            "node_token": hub.add_node(name),
+            "node_token": token or hub.add_node(name),
             "admin_token": SITE_ADMIN,
             "data_roots": [federation.root],
             "data_dir": tmp_path / name,

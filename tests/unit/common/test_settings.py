@@ -51,12 +51,17 @@ def test_every_secret_of_every_service_can_come_from_a_file(monkeypatch, tmp_pat
     assert AggregatorSettings.secret_variable_names() == {
         "FEDMEDCLIP_AGG_ADMIN_TOKEN",
         "FEDMEDCLIP_AGG_DATABASE_URL",
+        "FEDMEDCLIP_AGG_CONSOLE_SESSION_SECRET",
     }
     assert NodeSettings.secret_variable_names() == {
         "FEDMEDCLIP_NODE_NODE_TOKEN",
         "FEDMEDCLIP_NODE_ADMIN_TOKEN",
         "FEDMEDCLIP_NODE_DATABASE_URL",
+        "FEDMEDCLIP_NODE_CONSOLE_SESSION_SECRET",
     }
+    console_key = _secret_file(tmp_path, "console-key\n", "console")
+    monkeypatch.setenv("FEDMEDCLIP_NODE_CONSOLE_SESSION_SECRET_FILE", str(console_key))
+    assert NodeSettings().console_session_secret.get_secret_value() == "console-key"
     assert InferenceSettings.secret_variable_names() == {
         "FEDMEDCLIP_INFERENCE_NODE_TOKEN",
         "FEDMEDCLIP_INFERENCE_CLINICIAN_TOKENS",
