@@ -1,6 +1,7 @@
 """Site monitoring on real models: embedding drift on synthetic sites, feedback metrics.
 
-One synthetic federation of two hospitals; a model is trained on half of hospital 0's
+One synthetic federation of two hospitals with the same balanced class mix (so that only
+their cameras differ); a model is trained on half of hospital 0's
 images and stored with its training-feature sample, as a node does. Traffic is then the
 other half of hospital 0 (in distribution), hospital 1 (another site's camera) or hospital
 0 with its contrast reduced.
@@ -51,7 +52,13 @@ class Federation:
 def federation(tmp_path_factory: pytest.TempPathFactory, backbone: Backbone) -> Federation:
     root = tmp_path_factory.mktemp("monitoring")
     summary = synthesize_federation(
-        root / "images", hospitals=2, classes=3, per_hospital=PER_HOSPITAL, image_size=64, seed=5
+        root / "images",
+        hospitals=2,
+        classes=3,
+        per_hospital=PER_HOSPITAL,
+        image_size=64,
+        seed=1,
+        alpha=100.0,
     )
     records = read_image_folder(summary.hospital_dirs[0])
     train, held_out = records[::2], records[1::2]
