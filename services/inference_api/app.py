@@ -129,7 +129,8 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
         observe=metrics.http.observe,
     )
     predict.include(app, settings)
-    app.include_router(dicomweb.router)
+    if pacs is not None:  # the API describes what this deployment can do
+        app.include_router(dicomweb.router)
     app.include_router(model.router)
     app.include_router(monitoring.router)
     app.include_router(ops.router)

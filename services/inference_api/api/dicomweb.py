@@ -6,6 +6,7 @@ presentation state) are skipped and listed as such; the images go through the sa
 and predict path as ``POST /predict``. The answer has one result per instance and one for
 the study (the class with the highest mean probability). On request the result is also
 stored back to the PACS as a DICOM SR (STOW-RS) and returned as a FHIR DiagnosticReport.
+The route exists only when a PACS is configured.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pydantic import BaseModel, Field
 from pydicom.errors import InvalidDicomError
 from starlette.concurrency import run_in_threadpool
 
-from services.common.problems import Unavailable, Unprocessable, problem_responses
+from services.common.problems import Unprocessable, problem_responses
 from services.common.structured_logging import request_id_var
 from services.inference_api.api.deps import ClinicianDep, ServiceDep
 from services.inference_api.api.schemas import ModelRef, PredictionOut
@@ -33,7 +34,9 @@ from services.inference_api.clinical_reports import (
 from services.inference_api.dicomweb import PacsClient
 from services.inference_api.uploads import Upload
 
-router = APIRouter(tags=["predict"], responses=problem_responses(401, 403, 404, 422, 502, 503, 504))
+router = APIRouter(
+    tags=["predict"], responses=problem_responses(401, 403, 404, 413, 422, 502, 503, 504)
+)
 
 Uid = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)]
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -80,12 +83,7 @@ def _read(data: bytes) -> pydicom.Dataset | None:
 
 
 def _pacs(request: Request) -> PacsClient:
-    pacs: PacsClient | None = request.app.state.pacs
-    if pacs is None:
-        raise Unavailable(
-            "no PACS is configured: set FEDMEDCLIP_INFERENCE_DICOMWEB_URL",
-            code="dicomweb_not_configured",
-        )
+    pacs: PacsClient = request.app.state.pacs
     return pacs
 
 

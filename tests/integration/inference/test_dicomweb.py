@@ -196,10 +196,11 @@ def test_pacs_down_wrong_password_and_slow_pacs(tmp_path, trained_store, orthanc
             assert r.json()["code"] == code
 
 
-def test_without_a_pacs_the_route_says_so(tmp_path, trained_store):
+def test_without_a_pacs_there_is_no_dicomweb_route(tmp_path, trained_store):
     with serve(make_settings(trained_store, tmp_path)) as server, client(server) as http:
         r = http.post("/predict/dicomweb", json={"study_instance_uid": "1.2.3"})
-    assert r.status_code == 503 and r.json()["code"] == "dicomweb_not_configured"
+        paths = http.get("/openapi.json").json()["paths"]
+    assert r.status_code == 404 and "/predict/dicomweb" not in paths
 
 
 def _dicom_bytes(ds: pydicom.Dataset) -> bytes:
