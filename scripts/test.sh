@@ -12,6 +12,9 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v chromium >/dev/null || need_apt+=(chromium)  # console browser tests (Playwright drives it)
 PG_BIN=${FEDMEDCLIP_PG_BIN:-/usr/lib/postgresql/15/bin}
 [ -x "$PG_BIN/initdb" ] || need_apt+=(postgresql-15)
+# A real PACS for the DICOMweb tests (tests/support/orthanc.py starts it).
+command -v Orthanc >/dev/null || need_apt+=(orthanc)
+dpkg -s orthanc-dicomweb >/dev/null 2>&1 || need_apt+=(orthanc-dicomweb)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing system packages: ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

@@ -354,6 +354,7 @@ def run_training(
             backbone=task.backbone,
             weights=settings.backbone_weights,
             backbone_id=backbone.id,
+            class_counts=torch.bincount(data.y_train, minlength=len(task.class_names)).tolist(),
         ),
         pairing_features=pairing_sample(data.x_train, seed=round_id),
     )

@@ -18,12 +18,15 @@ from services.common.api_docs import install_offline_docs
 from services.common.problems import install_problem_handlers
 from services.common.request_context import RequestContextMiddleware
 from services.common.structured_logging import configure_logging
-from services.inference_api.api import model, ops, predict
+from services.inference_api.api import dicomweb, model, monitoring, ops, predict
 from services.inference_api.audit import AuditLog
 from services.inference_api.auth import TokenRegistry
+from services.inference_api.dicomweb import PacsClient, PacsLimits
+from services.inference_api.feedback import FeedbackStore
 from services.inference_api.hub import HubFollower
 from services.inference_api.metrics import InferenceMetrics
 from services.inference_api.model_loader import ModelManager
+from services.inference_api.monitoring import MonitorLimits, SiteMonitor
 from services.inference_api.service import InferenceService
 from services.inference_api.settings import InferenceSettings
 
@@ -58,11 +61,39 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
         manager,
         AuditLog(settings.audit_path, store_images=settings.audit_store_images),
         metrics,
+        monitor=SiteMonitor(
+            MonitorLimits(
+                window=settings.monitor_window,
+                min_samples=settings.monitor_min_samples,
+                drift_alpha=settings.monitor_drift_alpha,
+                permutations=settings.monitor_permutations,
+                prior_threshold=settings.monitor_prior_threshold,
+            ),
+            metrics,
+        ),
+        feedback=FeedbackStore(settings.predictions_path),
         max_pixels=settings.max_pixels,
         max_concurrent_decodes=settings.max_concurrent_decodes,
         max_batch_size=settings.max_batch_size,
         batch_window_seconds=settings.batch_window_ms / 1000,
         reload_seconds=settings.reload_seconds,
+    )
+
+    pacs = (
+        PacsClient(
+            settings.dicomweb_url,
+            limits=PacsLimits(
+                max_instances=settings.dicomweb_max_instances,
+                max_instance_bytes=settings.max_upload_bytes,
+                max_total_bytes=settings.dicomweb_max_total_bytes,
+            ),
+            timeout=settings.dicomweb_timeout_seconds,
+            username=settings.dicomweb_username,
+            password=settings.dicomweb_password.get_secret_value(),
+            token=settings.dicomweb_token.get_secret_value(),
+        )
+        if settings.dicomweb_url
+        else None
     )
 
     @asynccontextmanager
@@ -72,6 +103,8 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
             yield
         finally:
             await service.stop()
+            if pacs is not None:
+                await pacs.close()
 
     app = FastAPI(
         title="FedMedCLIP inference API",
@@ -84,6 +117,7 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.service = service
+    app.state.pacs = pacs
     app.state.tokens = TokenRegistry(
         (t.get_secret_value() for t in settings.clinician_tokens),
         settings.admin_token.get_secret_value(),
@@ -95,6 +129,9 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
         observe=metrics.http.observe,
     )
     predict.include(app, settings)
+    if pacs is not None:  # the API describes what this deployment can do
+        app.include_router(dicomweb.router)
     app.include_router(model.router)
+    app.include_router(monitoring.router)
     app.include_router(ops.router)
     return app

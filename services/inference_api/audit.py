@@ -28,6 +28,7 @@ class AuditEntry:
     input_sha256: str
     prediction: Prediction
     data: bytes
+    prediction_id: str | None = None
 
 
 class AuditLog:
@@ -59,6 +60,7 @@ class AuditLog:
                     "request_id": request_id,
                     "caller": caller,
                     "input_sha256": entry.input_sha256,
+                    "prediction_id": entry.prediction_id,
                     "model": dict(model),
                     "label": entry.prediction.label,
                     "probabilities": entry.prediction.probabilities,

@@ -6,6 +6,10 @@ stays fast.
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import typer
 
 from services.common.cli import SslCertfile, SslKeyfile, serve_service
@@ -37,3 +41,43 @@ def serve(
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
     )
+
+
+@app.command()
+def report(
+    out: Path = typer.Option(Path("monitoring-report"), help="Folder for the HTML and PNG."),
+    url: str = typer.Option(
+        "http://127.0.0.1:8300", help="The inference API to read GET /monitoring from."
+    ),
+    token_env: str = typer.Option(
+        "FEDMEDCLIP_INFERENCE_REPORT_TOKEN",
+        help="Environment variable holding a clinician or admin token (never on the command line).",
+    ),
+    from_file: Path | None = typer.Option(
+        None, "--from-file", help="Read a saved GET /monitoring JSON instead of the API."
+    ),
+) -> None:
+    """Write the site monitoring (drift, histograms, feedback metrics) as HTML + PNG."""
+    import httpx
+
+    from services.inference_api.report import write_report
+
+    if from_file is not None:
+        monitoring = json.loads(from_file.read_text(encoding="utf-8"))
+    else:
+        token = os.environ.get(token_env, "")
+        if not token:
+            raise typer.BadParameter(f"set {token_env} to a clinician or admin token")
+        try:
+            response = httpx.get(
+                f"{url.rstrip('/')}/monitoring",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=60,
+            )
+        except httpx.HTTPError as exc:
+            raise typer.BadParameter(f"cannot reach {url}: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            raise typer.BadParameter(f"GET /monitoring answered {response.status_code}")
+        monitoring = response.json()
+    page, png = write_report(monitoring, out)
+    typer.echo(f"wrote {page} and {png}")

@@ -56,5 +56,37 @@ class InferenceMetrics:
             "Private head version being served (-1 before a model is loaded).",
             registry=self.registry,
         )
+        version = ["global_version", "head_version"]
+        self.drift_state = Gauge(
+            f"{prefix}_drift_state",
+            "Embedding drift of a model version: 1 drift, 0 ok, -1 unknown or too few images.",
+            version,
+            registry=self.registry,
+        )
+        self.drift_mmd = Gauge(
+            f"{prefix}_drift_mmd",
+            "MMD² between recent embeddings and the head's training sample.",
+            version,
+            registry=self.registry,
+        )
+        self.prior_distance = Gauge(
+            f"{prefix}_class_prior_distance",
+            "Total variation distance of predicted classes from the training class prior.",
+            version,
+            registry=self.registry,
+        )
+        self.monitored = Gauge(
+            f"{prefix}_monitored_predictions",
+            "Predictions of a model version since the service started.",
+            version,
+            registry=self.registry,
+        )
+        self.feedback = Gauge(
+            f"{prefix}_feedback",
+            "Running clinician-feedback metrics of a model version "
+            "(labelled, accuracy, balanced_accuracy, ece).",
+            [*version, "metric"],
+            registry=self.registry,
+        )
         self.global_version.set(-1)
         self.head_version.set(-1)

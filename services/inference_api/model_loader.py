@@ -81,6 +81,10 @@ class LoadedModel:
     head_trained_on: int | None
     head_repaired: bool
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    reference_features: torch.Tensor | None = field(default=None, repr=False)
+    """The head's stored training-feature sample: what embedding drift is measured against."""
+    class_counts: list[int] | None = None
+    """Training images per class of the head (the class prior), when the node stored them."""
 
     @property
     def class_names(self) -> list[str]:
@@ -320,6 +324,8 @@ class ModelManager:
             head_sha256=stored_head.sha256,
             head_trained_on=stored_head.meta.global_version,
             head_repaired=features is not None,
+            reference_features=features,
+            class_counts=stored_head.meta.class_counts,
         )
 
     def _pairing_features(self, head_version: int) -> torch.Tensor | None:

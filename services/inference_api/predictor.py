@@ -8,7 +8,7 @@ that the benchmark compares the service with.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -35,6 +35,13 @@ class Prediction:
     alpha: float
     fam: BranchPrediction
     head: BranchPrediction
+    embedding: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    """The backbone embedding (CPU), kept for drift monitoring; never sent or logged."""
+
+    @property
+    def confidence(self) -> float:
+        """Probability of the predicted class."""
+        return self.probabilities[self.label]
 
 
 def prepare(data: bytes, backbone: Backbone, max_pixels: int) -> torch.Tensor:
@@ -72,6 +79,7 @@ def forward(model: LoadedModel, pixels: torch.Tensor) -> list[Prediction]:
                 alpha=float(out.alpha[i]),
                 fam=_branch(names, out.fam_probabilities[i]),
                 head=_branch(names, out.head_probabilities[i]),
+                embedding=features[i].detach().float().cpu(),
             )
         )
     return predictions

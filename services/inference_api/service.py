@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from starlette.concurrency import run_in_threadpool
@@ -21,8 +23,10 @@ from services.common.problems import Unavailable, Unprocessable
 from services.inference_api.audit import AuditEntry, AuditLog
 from services.inference_api.auth import Caller
 from services.inference_api.batcher import BatcherStopped, MicroBatcher
+from services.inference_api.feedback import FeedbackStore, Recorded
 from services.inference_api.metrics import InferenceMetrics
 from services.inference_api.model_loader import LoadedModel, ModelManager, ModelUnavailable
+from services.inference_api.monitoring import SiteMonitor
 from services.inference_api.predictor import Prediction, forward, prepare
 from services.inference_api.uploads import Upload
 
@@ -40,10 +44,12 @@ class BatchItem:
 
 @dataclass(frozen=True)
 class Answer:
-    """The prediction for one upload, with the hash that identifies the input."""
+    """The prediction for one upload, with the hash that identifies the input and the id
+    under which a clinician can confirm it."""
 
     input_sha256: str
     prediction: Prediction
+    prediction_id: str
 
 
 class InferenceService:
@@ -55,6 +61,8 @@ class InferenceService:
         audit: AuditLog,
         metrics: InferenceMetrics,
         *,
+        monitor: SiteMonitor,
+        feedback: FeedbackStore,
         max_pixels: int,
         max_concurrent_decodes: int,
         max_batch_size: int,
@@ -64,6 +72,8 @@ class InferenceService:
         self.manager = manager
         self.audit = audit
         self.metrics = metrics
+        self.monitor = monitor
+        self.feedback = feedback
         self.max_pixels = max_pixels
         # Decoding is where one request's memory peaks (up to a few hundred MB for an image
         # at the pixel cap); without a cap, N parallel requests would take N times that.
@@ -87,6 +97,7 @@ class InferenceService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await self.batcher.stop()
+        self.feedback.close()
         if self.manager.hub is not None:
             self.manager.hub.close()
 
@@ -114,18 +125,84 @@ class InferenceService:
         except BatcherStopped as exc:
             raise Unavailable(str(exc), code="shutting_down") from exc
         answers = [
-            Answer(upload.sha256, prediction)
+            Answer(upload.sha256, prediction, uuid.uuid4().hex)
             for upload, prediction in zip(uploads, predictions, strict=True)
         ]
         self.metrics.predictions.inc(len(answers))
+        await run_in_threadpool(self._keep, model, answers, uploads, pixels, caller, request_id)
+        return answers
+
+    def _keep(
+        self,
+        model: LoadedModel,
+        answers: list[Answer],
+        uploads: list[Upload],
+        pixels: list[torch.Tensor],
+        caller: Caller,
+        request_id: str,
+    ) -> None:
+        """Audit the answers, make them confirmable, and count them for monitoring."""
         entries = [
-            AuditEntry(a.input_sha256, a.prediction, u.data)
+            AuditEntry(a.input_sha256, a.prediction, u.data, a.prediction_id)
             for a, u in zip(answers, uploads, strict=True)
         ]
-        await run_in_threadpool(
-            self.audit.record, entries, caller=caller.id, request_id=request_id, model=model.trace()
+        self.audit.record(entries, caller=caller.id, request_id=request_id, model=model.trace())
+        self.feedback.record(
+            [
+                Recorded(
+                    id=a.prediction_id,
+                    global_version=model.global_version,
+                    head_version=model.head_version,
+                    class_names=model.class_names,
+                    label=a.prediction.label,
+                    confidence=a.prediction.confidence,
+                )
+                for a in answers
+            ]
         )
-        return answers
+        self.monitor.observe(model, pixels, [a.prediction for a in answers])
+
+    def monitoring(self) -> dict[str, Any]:
+        """``GET /monitoring``: per-version statistics, drift and feedback metrics.
+
+        Versions appear once they answered a prediction since the service started
+        (statistics) or have clinician feedback (kept in the feedback store). Refreshes the
+        Prometheus gauges as a side effect, so ``/metrics`` calls it too.
+        """
+        feedback = self.feedback.metrics()
+        seen = self.monitor.versions()
+        versions = []
+        for key in sorted(set(seen) | set(feedback)):
+            entry: dict[str, Any] = (
+                self.monitor.report(key)
+                if key in seen
+                else {"global_version": key[0], "head_version": key[1], "predictions": 0}
+            )
+            entry = entry | {"feedback": feedback.get(key, {"labelled": 0})}
+            for name, value in entry["feedback"].items():
+                self.metrics.feedback.labels(str(key[0]), str(key[1]), name).set(value)
+            versions.append(entry)
+        model = self.manager.model
+        serving = None if model is None else (model.global_version, model.head_version)
+        current = next(
+            (v for v in versions if (v["global_version"], v["head_version"]) == serving), None
+        )
+        drift = current["drift"]["state"] if current and "drift" in current else "unknown"
+        limits = self.monitor.limits
+        return {
+            "serving": None
+            if serving is None
+            else dict(zip(("global_version", "head_version"), serving, strict=True)),
+            "drift": drift,
+            "thresholds": {
+                "window": limits.window,
+                "min_samples": limits.min_samples,
+                "drift_alpha": limits.drift_alpha,
+                "permutations": limits.permutations,
+                "prior_threshold": limits.prior_threshold,
+            },
+            "versions": versions,
+        }
 
     def _prepare_all(self, model: LoadedModel, uploads: list[Upload]) -> list[torch.Tensor]:
         pixels = []

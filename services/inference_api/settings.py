@@ -64,12 +64,55 @@ class InferenceSettings(HubClientSettings):
         False, description="Also keep each input image next to the audit log (by sha256)."
     )
 
-    @field_validator("aggregator_url")
+    predictions_db: Path | None = Field(
+        None,
+        description="SQLite file of prediction ids and clinician feedback "
+        "(default: predictions.sqlite next to the audit log).",
+    )
+    monitor_window: int = Field(
+        256, ge=2, description="Recent embeddings kept per model version for drift tests."
+    )
+    monitor_min_samples: int = Field(
+        20, ge=2, description="Predictions needed before a drift state is given."
+    )
+    monitor_drift_alpha: float = Field(
+        0.01, gt=0, lt=1, description="Level of the MMD permutation test for embedding drift."
+    )
+    monitor_permutations: int = Field(
+        200, ge=20, le=5000, description="Permutations of the MMD drift test."
+    )
+    monitor_prior_threshold: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Total variation distance from the training class prior flagged as shift.",
+    )
+    dicomweb_url: str = Field(
+        "", description="DICOMweb root of the site's PACS (WADO-RS, QIDO-RS, STOW-RS)."
+    )
+    dicomweb_username: str = Field("", description="HTTP basic user for the PACS.")
+    dicomweb_password: SecretStr = Field(
+        SecretStr(""), description="HTTP basic password for the PACS."
+    )
+    dicomweb_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token for the PACS (instead of basic auth)."
+    )
+    dicomweb_timeout_seconds: float = Field(
+        30.0, gt=0, description="Timeout of one PACS request (connect, read, write)."
+    )
+    dicomweb_max_instances: int = Field(
+        64, ge=1, description="Most image instances predicted for one study."
+    )
+    dicomweb_max_total_bytes: int = Field(
+        256 * 1024 * 1024, gt=0, description="Cap on the bytes retrieved for one study."
+    )
+
+    @field_validator("aggregator_url", "dicomweb_url")
     @classmethod
     def _strip_url(cls, value: str) -> str:
         value = value.strip().rstrip("/")
         if value and not value.startswith(("http://", "https://")):
-            raise ValueError("aggregator_url must start with http:// or https://")
+            raise ValueError("the URL must start with http:// or https://")
         return value
 
     @model_validator(mode="after")
@@ -84,6 +127,16 @@ class InferenceSettings(HubClientSettings):
         if admin and admin in {t.get_secret_value() for t in self.clinician_tokens}:
             raise ValueError("admin_token must differ from every clinician token")
         return self
+
+    @model_validator(mode="after")
+    def _one_pacs_credential(self) -> InferenceSettings:
+        if self.dicomweb_token.get_secret_value() and self.dicomweb_username:
+            raise ValueError("set dicomweb_token or dicomweb_username/password, not both")
+        return self
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.predictions_db or self.audit_path.parent / "predictions.sqlite"
 
     @property
     def follows_hub(self) -> bool:

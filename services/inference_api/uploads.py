@@ -22,6 +22,13 @@ from services.common.problems import (
     Unprocessable,
     UnsupportedMediaType,
 )
+from services.inference_api.multipart_related import (
+    DICOM,
+    MultipartError,
+    TooLarge,
+    parse_related,
+    related_type,
+)
 
 MULTIPART_OVERHEAD = 64 * 1024
 """Room per file for multipart boundaries and part headers on top of the file cap."""
@@ -47,12 +54,16 @@ class Upload:
 async def read_uploads(
     request: Request, *, field: str, max_files: int, max_bytes: int
 ) -> list[Upload]:
-    """The files sent in multipart ``field`` (1 to ``max_files``, each <= ``max_bytes``)."""
+    """The files sent in multipart ``field`` (1 to ``max_files``, each <= ``max_bytes``),
+    or the DICOM instances of a STOW-RS style ``multipart/related`` body."""
     content_type = request.headers.get("content-type", "")
+    related = related_type(content_type)
+    if related is not None:
+        return await _read_related(request, content_type, related, max_files, max_bytes)
     if not content_type.lower().startswith("multipart/form-data"):
         raise UnsupportedMediaType(
-            f"send the image as multipart/form-data with a '{field}' field "
-            f"(got content type {content_type or 'none'!r})"
+            f"send the image as multipart/form-data with a '{field}' field, or DICOM as "
+            f'multipart/related; type="{DICOM}" (got content type {content_type or "none"!r})'
         )
     try:
         form = await request.form(max_files=max_files, max_fields=max_files)
@@ -80,3 +91,28 @@ async def read_uploads(
         return uploads
     finally:
         await form.close()
+
+
+async def _read_related(
+    request: Request, content_type: str, related: str, max_files: int, max_bytes: int
+) -> list[Upload]:
+    """DICOM instances sent the STOW-RS way (the route's body cap bounds the read)."""
+    if related != DICOM:
+        raise UnsupportedMediaType(
+            f'multipart/related bodies must have type="{DICOM}" (got {related or "none"!r})'
+        )
+    body = await request.body()
+    try:
+        parts = parse_related(content_type, body, max_parts=max_files, max_part_bytes=max_bytes)
+    except TooLarge as exc:
+        raise PayloadTooLarge(
+            f"multipart/related body: {exc} (caps: {max_files} parts of {max_bytes} bytes)"
+        ) from exc
+    except MultipartError as exc:
+        raise InvalidRequest(
+            f"malformed multipart/related body: {exc}", code="bad_multipart"
+        ) from exc
+    for number, part in enumerate(parts, start=1):
+        if part.content_type != DICOM:
+            raise UnsupportedMediaType(f"part {number} is {part.content_type}, not {DICOM}")
+    return [Upload(None, part.data) for part in parts]

@@ -107,6 +107,11 @@ class HeadMetadata(BaseModel):
     backbone: str | None = None
     weights: str | None = None
     backbone_id: str | None = None
+    class_counts: list[int] | None = Field(
+        None,
+        description="Training images per class (task order): the prior that the inference "
+        "API compares its predicted-class distribution with.",
+    )
 
     @field_validator("temperatures")
     @classmethod

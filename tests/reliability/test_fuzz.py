@@ -80,6 +80,8 @@ INFERENCE_OPERATIONS = [
     "POST /predict",
     "POST /predict/batch",
     "POST /model/reload",
+    "GET /monitoring",
+    "POST /predictions/{prediction_id}/feedback",
 ]
 
 

@@ -412,10 +412,19 @@ def test_every_route_that_takes_a_body_caps_it(tmp_path: Path, trained_store: Pa
             for m, p in _routes(server.server.config.app)
             if m in ("POST", "PUT", "PATCH") and p != "/model/reload"  # takes no body
         ]
-        assert inference_routes == [("POST", "/predict"), ("POST", "/predict/batch")]
+        json_routes = [("POST", "/predictions/1/feedback")]  # no PACS: no /predict/dicomweb
+        upload_routes = [("POST", "/predict"), ("POST", "/predict/batch")]
+        assert sorted(inference_routes) == sorted(upload_routes + json_routes)
         big = b"\x89PNG\r\n\x1a\n" + b"\0" * (40 * 1024)
         auth = bearer(CLINICIAN)
-        for _, path in inference_routes:
+        for _, path in json_routes:  # the app-wide JSON cap (64 KiB)
+            json_headers = {**auth, "Content-Type": "application/json"}
+            declared = http.post(path, content=big_json, headers=json_headers)
+            assert declared.status_code == 413, (path, declared.text)
+            streamed = http.post(path, content=_chunks(2 * 1024 * 1024), headers=json_headers)
+            assert streamed.status_code == 413, (path, streamed.text)
+            checked += 1
+        for _, path in upload_routes:
             field = "file" if path == "/predict" else "files"
             too_big = http.post(path, files={field: ("big.png", big)}, headers=auth)
             assert too_big.status_code == 413, (path, too_big.text)

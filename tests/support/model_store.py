@@ -23,7 +23,7 @@ from fedmedclip.feature_cache import FeatureCache
 from fedmedclip.model import build_adapter, build_head
 from fedmedclip.model_store import HeadMetadata, ModelStore, encode_blob
 from fedmedclip.schemas import TaskSpec
-from fedmedclip.trainer import TrainConfig, calibrate, train_local
+from fedmedclip.trainer import TrainConfig, calibrate, pairing_sample, train_local
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,13 @@ def publish_round(
     global_version: int,
     epochs: int = 2,
     seed: int = 0,
+    pairing: bool = False,
 ) -> int:
     """Train a round from the store's current global version (or version 0) and write
-    global ``global_version``, a new head and ``current.json``; return the head version."""
+    global ``global_version``, a new head and ``current.json``; return the head version.
+
+    The head carries its training class counts; with ``pairing`` also the training-feature
+    sample a node stores (re-pairing, drift monitoring)."""
     config = site.task.adapter_config()
     adapter = build_adapter(config, seed=site.task.fam.seed)
     current = store.current()
@@ -95,8 +99,11 @@ def publish_round(
     meta = {"version": global_version, "parent_version": parent, "task": site.task.model_dump()}
     store.save_global_blob(global_version, encode_blob(result.adapter_state, meta))
     assert result.head_state is not None
+    counts = torch.bincount(site.labels, minlength=len(site.task.class_names)).tolist()
     head_version = store.save_head(
-        result.head_state, HeadMetadata(global_version=global_version, temperatures=temperatures)
+        result.head_state,
+        HeadMetadata(global_version=global_version, temperatures=temperatures, class_counts=counts),
+        pairing_features=pairing_sample(site.features) if pairing else None,
     )
     store.set_current(global_version, head_version)
     return head_version

@@ -37,6 +37,7 @@ class ModelRef(BaseModel):
 
 
 class PredictionOut(BaseModel):
+    id: str = Field(description="Prediction id, for POST /predictions/{id}/feedback.")
     label: str
     probabilities: dict[str, float]
     alpha: float = Field(description="Weight of the private head in the ensemble (0..1).")
@@ -49,6 +50,7 @@ class PredictionOut(BaseModel):
     def of(cls, answer: Answer, model: LoadedModel, latency_ms: float) -> PredictionOut:
         p = answer.prediction
         return cls(
+            id=answer.prediction_id,
             label=p.label,
             probabilities=p.probabilities,
             alpha=p.alpha,
@@ -63,3 +65,16 @@ class BatchPredictionOut(BaseModel):
     predictions: list[PredictionOut]
     model: ModelRef
     latency_ms: float
+
+
+class FeedbackIn(BaseModel):
+    label: str = Field(min_length=1, max_length=200, description="The confirmed class name.")
+
+
+class FeedbackOut(BaseModel):
+    prediction_id: str
+    predicted: str
+    label: str
+    correct: bool
+    global_version: int
+    head_version: int
