@@ -12,6 +12,11 @@
 #
 #   bash deploy/compose/bootstrap.sh [extra `docker compose up` arguments, e.g. --build]
 #   CPU_WORKERS=0 COMPOSE_PROFILES=gpu bash deploy/compose/bootstrap.sh    # GPU workers
+#   FEDMEDCLIP_TLS=1 bash deploy/compose/bootstrap.sh    # HTTPS and mutual TLS
+#
+# FEDMEDCLIP_TLS=1 also issues the certificates (deploy/compose/issue-certificates.sh) and
+# names compose.tls.yaml next to compose.yaml in .env (COMPOSE_FILE), so that every later
+# `docker compose` command runs the TLS variant too.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -66,23 +71,38 @@ done
 # The node's broker URL carries the Redis password, so it is an environment value.
 env_ensure SITE_A_REDIS_PASSWORD "$(random_hex 24)"
 env_ensure SITE_B_REDIS_PASSWORD "$(random_hex 24)"
+if [[ "${FEDMEDCLIP_TLS:-0}" == 1 ]]; then
+    env_ensure COMPOSE_FILE "compose.yaml:compose.tls.yaml"
+fi
+# Compose reads COMPOSE_FILE from .env; this script's own commands follow it as well.
+compose_file="$(env_get COMPOSE_FILE)"
+[[ -z "${compose_file}" ]] || export COMPOSE_FILE="${compose_file}"
 
 mkdir -p var/compose/site_a/datasets var/compose/site_b/datasets var/compose/weights
 
 log "building the image and starting the hub"
 docker compose build
+if [[ "${COMPOSE_FILE:-}" == *compose.tls.yaml* ]]; then
+    log "issuing the federation CA and the certificates (fedmedclip pki)"
+    bash "${repo_root}/deploy/compose/issue-certificates.sh"
+fi
 docker compose up -d --wait postgres aggregator
 
-# Registration runs inside the aggregator container, so the host needs no HTTP client.
+# Registration runs inside the aggregator container, so the host needs no HTTP client. Under
+# TLS it verifies the hub against the federation CA; an admin needs no client certificate.
 register() {
     local site="$1"
     docker compose exec -T aggregator python - "${site}" <<'PY'
 import json
+import os
+import ssl
 import sys
 import urllib.request
 
+tls = bool(os.environ.get("FEDMEDCLIP_AGG_SSL_CERTFILE"))
+context = ssl.create_default_context(cafile="/run/secrets/federation_ca") if tls else None
 request = urllib.request.Request(
-    "http://127.0.0.1:8100/api/v1/nodes",
+    ("https" if tls else "http") + "://127.0.0.1:8100/api/v1/nodes",
     data=json.dumps({"name": sys.argv[1]}).encode(),
     headers={
         "Authorization": "Bearer " + open("/run/secrets/hub_admin_token").read().strip(),
@@ -90,7 +110,7 @@ request = urllib.request.Request(
     },
     method="POST",
 )
-with urllib.request.urlopen(request, timeout=30) as response:
+with urllib.request.urlopen(request, timeout=30, context=context) as response:
     print(json.load(response)["token"])
 PY
 }

@@ -11,6 +11,7 @@ test_helm_operations.py on the cases defined here.
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -33,6 +34,16 @@ SITE_GPU_VALUES = SITE / "values-gpu.yaml"
 KUBERNETES_VERSIONS = ("1.29.0", "1.35.0")
 NAMESPACE = "fedmedclip-test"
 DIGEST = "sha256:" + "ab" * 32
+# What the extraVolumes/extraVolumeMounts/extraEnv values of the TLS cases add to every
+# FedMedCLIP workload (a hospital proxy's CA, say).
+EXTRA_VOLUME = {"name": "proxy-ca", "configMap": {"name": "proxy-ca"}}
+EXTRA_MOUNT = {"name": "proxy-ca", "mountPath": "/etc/proxy-ca", "readOnly": True}
+EXTRA_ENV = {
+    "aggregator": {"name": "FEDMEDCLIP_AGG_LOG_LEVEL", "value": "DEBUG"},
+    "node": {"name": "FEDMEDCLIP_NODE_LOG_LEVEL", "value": "DEBUG"},
+    "worker": {"name": "FEDMEDCLIP_NODE_LOG_LEVEL", "value": "DEBUG"},
+    "inference": {"name": "FEDMEDCLIP_INFERENCE_LOG_LEVEL", "value": "DEBUG"},
+}
 
 # name -> (chart, helm arguments)
 CASES: dict[str, tuple[Path, tuple[str, ...]]] = {
@@ -122,14 +133,75 @@ CASES: dict[str, tuple[Path, tuple[str, ...]]] = {
             "redis.auth.password=redis-password-1",
         ),
     ),
-}
+    # Transport security and sign-on (test_helm_tls.py): HTTPS from existing Secrets, mutual
+    # TLS, both Ingresses, OIDC, extra volumes, monitoring over HTTPS.
+    "hub-tls": (
+        HUB,
+        (
+            "--set", "tls.existingSecret=hub-tls",
+            "--set", "tls.caBundle.existingSecret=federation-ca",
+            "--set", "ingress.enabled=true",
+            "--set", "ingress.admin.enabled=true",
+            "--set", "oidc.issuer=https://idp.example/realms/fed",
+            "--set", "oidc.audience=fedmedclip-hub",
+            "--set", "oidc.jwksUrl=https://idp.example/realms/fed/certs",
+            "--set", "oidc.roleClaim=realm_access.roles",
+            "--set-json", 'oidc.roleMap={"fed-operators":"admin"}',
+            "--set", "metrics.serviceMonitor.enabled=true",
+            "--set-json", f"aggregator.extraVolumes={json.dumps([EXTRA_VOLUME])}",
+            "--set-json", f"aggregator.extraVolumeMounts={json.dumps([EXTRA_MOUNT])}",
+            "--set-json", f"aggregator.extraEnv={json.dumps([EXTRA_ENV['aggregator']])}",
+        ),
+    ),
+    # cert-manager issues the hub's certificate; the client CA comes from a ConfigMap.
+    "hub-cert-manager": (
+        HUB,
+        (
+            "--set", "tls.certManager.enabled=true",
+            "--set", "tls.certManager.issuerRef.name=federation-ca",
+            "--set", "tls.certManager.issuerRef.kind=ClusterIssuer",
+            "--set", "tls.certManager.dnsNames={hub.fedmedclip.example}",
+            "--set", "tls.caBundle.existingConfigMap=federation-ca",
+            "--set", "tls.caBundle.key=federation.pem",
+        ),
+    ),
+    "site-tls": (
+        SITE,
+        (
+            "--set", "hub.url=https://hub.fedmedclip.example",
+            "--set", "auth.nodeToken=node-token-1",
+            "--set", "tls.caBundle.existingConfigMap=federation-ca",
+            "--set", "tls.clientCertificate.existingSecret=hospital-a-client",
+            "--set", "node.tls.existingSecret=node-api-tls",
+            "--set", "inference.tls.certManager=true",
+            "--set", "inference.tls.dnsNames={inference.hospital-a.example}",
+            "--set", "tls.certManager.issuerRef.name=hospital-ca",
+            "--set", "oidc.issuer=https://sso.hospital-a.example",
+            "--set", "oidc.jwksUrl=https://sso.hospital-a.example/jwks",
+            "--set", "node.oidc.audience=fedmedclip-node",
+            "--set-json", 'node.oidc.roleMap={"site-it":"admin"}',
+            "--set", "inference.oidc.audience=fedmedclip-inference",
+            "--set-json", 'inference.oidc.roleMap={"radiology":"clinician","pacs-admins":"admin"}',
+            "--set", "metrics.serviceMonitor.enabled=true",
+            *(
+                arg
+                for name in ("node", "worker", "inference")
+                for arg in (
+                    "--set-json", f"{name}.extraVolumes={json.dumps([EXTRA_VOLUME])}",
+                    "--set-json", f"{name}.extraVolumeMounts={json.dumps([EXTRA_MOUNT])}",
+                    "--set-json", f"{name}.extraEnv={json.dumps([EXTRA_ENV[name]])}",
+                )
+            ),
+        ),
+    ),
+}  # fmt: skip
 HUB_CASES = [name for name, (chart, _) in CASES.items() if chart == HUB]
 SITE_CASES = [name for name, (chart, _) in CASES.items() if chart == SITE]
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}
 # Custom resources that kubernetes-validate has no schema for; their rendering is checked
-# in test_helm_operations.py.
-NOT_IN_THE_KUBERNETES_SCHEMAS = {"ServiceMonitor"}
+# in test_helm_operations.py and test_helm_tls.py.
+NOT_IN_THE_KUBERNETES_SCHEMAS = {"ServiceMonitor", "Certificate"}
 # Containers that run no FedMedCLIP HTTP server and are probed by exec instead.
 EXEC_PROBED = {"postgresql", "redis", "worker"}
 STANDARD_LABELS = (
@@ -537,6 +609,10 @@ def _policies(docs: list[dict]) -> dict[str, dict]:
     return {component(p): p for p in by_kind(docs, "NetworkPolicy")}
 
 
+def _ingress(policies: dict[str, dict], name: str) -> list[dict]:
+    return policies[name]["spec"]["ingress"]
+
+
 def _peer_components(rule: dict, key: str) -> set[str]:
     return {
         peer["podSelector"]["matchLabels"].get("app.kubernetes.io/component", "")
@@ -565,22 +641,27 @@ def test_site_network_policies(helm: str, case: str) -> None:
             assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
 
     # Inbound: the inference API from the hospital's namespaces; both APIs from the monitoring
-    # namespace and the release's test pod; nothing else.
-    http = [{"port": "http", "protocol": "TCP"}]
+    # namespace and the release's test pod; nothing else. The port is the API's own (named
+    # http, or https when it serves TLS).
+    def api_port(name: str) -> list[dict]:
+        (port,) = pod_spec(workload(docs, name))["containers"][0]["ports"]
+        return [{"port": port["name"], "protocol": "TCP"}]
+
     rule, *extras = policies["inference"]["spec"]["ingress"]
     (peer,) = rule["from"]
     assert peer["namespaceSelector"] == values["inference"]["namespaceSelector"]
-    assert rule["ports"] == http
-    assert extras == policies["node-api"]["spec"]["ingress"]
-    monitoring, test_pod = extras
+    assert rule["ports"] == api_port("inference")
     namespace = values["metrics"]["namespace"]
-    assert monitoring == {
-        "from": [
-            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
-        ],
-        "ports": http,
-    }
-    assert _peer_components(test_pod, "from") == {"test"} and test_pod["ports"] == http
+    for name, api_extras in (("inference", extras), ("node-api", _ingress(policies, "node-api"))):
+        monitoring, test_pod = api_extras
+        assert monitoring == {
+            "from": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+            ],
+            "ports": api_port(name),
+        }
+        assert _peer_components(test_pod, "from") == {"test"}
+        assert test_pod["ports"] == api_port(name)
     assert policies["worker"]["spec"]["ingress"] == []
     (redis_rule,) = policies["redis"]["spec"]["ingress"]
     assert _peer_components(redis_rule, "from") == {"node-api", "worker"}

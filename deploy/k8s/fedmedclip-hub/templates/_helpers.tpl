@@ -171,12 +171,15 @@ the password in the Secret ($(VAR) expansion), so the password is never in a Con
 {{- end }}
 {{- end -}}
 
-{{/* Writable scratch space: the root filesystem is read-only. */}}
+{{/* Writable scratch space (the root filesystem is read-only), and the extra mounts. */}}
 {{- define "fedmedclip-hub.scratchVolumeMounts" -}}
 - name: tmp
   mountPath: /tmp
 - name: data
   mountPath: /var/lib/fedmedclip/aggregator
+{{- with .Values.aggregator.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{- define "fedmedclip-hub.scratchVolumes" -}}
@@ -186,6 +189,135 @@ the password in the Secret ($(VAR) expansion), so the password is never in a Con
 - name: data
   emptyDir:
     sizeLimit: 1Gi
+{{- with .Values.aggregator.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Whether the aggregator serves HTTPS itself ("true" or empty). */}}
+{{- define "fedmedclip-hub.tls" -}}
+{{- if or .Values.tls.existingSecret .Values.tls.certManager.enabled -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The kubernetes.io/tls Secret of the aggregator (cert-manager writes it when enabled). */}}
+{{- define "fedmedclip-hub.tlsSecret" -}}
+{{- default (printf "%s-tls" (include "fedmedclip-hub.fullname" .)) .Values.tls.existingSecret -}}
+{{- end -}}
+
+{{/* Name of the aggregator's container and Service port: it says what it speaks. */}}
+{{- define "fedmedclip-hub.portName" -}}
+{{- ternary "https" "http" (eq (include "fedmedclip-hub.tls" .) "true") -}}
+{{- end -}}
+
+{{- define "fedmedclip-hub.scheme" -}}
+{{- ternary "HTTPS" "HTTP" (eq (include "fedmedclip-hub.tls" .) "true") -}}
+{{- end -}}
+
+{{/* Whether node requests need client certificates (a client CA is given). */}}
+{{- define "fedmedclip-hub.mutualTls" -}}
+{{- $ca := .Values.tls.caBundle -}}
+{{- if or $ca.pem $ca.existingConfigMap $ca.existingSecret -}}
+{{- if not (include "fedmedclip-hub.tls" .) -}}
+{{- fail "tls.caBundle (mutual TLS for nodes) needs the aggregator to serve HTTPS: set tls.existingSecret or tls.certManager.enabled" -}}
+{{- end -}}
+{{- if gt (len (compact (list $ca.pem $ca.existingConfigMap $ca.existingSecret))) 1 -}}
+{{- fail "give the client CA once: tls.caBundle.pem, tls.caBundle.existingConfigMap or tls.caBundle.existingSecret" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "fedmedclip-hub.caConfigMap" -}}
+{{- printf "%s-ca" (include "fedmedclip-hub.fullname" .) -}}
+{{- end -}}
+
+{{/*
+Environment of the serving aggregator only (the migrations serve nothing): HTTPS, the client
+CA of mutual TLS, and single sign-on.
+*/}}
+{{- define "fedmedclip-hub.serveEnv" -}}
+{{- if include "fedmedclip-hub.tls" . }}
+- name: FEDMEDCLIP_AGG_SSL_CERTFILE
+  value: /etc/fedmedclip/tls/tls.crt
+- name: FEDMEDCLIP_AGG_SSL_KEYFILE
+  value: /etc/fedmedclip/tls/tls.key
+{{- end }}
+{{- if include "fedmedclip-hub.mutualTls" . }}
+- name: FEDMEDCLIP_AGG_CLIENT_CA
+  value: /etc/fedmedclip/ca/ca.crt
+{{- end }}
+{{- include "fedmedclip-hub.oidcEnv" (dict "prefix" "FEDMEDCLIP_AGG_" "oidc" .Values.oidc "name" "oidc") }}
+{{- end -}}
+
+{{/*
+FEDMEDCLIP_<service>_OIDC_* from an oidc value block; nothing while issuer is empty.
+Call with (dict "prefix" "FEDMEDCLIP_AGG_" "oidc" .Values.oidc "name" "oidc").
+*/}}
+{{- define "fedmedclip-hub.oidcEnv" -}}
+{{- $o := .oidc -}}
+{{- if $o.issuer }}
+- name: {{ .prefix }}OIDC_ISSUER
+  value: {{ $o.issuer | quote }}
+- name: {{ .prefix }}OIDC_AUDIENCE
+  value: {{ required (printf "%s.audience is required with %s.issuer" .name .name) $o.audience | quote }}
+- name: {{ .prefix }}OIDC_JWKS_URL
+  value: {{ required (printf "%s.jwksUrl is required with %s.issuer" .name .name) $o.jwksUrl | quote }}
+- name: {{ .prefix }}OIDC_ROLE_CLAIM
+  value: {{ $o.roleClaim | quote }}
+{{- $pairs := list }}
+{{- range $group, $role := $o.roleMap }}
+{{- $pairs = append $pairs (printf "%s=%s" $group $role) }}
+{{- end }}
+- name: {{ .prefix }}OIDC_ROLE_MAP
+  value: {{ join "," $pairs | quote }}
+- name: {{ .prefix }}OIDC_NAME_CLAIM
+  value: {{ $o.nameClaim | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "fedmedclip-hub.tlsVolumeMounts" -}}
+{{- if include "fedmedclip-hub.tls" . }}
+- name: tls
+  mountPath: /etc/fedmedclip/tls
+  readOnly: true
+{{- end }}
+{{- if include "fedmedclip-hub.mutualTls" . }}
+- name: client-ca
+  mountPath: /etc/fedmedclip/ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "fedmedclip-hub.tlsVolumes" -}}
+{{- if include "fedmedclip-hub.tls" . }}
+- name: tls
+  secret:
+    secretName: {{ include "fedmedclip-hub.tlsSecret" . }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- end }}
+{{- if include "fedmedclip-hub.mutualTls" . }}
+{{- $ca := .Values.tls.caBundle }}
+{{- $items := list (dict "key" (ternary "ca.crt" $ca.key (not (empty $ca.pem))) "path" "ca.crt") }}
+- name: client-ca
+  {{- if $ca.existingSecret }}
+  secret:
+    secretName: {{ $ca.existingSecret }}
+    items:
+      {{- toYaml $items | nindent 6 }}
+  {{- else }}
+  configMap:
+    name: {{ default (include "fedmedclip-hub.caConfigMap" .) $ca.existingConfigMap }}
+    items:
+      {{- toYaml $items | nindent 6 }}
+  {{- end }}
+{{- end }}
 {{- end -}}
 
 {{- define "fedmedclip-hub.podSpecCommon" -}}

@@ -271,6 +271,7 @@ Call with (dict "ctx" $ "device" "cpu").
   value: {{ $v.privacy.delta | quote }}
 - name: FEDMEDCLIP_NODE_DP_MAX_EPSILON
   value: {{ $v.privacy.maxEpsilon | quote }}
+{{- include "fedmedclip-site.hubClientEnv" (dict "ctx" .ctx "prefix" "FEDMEDCLIP_NODE_") }}
 {{- end -}}
 
 {{/* Volumes of the node API and worker pods. */}}
@@ -296,6 +297,7 @@ Call with (dict "ctx" $ "device" "cpu").
     claimName: {{ .existingClaim }}
     readOnly: true
 {{- end }}
+{{- include "fedmedclip-site.hubClientVolumes" . }}
 {{- end -}}
 
 {{- define "fedmedclip-site.nodeVolumeMounts" -}}
@@ -318,6 +320,7 @@ Call with (dict "ctx" $ "device" "cpu").
   subPath: {{ . }}
   {{- end }}
 {{- end }}
+{{- include "fedmedclip-site.hubClientVolumeMounts" . }}
 {{- end -}}
 
 {{/* Egress shared by the node API, the workers and the inference API: DNS and the hub. */}}
@@ -365,10 +368,12 @@ topologySpreadConstraints:
 
 {{/*
 Ingress rules every API pod (node API, inference API) gets besides its own clients: the
-monitoring namespace to /metrics (served on the http port), and this release's test pod.
+monitoring namespace to /metrics (served on the API's port), and this release's test pod.
+Call with (dict "ctx" $ "service" "node") or "inference".
 */}}
 {{- define "fedmedclip-site.apiIngressExtras" -}}
-{{- $metrics := .Values.networkPolicy.metrics -}}
+{{- $port := include "fedmedclip-site.portName" . -}}
+{{- $metrics := .ctx.Values.networkPolicy.metrics -}}
 {{- if $metrics.enabled }}
 - from:
     - namespaceSelector:
@@ -378,15 +383,15 @@ monitoring namespace to /metrics (served on the http port), and this release's t
         {{- toYaml . | nindent 8 }}
       {{- end }}
   ports:
-    - port: http
+    - port: {{ $port }}
       protocol: TCP
 {{- end }}
 - from:
     - podSelector:
         matchLabels:
-          {{- include "fedmedclip-site.selectorLabels" (dict "ctx" . "component" "test") | nindent 10 }}
+          {{- include "fedmedclip-site.selectorLabels" (dict "ctx" .ctx "component" "test") | nindent 10 }}
   ports:
-    - port: http
+    - port: {{ $port }}
       protocol: TCP
 {{- end -}}
 
@@ -398,4 +403,166 @@ with the worker's own broker URL and credentials.
 - python
 - -c
 - "import os, redis; redis.Redis.from_url(os.environ['FEDMEDCLIP_NODE_BROKER_URL'], socket_timeout=5, socket_connect_timeout=5).ping()"
+{{- end -}}
+
+{{/*
+Whether a site API serves HTTPS itself ("true" or empty).
+Call with (dict "ctx" $ "service" "node") or "inference".
+*/}}
+{{- define "fedmedclip-site.tls" -}}
+{{- $tls := (index .ctx.Values .service).tls -}}
+{{- if or $tls.existingSecret $tls.certManager -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The kubernetes.io/tls Secret of a site API (cert-manager writes it when enabled). */}}
+{{- define "fedmedclip-site.tlsSecret" -}}
+{{- $tls := (index .ctx.Values .service).tls -}}
+{{- default (printf "%s-%s-tls" (include "fedmedclip-site.fullname" .ctx) .service) $tls.existingSecret -}}
+{{- end -}}
+
+{{/* Name of a site API's container and Service port: it says what it speaks. */}}
+{{- define "fedmedclip-site.portName" -}}
+{{- ternary "https" "http" (eq (include "fedmedclip-site.tls" .) "true") -}}
+{{- end -}}
+
+{{- define "fedmedclip-site.scheme" -}}
+{{- ternary "HTTPS" "HTTP" (eq (include "fedmedclip-site.tls" .) "true") -}}
+{{- end -}}
+
+{{/* Whether a CA bundle for the hub is given ("true" or empty); it is given once. */}}
+{{- define "fedmedclip-site.hubCa" -}}
+{{- $ca := .Values.tls.caBundle -}}
+{{- if gt (len (compact (list $ca.pem $ca.existingConfigMap $ca.existingSecret))) 1 -}}
+{{- fail "give the hub's CA once: tls.caBundle.pem, tls.caBundle.existingConfigMap or tls.caBundle.existingSecret" -}}
+{{- end -}}
+{{- if or $ca.pem $ca.existingConfigMap $ca.existingSecret -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "fedmedclip-site.caConfigMap" -}}
+{{- printf "%s-hub-ca" (include "fedmedclip-site.fullname" .) -}}
+{{- end -}}
+
+{{/*
+How a process that calls the hub checks it and, under mutual TLS, identifies itself:
+FEDMEDCLIP_<service>_CA_BUNDLE and _CLIENT_CERTFILE/_CLIENT_KEYFILE.
+Call with (dict "ctx" $ "prefix" "FEDMEDCLIP_NODE_").
+*/}}
+{{- define "fedmedclip-site.hubClientEnv" -}}
+{{- if include "fedmedclip-site.hubCa" .ctx }}
+- name: {{ .prefix }}CA_BUNDLE
+  value: /etc/fedmedclip/hub-ca/ca.crt
+{{- end }}
+{{- if .ctx.Values.tls.clientCertificate.existingSecret }}
+- name: {{ .prefix }}CLIENT_CERTFILE
+  value: /etc/fedmedclip/client-tls/tls.crt
+- name: {{ .prefix }}CLIENT_KEYFILE
+  value: /etc/fedmedclip/client-tls/tls.key
+{{- end }}
+{{- end -}}
+
+{{- define "fedmedclip-site.hubClientVolumeMounts" -}}
+{{- if include "fedmedclip-site.hubCa" . }}
+- name: hub-ca
+  mountPath: /etc/fedmedclip/hub-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.tls.clientCertificate.existingSecret }}
+- name: client-tls
+  mountPath: /etc/fedmedclip/client-tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "fedmedclip-site.hubClientVolumes" -}}
+{{- if include "fedmedclip-site.hubCa" . }}
+{{- $ca := .Values.tls.caBundle }}
+{{- $items := list (dict "key" (ternary "ca.crt" $ca.key (not (empty $ca.pem))) "path" "ca.crt") }}
+- name: hub-ca
+  {{- if $ca.existingSecret }}
+  secret:
+    secretName: {{ $ca.existingSecret }}
+    items:
+      {{- toYaml $items | nindent 6 }}
+  {{- else }}
+  configMap:
+    name: {{ default (include "fedmedclip-site.caConfigMap" .) $ca.existingConfigMap }}
+    items:
+      {{- toYaml $items | nindent 6 }}
+  {{- end }}
+{{- end }}
+{{- with .Values.tls.clientCertificate.existingSecret }}
+- name: client-tls
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- end }}
+{{- end -}}
+
+{{/*
+HTTPS and single sign-on of a site API (the worker serves nothing).
+Call with (dict "ctx" $ "service" "node" "prefix" "FEDMEDCLIP_NODE_").
+*/}}
+{{- define "fedmedclip-site.serveEnv" -}}
+{{- if include "fedmedclip-site.tls" . }}
+- name: {{ .prefix }}SSL_CERTFILE
+  value: /etc/fedmedclip/tls/tls.crt
+- name: {{ .prefix }}SSL_KEYFILE
+  value: /etc/fedmedclip/tls/tls.key
+{{- end }}
+{{- $o := .ctx.Values.oidc }}
+{{- $svc := (index .ctx.Values .service).oidc }}
+{{- if $o.issuer }}
+- name: {{ .prefix }}OIDC_ISSUER
+  value: {{ $o.issuer | quote }}
+- name: {{ .prefix }}OIDC_AUDIENCE
+  value: {{ required (printf "%s.oidc.audience is required with oidc.issuer" .service) $svc.audience | quote }}
+- name: {{ .prefix }}OIDC_JWKS_URL
+  value: {{ required "oidc.jwksUrl is required with oidc.issuer" $o.jwksUrl | quote }}
+- name: {{ .prefix }}OIDC_ROLE_CLAIM
+  value: {{ $o.roleClaim | quote }}
+{{- $pairs := list }}
+{{- range $group, $role := $svc.roleMap }}
+{{- $pairs = append $pairs (printf "%s=%s" $group $role) }}
+{{- end }}
+- name: {{ .prefix }}OIDC_ROLE_MAP
+  value: {{ join "," $pairs | quote }}
+- name: {{ .prefix }}OIDC_NAME_CLAIM
+  value: {{ $o.nameClaim | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "fedmedclip-site.serverTlsVolumeMounts" -}}
+{{- if include "fedmedclip-site.tls" . }}
+- name: tls
+  mountPath: /etc/fedmedclip/tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "fedmedclip-site.serverTlsVolumes" -}}
+{{- if include "fedmedclip-site.tls" . }}
+- name: tls
+  secret:
+    secretName: {{ include "fedmedclip-site.tlsSecret" . }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- end }}
+{{- end -}}
+
+{{/* Checksum of the TLS and sign-on values: the pods restart when a file or setting changes. */}}
+{{- define "fedmedclip-site.tlsChecksum" -}}
+{{- toJson (list .Values.tls .Values.oidc .Values.node.tls .Values.node.oidc .Values.inference.tls .Values.inference.oidc) | sha256sum -}}
 {{- end -}}
