@@ -303,7 +303,9 @@ def _decompress(frame: bytes, expected_size: int) -> bytes:
     """
     try:
         declared = zstandard.frame_content_size(frame)
-        if declared not in (expected_size, zstandard.CONTENTSIZE_UNKNOWN):
+        if declared < 0:  # -1: no content size in the frame header (encode_update writes one)
+            raise CodecError("update body does not declare its decompressed size")
+        if declared != expected_size:
             raise CodecError(
                 f"update body declares {declared} decompressed bytes, expected {expected_size}"
             )

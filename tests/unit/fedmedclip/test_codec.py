@@ -104,11 +104,13 @@ def test_a_zstd_bomb_is_refused_without_inflating_it():
     blob = encode_update(_delta(), base_version=0, quantization="int8")
     _, _, hlen = struct.unpack_from("<4sHI", blob)
     bomb = zstandard.ZstdCompressor(level=1).compress(bytes(256 * 1024 * 1024))
+    hidden = zstandard.ZstdCompressor(level=1, write_content_size=False).compress(bytes(1 << 20))
     assert len(bomb) < 100_000  # small on the wire, well under the size cap
     forged = blob[: 10 + hlen] + bomb
     tracemalloc.start()
     try:
-        _reject(forged, "decompresses to")
+        _reject(forged, "declares 268435456 decompressed bytes")
+        _reject(blob[: 10 + hlen] + hidden, "does not declare its decompressed size")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
