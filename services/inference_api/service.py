@@ -17,9 +17,9 @@ import torch
 from starlette.concurrency import run_in_threadpool
 
 from fedmedclip.data.images import ImageDecodeError
+from services.common.auth import Caller
 from services.common.problems import Unavailable, Unprocessable
 from services.inference_api.audit import AuditEntry, AuditLog
-from services.inference_api.auth import Caller
 from services.inference_api.batcher import BatcherStopped, MicroBatcher
 from services.inference_api.metrics import InferenceMetrics
 from services.inference_api.model_loader import LoadedModel, ModelManager, ModelUnavailable
@@ -123,7 +123,11 @@ class InferenceService:
             for a, u in zip(answers, uploads, strict=True)
         ]
         await run_in_threadpool(
-            self.audit.record, entries, caller=caller.id, request_id=request_id, model=model.trace()
+            self.audit.record,
+            entries,
+            caller=caller.actor,
+            request_id=request_id,
+            model=model.trace(),
         )
         return answers
 

@@ -1,18 +1,75 @@
-"""The hub's bearer header parsing."""
+"""The hub's callers: who the audit trail names, and node tokens across a rotation."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from services.aggregator.auth import bearer_token
-from services.common.problems import Unauthenticated
+from services.aggregator.auth import Principal, Role, authenticate, hub_authenticator
+from services.aggregator.db.migrate import prepare_schema
+from services.aggregator.nodes import create_node, revoke_node, rotate_token
+from services.aggregator.settings import AggregatorSettings
+from services.common.db import Database
+from services.common.identity import Person
+from services.common.problems import Conflict, Forbidden, NotFound, Unauthenticated, Unavailable
+
+ANY = frozenset({Role.admin, Role.node})
 
 
-@pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer", "Bearer   "])
-def test_bearer_header_must_carry_a_token(header) -> None:
-    with pytest.raises(Unauthenticated):
-        bearer_token(header)
+@pytest.fixture
+def db(tmp_path) -> Iterator[Database]:
+    database = Database.connect(f"sqlite:///{tmp_path / 'hub.db'}")
+    prepare_schema(database.engine, auto_migrate=False)
+    yield database
+    database.dispose()
 
 
-def test_bearer_token_is_extracted() -> None:
-    assert bearer_token("bearer abc.DEF-1") == "abc.DEF-1"
+def test_the_audit_trail_names_the_person_the_admin_token_or_the_node() -> None:
+    alice = Person("alice", "Alice Example", frozenset({"admin"}))
+    assert Principal(Role.admin, person=alice).actor == "person:alice (Alice Example)"
+    assert Principal(Role.admin, person=Person("bob", None, frozenset())).actor == "person:bob"
+    long = Person("x" * 200, "y" * 200, frozenset())
+    assert len(Principal(Role.admin, person=long).actor) == 120  # fits the audit column
+    assert Principal(Role.admin).actor == "admin"
+    assert Principal(Role.node, 3, "alpha").actor == "node:alpha"
+
+
+def test_a_rotated_token_works_through_its_grace_period_only(db: Database) -> None:
+    auth = hub_authenticator(AggregatorSettings(admin_token="hub-admin"))
+    with db.sessions.begin() as session:
+        node = create_node(session, "alpha", "admin")
+    with db.sessions.begin() as session:
+        instant = rotate_token(session, node.id, 0, "admin")
+    with db.sessions.begin() as session:
+        graced = rotate_token(session, node.id, 600, "admin")
+    assert len({node.token, instant.token, graced.token}) == 3
+    assert authenticate(db.sessions, graced.token, auth, ANY).node_name == "alpha"
+    assert authenticate(db.sessions, instant.token, auth, ANY).node_id == node.id  # in grace
+    with pytest.raises(Unauthenticated, match="invalid token"):
+        authenticate(db.sessions, node.token, auth, ANY)  # two rotations back: forgotten
+    with db.sessions.begin() as session:
+        rotate_token(session, node.id, 0, "admin")
+    with pytest.raises(Unauthenticated, match="rotated") as refused:
+        authenticate(db.sessions, graced.token, auth, ANY)
+    assert refused.value.code == "token_rotated"
+
+
+def test_only_a_live_node_can_rotate(db: Database) -> None:
+    with db.sessions.begin() as session:
+        node = create_node(session, "alpha", "admin")
+        revoke_node(session, node.id, "admin")
+    with pytest.raises(Conflict, match="revoked"), db.sessions.begin() as session:
+        rotate_token(session, node.id, 0, "admin")
+    with pytest.raises(NotFound), db.sessions.begin() as session:
+        rotate_token(session, 99, 0, "admin")
+
+
+def test_admin_routes_need_an_admin_token_or_single_sign_on(db: Database) -> None:
+    bare = hub_authenticator(AggregatorSettings())
+    with pytest.raises(Unavailable):
+        authenticate(db.sessions, "anything", bare, frozenset({Role.admin}))
+    auth = hub_authenticator(AggregatorSettings(admin_token="hub-admin"))
+    assert authenticate(db.sessions, "hub-admin", auth, ANY).role is Role.admin
+    with pytest.raises(Forbidden, match="node token"):
+        authenticate(db.sessions, "hub-admin", auth, frozenset({Role.node}))
