@@ -226,6 +226,12 @@ class ServiceSettings(BaseSettings):
         description="IdP role or group -> this service's role, as `group=role,group2=role`.",
     )
     oidc_name_claim: str = Field("name", description="Claim with the person's display name.")
+    oidc_jwks_refresh_seconds: float = Field(
+        10,
+        ge=0,
+        le=3600,
+        description="Least time between two JWKS fetches caused by unknown key ids.",
+    )
 
     _secret_files: dict[str, SecretFile[Any]] = PrivateAttr(default_factory=dict)
 
@@ -290,6 +296,7 @@ class ServiceSettings(BaseSettings):
             role_claim=self.oidc_role_claim,
             role_map=self.oidc_role_map,
             name_claim=self.oidc_name_claim,
+            jwks_refresh_cooldown_seconds=self.oidc_jwks_refresh_seconds,
         )
 
     def server_tls(self, **kwargs: Any) -> ServerTls | None:
