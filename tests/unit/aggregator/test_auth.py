@@ -1,17 +1,26 @@
-"""The hub's callers: who the audit trail names, and node tokens across a rotation."""
+"""The hub's callers: who the audit trail names, node tokens across a rotation, and the
+binding of node tokens to node certificates under mutual TLS."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from services.aggregator.auth import Principal, Role, authenticate, hub_authenticator
+from services.aggregator.auth import (
+    Principal,
+    Role,
+    authenticate,
+    check_node_certificate,
+    hub_authenticator,
+)
 from services.aggregator.db.migrate import prepare_schema
 from services.aggregator.nodes import create_node, revoke_node, rotate_token
 from services.aggregator.settings import AggregatorSettings
 from services.common.db import Database
 from services.common.identity import Person
+from services.common.pki import init_ca, issue_node
 from services.common.problems import Conflict, Forbidden, NotFound, Unauthenticated, Unavailable
 
 ANY = frozenset({Role.admin, Role.node})
@@ -73,3 +82,18 @@ def test_admin_routes_need_an_admin_token_or_single_sign_on(db: Database) -> Non
     assert authenticate(db.sessions, "hub-admin", auth, ANY).role is Role.admin
     with pytest.raises(Forbidden, match="node token"):
         authenticate(db.sessions, "hub-admin", auth, frozenset({Role.node}))
+
+
+def test_a_node_token_counts_only_with_that_nodes_certificate(tmp_path: Path) -> None:
+    init_ca(tmp_path, "ca")
+    own = issue_node(tmp_path, "site-a").cert.read_text()
+    other = issue_node(tmp_path, "site-b").cert.read_text()
+    check_node_certificate("site-a", own)  # accepted: no exception
+    with pytest.raises(Forbidden, match="certificate of 'site-b'") as mismatch:
+        check_node_certificate("site-a", other)
+    assert mismatch.value.code == "certificate_mismatch"
+    with pytest.raises(Unauthenticated) as missing:
+        check_node_certificate("site-a", None)
+    assert missing.value.code == "client_certificate_required"
+    with pytest.raises(Forbidden):
+        check_node_certificate("site-a", "not a certificate")
