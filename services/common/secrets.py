@@ -71,6 +71,13 @@ class SecretFile(Generic[T]):
         self._value = parse(read_secret_text(self.path))
         self._checked = time.monotonic()
 
+    def __eq__(self, other: object) -> bool:
+        """Two handles of the same file are the same secret (settings compare equal)."""
+        return isinstance(other, SecretFile) and (other.path, other.name) == (self.path, self.name)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.name))
+
     def get(self) -> T:
         """The secret's value as of at most ``check_seconds`` ago."""
         if time.monotonic() - self._checked < self.check_seconds:

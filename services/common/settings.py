@@ -343,10 +343,15 @@ class ServiceSettings(BaseSettings):
         """Variables that give another process (a worker) exactly these settings.
 
         Secrets are revealed: the result is meant for a child process's environment only.
+        A secret read from a file is passed as that file (``<VARIABLE>_FILE``), so the child
+        follows its rotations too.
         """
         env: dict[str, str] = {}
         for field, variable in self.variable_names().items():
             value = getattr(self, field)
+            if (secret_file := self._secret_files.get(field)) is not None:
+                env[variable], env[variable + FILE_SUFFIX] = "", str(secret_file.path)
+                continue
             if isinstance(value, dict):  # name=value pairs, as parse_pairs reads them
                 env[variable] = ",".join(f"{k}={v}" for k, v in value.items())
                 continue

@@ -174,6 +174,16 @@ def test_a_secret_from_a_file_is_live_and_one_from_code_is_fixed(monkeypatch, tm
     assert [t.get_secret_value() for t in clinicians()] == ["c3"]  # parsed as at start
     assert ops() == "ops-2, with a comma"
     assert settings.live_token("node_token")() == ""  # not from a file: its value at start
+    # A worker started from these settings reads the same files, and so follows them too.
+    env = settings.environment()
+    assert env["FEDMEDCLIP_INFERENCE_ADMIN_TOKEN_FILE"] == str(admin)
+    assert env["FEDMEDCLIP_INFERENCE_ADMIN_TOKEN"] == ""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    worker = InferenceSettings()
+    assert worker.live_token("admin_token")() == "ops-2, with a comma"
+    assert [t.get_secret_value() for t in worker.clinician_tokens] == ["c3"]
+    assert worker == InferenceSettings()  # two reads of the same files are equal settings
     # A value given in code beats the file, and stays as given.
     fixed = InferenceSettings(admin_token="from-code")
     admin.write_text("ops-3\n")
