@@ -53,8 +53,11 @@ def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
             prepare_schema, context.db.engine, auto_migrate=settings.auto_migrate
         )
         await to_thread.run_sync(migrate)
-        if settings.admin_token_value() is None:
-            log.warning("FEDMEDCLIP_AGG_ADMIN_TOKEN is not set: admin routes answer 503")
+        if settings.admin_token_value() is None and context.auth.verifier is None:
+            log.warning(
+                "neither FEDMEDCLIP_AGG_ADMIN_TOKEN nor single sign-on is set: admin routes "
+                "answer 503"
+            )
         await watcher.start()
         log.info("aggregator ready on %s", context.db.engine.url.render_as_string())
         try:

@@ -1,8 +1,14 @@
 """Bearer-token authentication for the admin and for hospital nodes.
 
-Node tokens are random (``services.common.tokens.new_token``) and only their sha256 is
-stored, so a leaked database does not leak working tokens; a high-entropy random token
-needs no slow password hash. Comparisons are constant-time, so timing reveals nothing.
+The admin is whoever holds the static admin token (bootstrap, automation) or, with single
+sign-on, a person whose identity-provider roles map to ``admin``; the audit trail names
+that person. Node tokens are random (``services.common.tokens.new_token``) and only their
+sha256 is stored, so a leaked database does not leak working tokens; a high-entropy random
+token needs no slow password hash. Comparisons are constant-time, so timing reveals nothing.
+
+A rotated node token (``POST /api/v1/nodes/{id}/token``) keeps working until the grace
+period the admin chose ends, so a site can switch to its new token without a gap; after
+that it is refused with a 401 saying it was rotated.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.aggregator.audit import ADMIN, node_actor
 from services.aggregator.db.models import Node, utcnow
+from services.aggregator.settings import AggregatorSettings
+from services.common.auth import Authenticator, StaticToken, person_actor
+from services.common.identity import Person
 from services.common.pki import common_name
 from services.common.problems import Forbidden, Unauthenticated, Unavailable
 from services.common.tokens import hash_token, tokens_equal
@@ -31,22 +40,45 @@ class Role(StrEnum):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the admin, or one node (with its id and name)."""
+    """Who is calling: the admin (the static token or a person), or one node."""
 
     role: Role
     node_id: int | None = None
     node_name: str | None = None
+    person: Person | None = None
 
     @property
     def actor(self) -> str:
+        """The audit trail's name for the caller: ``admin``, ``person:<sub> (<name>)`` for a
+        person signed in through the IdP, ``node:<name>`` for a node."""
+        if self.person is not None:
+            return person_actor(self.person)
         return ADMIN if self.role is Role.admin else node_actor(self.node_name or "?")
 
 
-def _find_node(session: Session, token: str) -> Node | None:
+def hub_authenticator(settings: AggregatorSettings) -> Authenticator:
+    """The static admin token (read live from its setting) and, with single sign-on, the
+    IdP whose people holding the mapped ``admin`` role administer the federation."""
+    admin = StaticToken(Role.admin, settings.live_secret("admin_token"), lambda _: ADMIN)
+    return Authenticator.from_settings(settings, admin)
+
+
+def _find_node(session: Session, token: str) -> Node:
+    """The node holding ``token`` as its current token, or as the previous one within the
+    grace period of a rotation; :class:`Unauthenticated` otherwise."""
     digest = hash_token(token)
     node = session.scalars(select(Node).where(Node.token_hash == digest)).first()
-    if node is None or not tokens_equal(node.token_hash, digest):
-        return None
+    if node is not None and tokens_equal(node.token_hash, digest):
+        return node
+    node = session.scalars(select(Node).where(Node.previous_token_hash == digest)).first()
+    if node is None or not tokens_equal(node.previous_token_hash or "", digest):
+        raise Unauthenticated("invalid token")
+    expires = node.previous_token_expires_at
+    if expires is None or utcnow() >= expires:
+        raise Unauthenticated(
+            f"the token of node {node.name!r} was rotated; use its new token",
+            code="token_rotated",
+        )
     return node
 
 
@@ -75,7 +107,7 @@ def check_node_certificate(node_name: str, client_cert: str | None) -> None:
 def authenticate(
     sessions: sessionmaker[Session],
     token: str,
-    admin_token: str | None,
+    auth: Authenticator,
     allowed: frozenset[Role],
     *,
     require_certificate: bool = False,
@@ -83,22 +115,24 @@ def authenticate(
 ) -> Principal:
     """Resolve the caller of ``token`` and check its role.
 
-    401 for an unknown or revoked token; 403 for a valid token of a role the route does not
-    accept; 503 for an admin-only route while no admin token is set. With
+    The admin is the static admin token or a person whose IdP roles map to ``admin``;
+    any other token is looked up among the nodes'. 401 for an unknown, revoked or rotated
+    token or a bad JWT; 403 for a valid caller of a role the route does not accept; 503
+    for an admin-only route while neither an admin token nor single sign-on is set. With
     ``require_certificate`` (mutual TLS) a node must also present its own certificate.
     Runs in its own short transaction so that no lock is held while a request body uploads.
     """
-    if allowed == {Role.admin} and admin_token is None:
+    caller = auth.identify(token)
+    if caller is not None:
+        caller.require({Role.admin})  # a person without the admin role: 403 naming it
+        principal = Principal(Role.admin, person=caller.person)
+    elif allowed == {Role.admin} and auth.verifier is None and not any(auth.static_tokens()):
         raise Unavailable(
             "admin token not configured (set FEDMEDCLIP_AGG_ADMIN_TOKEN)", code="no_admin_token"
         )
-    if admin_token is not None and tokens_equal(token, admin_token):
-        principal = Principal(Role.admin)
     else:
         with sessions.begin() as session:
             node = _find_node(session, token)
-            if node is None:
-                raise Unauthenticated("invalid token")
             if node.revoked_at is not None:
                 raise Unauthenticated(f"the token of node {node.name!r} has been revoked")
             now = utcnow()

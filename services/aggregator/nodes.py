@@ -1,8 +1,8 @@
-"""Hospital node registry: create (token shown once), list, revoke."""
+"""Hospital node registry: create (token shown once), list, rotate a token, revoke."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import ConfigDict
 from sqlalchemy import select
@@ -47,3 +47,31 @@ def revoke_node(session: Session, node_id: int, actor: str) -> NodeOut:
         node.revoked_at = utcnow()
         audit.record(session, actor, "node.revoke", f"node:{node.id}", name=node.name)
     return NodeOut.model_validate(node)
+
+
+def rotate_token(session: Session, node_id: int, grace_seconds: int, actor: str) -> NodeCreated:
+    """Give node ``node_id`` a new token (shown once); the old one works ``grace_seconds``
+    longer, then is refused as rotated. Only the latest previous token is remembered, so
+    rotating again ends the grace period of the one before. A revoked node stays revoked:
+    409 (register it anew instead).
+    """
+    node = session.get(Node, node_id, with_for_update=True)
+    if node is None:
+        raise NotFound(f"node {node_id} does not exist")
+    if node.revoked_at is not None:
+        raise Conflict(
+            f"node {node.name!r} is revoked; a revoked node gets no new token", code="node_revoked"
+        )
+    token = new_token()
+    node.previous_token_hash = node.token_hash
+    node.previous_token_expires_at = utcnow() + timedelta(seconds=grace_seconds)
+    node.token_hash = hash_token(token)
+    audit.record(
+        session,
+        actor,
+        "node.token_rotated",
+        f"node:{node.id}",
+        name=node.name,
+        grace_seconds=grace_seconds,
+    )
+    return NodeCreated(id=node.id, name=node.name, token=token)

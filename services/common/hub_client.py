@@ -20,7 +20,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import httpx
@@ -80,13 +80,28 @@ def _detail(response: httpx.Response) -> str:
     return detail if isinstance(detail, str) else json.dumps(detail)[:300]
 
 
+class BearerAuth(httpx.Auth):
+    """``Authorization: Bearer <token>`` with the token as it is when each request is sent.
+
+    The token may be a function (``ServiceSettings.live_secret``), so a client that lives
+    for a whole training job picks up a node token rotated in its secret file.
+    """
+
+    def __init__(self, token: str | Callable[[], str]) -> None:
+        self._token = token if callable(token) else lambda: token
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        request.headers["Authorization"] = f"Bearer {self._token()}"
+        yield request
+
+
 class HubClient:
     """Typed calls of the hub API, authenticated with a node token."""
 
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: str | Callable[[], str],
         *,
         retries: int = 5,
         backoff_seconds: float = 0.5,
@@ -94,7 +109,8 @@ class HubClient:
         max_model_bytes: int = MAX_MODEL_BYTES,
         verify: ssl.SSLContext | bool = True,
     ) -> None:
-        """``verify``: the TLS context for an https hub (CA bundle, client certificate under
+        """``token``: the bearer token, or a function giving the current one per request.
+        ``verify``: the TLS context for an https hub (CA bundle, client certificate under
         mutual TLS; see ``services.common.settings.HubClientSettings.hub_tls``)."""
         self.base_url = base_url.rstrip("/")
         self.retries = retries
@@ -102,7 +118,7 @@ class HubClient:
         self.max_model_bytes = max_model_bytes
         self._http = httpx.Client(
             base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}"},
+            auth=BearerAuth(token),
             timeout=timeout_seconds,
             verify=verify,
         )

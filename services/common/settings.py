@@ -19,10 +19,20 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Self, get_args
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Self, get_args
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -34,6 +44,7 @@ from pydantic_settings import (
 )
 
 from services.common.identity import OidcConfig
+from services.common.secrets import SecretFile, read_secret_text
 from services.common.serving import ServerTls, client_tls, server_tls
 
 log = logging.getLogger(__name__)
@@ -102,6 +113,14 @@ def sqlite_or_configured(url: SecretStr | None, data_dir: Path, file_name: str) 
     return reveal(url) or f"sqlite:///{data_dir.resolve() / file_name}"
 
 
+class SecretFileRef(NamedTuple):
+    """Where one secret setting was read from."""
+
+    env_name: str  # the variable it stands in for, as the source keys it
+    variable: str  # the ``<VARIABLE>_FILE`` that named the file
+    path: str
+
+
 class SecretFileSource(EnvSettingsSource):
     """Reads each secret field from the file named by its variable's ``_FILE`` twin.
 
@@ -110,13 +129,14 @@ class SecretFileSource(EnvSettingsSource):
     exactly as for the variables themselves.
     """
 
-    def _load_env_vars(self) -> dict[str, str]:
+    def secret_files(self) -> dict[str, SecretFileRef]:
+        """Secret field name -> the ``_FILE`` variable given for it and the path it names."""
         environ = {
             (key if self.case_sensitive else key.lower()): value
             for key, value in os.environ.items()
         }
         suffix = FILE_SUFFIX if self.case_sensitive else FILE_SUFFIX.lower()
-        secrets: dict[str, str] = {}
+        files: dict[str, SecretFileRef] = {}
         for field_name, field in self.settings_cls.model_fields.items():
             if not is_secret(field):
                 continue
@@ -129,18 +149,47 @@ class SecretFileSource(EnvSettingsSource):
                     raise SettingsError(
                         f"both {variable} and {variable}{FILE_SUFFIX} are set; set only one"
                     )
-                secrets[env_name] = _read_secret(f"{variable}{FILE_SUFFIX}", path)
-        return secrets
+                files[field_name] = SecretFileRef(env_name, variable + FILE_SUFFIX, path)
+        return files
+
+    def _load_env_vars(self) -> dict[str, str]:
+        return {
+            ref.env_name: _read_secret(ref.variable, ref.path)
+            for ref in self.secret_files().values()
+        }
+
+
+def _alias_names(info: FieldInfo) -> set[str]:
+    alias = info.validation_alias
+    if isinstance(alias, str):
+        return {alias}
+    if isinstance(alias, AliasChoices):
+        return {choice for choice in alias.choices if isinstance(choice, str)}
+    return set()
+
+
+def _field_parser(settings_cls: type[BaseSettings], field: str) -> Callable[[str], Any]:
+    """Text of a secret file -> the field's value, validated as at start (a bad file
+    raises ``ValueError``); an empty optional secret is None, as at start."""
+    info = settings_cls.model_fields[field]
+    kind = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+    adapter: TypeAdapter[Any] = TypeAdapter(kind)
+
+    def parse(text: str) -> Any:
+        value = adapter.validate_python(text)
+        if info.default is None and isinstance(value, SecretStr) and not reveal(value):
+            return None
+        return value
+
+    return parse
 
 
 def _read_secret(variable: str, path: str) -> str:
     try:
-        content = Path(path).read_text(encoding="utf-8")
+        return read_secret_text(path)
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise SettingsError(f"{variable} names {path!r}, which cannot be read: {reason}") from exc
-    # Editors and `echo` end files with a newline that is never part of the secret.
-    return content.rstrip("\r\n")
 
 
 class ServiceSettings(BaseSettings):
@@ -177,6 +226,48 @@ class ServiceSettings(BaseSettings):
         description="IdP role or group -> this service's role, as `group=role,group2=role`.",
     )
     oidc_name_claim: str = Field("name", description="Claim with the person's display name.")
+    oidc_jwks_refresh_seconds: float = Field(
+        10,
+        ge=0,
+        le=3600,
+        description="Least time between two JWKS fetches caused by unknown key ids.",
+    )
+
+    _secret_files: dict[str, SecretFile[Any]] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        # Secrets given as files stay linked to them, so that a rotated file is seen
+        # without a restart (live_secret). A value passed in code beats the file.
+        given = set(values)
+        for field, ref in SecretFileSource(type(self)).secret_files().items():
+            info = type(self).model_fields[field]
+            if given & {field, *_alias_names(info)}:
+                continue
+            self._secret_files[field] = SecretFile(
+                ref.path, _field_parser(type(self), field), name=ref.variable
+            )
+
+    def live_secret(self, name: str) -> Callable[[], Any]:
+        """A function answering the current value of secret setting ``name``.
+
+        For a secret read from ``<VARIABLE>_FILE`` that is the file's content now (checked
+        at most once a second, see :mod:`services.common.secrets`), parsed as at start; for
+        any other it is the value read at start. Credential checks and clients call it per
+        request, so Kubernetes can rotate a mounted secret without a restart.
+        """
+        if name not in type(self).model_fields:
+            raise KeyError(name)
+        secret_file = self._secret_files.get(name)
+        if secret_file is not None:
+            return secret_file.get
+        value = getattr(self, name)
+        return lambda: value
+
+    def live_token(self, name: str) -> Callable[[], str]:
+        """Like :meth:`live_secret` for a single secret, revealed ("" when unset)."""
+        current = self.live_secret(name)
+        return lambda: reveal(current())
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -205,6 +296,7 @@ class ServiceSettings(BaseSettings):
             role_claim=self.oidc_role_claim,
             role_map=self.oidc_role_map,
             name_claim=self.oidc_name_claim,
+            jwks_refresh_cooldown_seconds=self.oidc_jwks_refresh_seconds,
         )
 
     def server_tls(self, **kwargs: Any) -> ServerTls | None:
@@ -251,10 +343,15 @@ class ServiceSettings(BaseSettings):
         """Variables that give another process (a worker) exactly these settings.
 
         Secrets are revealed: the result is meant for a child process's environment only.
+        A secret read from a file is passed as that file (``<VARIABLE>_FILE``), so the child
+        follows its rotations too.
         """
         env: dict[str, str] = {}
         for field, variable in self.variable_names().items():
             value = getattr(self, field)
+            if (secret_file := self._secret_files.get(field)) is not None:
+                env[variable], env[variable + FILE_SUFFIX] = "", str(secret_file.path)
+                continue
             if isinstance(value, dict):  # name=value pairs, as parse_pairs reads them
                 env[variable] = ",".join(f"{k}={v}" for k, v in value.items())
                 continue

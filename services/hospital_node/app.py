@@ -22,7 +22,7 @@ from services.common.structured_logging import configure_logging
 from services.hospital_node import console
 from services.hospital_node.agent import Agent
 from services.hospital_node.api import datasets, health, jobs, model, privacy
-from services.hospital_node.context import NodeContext
+from services.hospital_node.context import NodeContext, node_authenticator
 from services.hospital_node.db import Database, open_database
 from services.hospital_node.jobs import JobRunner, ThreadRunner, execute_job, recover_embedded_jobs
 from services.hospital_node.metrics import NodeMetrics
@@ -70,7 +70,13 @@ def create_app(settings: NodeSettings | None = None) -> FastAPI:
     _check_settings(settings)
     db = open_database(settings.resolved_database_url())
     metrics = NodeMetrics(db)
-    ctx = NodeContext(settings=settings, db=db, runner=_runner(settings, db), metrics=metrics)
+    ctx = NodeContext(
+        settings=settings,
+        db=db,
+        runner=_runner(settings, db),
+        metrics=metrics,
+        auth=node_authenticator(settings),
+    )
     agent = Agent(ctx)
 
     @asynccontextmanager

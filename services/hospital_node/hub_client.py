@@ -24,7 +24,7 @@ def connect_hub(settings: NodeSettings, *, interactive: bool = False) -> HubClie
         timeout = min(timeout, INTERACTIVE_TIMEOUT_SECONDS)
     return HubClient(
         settings.aggregator_url,
-        settings.node_token.get_secret_value(),
+        settings.live_token("node_token"),
         retries=retries,
         backoff_seconds=settings.hub_backoff_seconds,
         timeout_seconds=timeout,

@@ -20,7 +20,7 @@ from services.common.request_context import RequestContextMiddleware
 from services.common.structured_logging import configure_logging
 from services.inference_api.api import dicomweb, model, monitoring, ops, predict
 from services.inference_api.audit import AuditLog
-from services.inference_api.auth import TokenRegistry
+from services.inference_api.auth import inference_authenticator
 from services.inference_api.dicomweb import PacsClient, PacsLimits
 from services.inference_api.feedback import FeedbackStore
 from services.inference_api.hub import HubFollower
@@ -43,7 +43,7 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
     hub = (
         HubFollower(
             settings.aggregator_url,
-            settings.node_token.get_secret_value(),
+            settings.live_token("node_token"),
             store,
             verify=settings.hub_tls(),
         )
@@ -118,10 +118,7 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.service = service
     app.state.pacs = pacs
-    app.state.tokens = TokenRegistry(
-        (t.get_secret_value() for t in settings.clinician_tokens),
-        settings.admin_token.get_secret_value(),
-    )
+    app.state.auth = inference_authenticator(settings)
     install_problem_handlers(app, observe=lambda code: metrics.errors.labels(code).inc())
     app.add_middleware(
         RequestContextMiddleware,

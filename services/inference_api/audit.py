@@ -1,10 +1,11 @@
 """Append-only audit trail of predictions, one JSON object per line.
 
-Each line says when, who (a hash of the caller's token, never the token), which input
-(sha256 of the uploaded bytes), which models (versions and blob sha256) and what was
-answered, so any result can be traced and reproduced later. Images are kept only when the
-site asks for it (``audit_store_images``), content-addressed next to the log; file names
-are not recorded because they often carry patient identifiers.
+Each line says when, who (the person signed in through the identity provider, or a hash of
+a static token, never the token), which input (sha256 of the uploaded bytes), which models
+(versions and blob sha256) and what was answered, so any result can be traced and
+reproduced later. Images are kept only when the site asks for it (``audit_store_images``),
+content-addressed next to the log; file names are not recorded because they often carry
+patient identifiers.
 """
 
 from __future__ import annotations

@@ -1,17 +1,20 @@
-"""Bearer tokens: clinicians may predict, an optional admin token may operate the service.
+"""Who may use the inference API: clinicians predict, an optional admin operates the service.
 
-Tokens are kept only as sha256 digests and compared in constant time, against every
-known token, so neither the timing nor an early exit reveals how much of a guess matched.
-A caller is identified in logs and the audit trail by a short hash of its token.
+Static tokens (``CLINICIAN_TOKENS``, ``ADMIN_TOKEN``) are read live from their settings, so
+a rotated secret file takes effect without a restart, and compared in constant time against
+every known token (:class:`services.common.auth.Authenticator`). A static caller appears in
+logs and the audit trail as a short hash of its token. With single sign-on, a clinician or
+admin may instead present a JWT from the hospital's identity provider; the audit trail
+then names the person (``person:<sub> (<name>)``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import StrEnum
 
-from services.common.tokens import caller_id, hash_token, tokens_equal
+from services.common.auth import Authenticator, StaticToken
+from services.common.tokens import caller_id
+from services.inference_api.settings import InferenceSettings
 
 
 class Role(StrEnum):
@@ -19,27 +22,10 @@ class Role(StrEnum):
     admin = "admin"
 
 
-@dataclass(frozen=True)
-class Caller:
-    """Who sent a request: a role and an id derived from (not equal to) the token."""
-
-    role: Role
-    id: str
-
-
-class TokenRegistry:
-    """The tokens this service accepts and the role each one grants."""
-
-    def __init__(self, clinician_tokens: Iterable[str], admin_token: str = "") -> None:
-        self._entries = [(hash_token(t), Role.clinician) for t in clinician_tokens if t]
-        if admin_token:
-            self._entries.append((hash_token(admin_token), Role.admin))
-
-    def identify(self, token: str) -> Caller | None:
-        """The caller holding ``token``, or None for an unknown token."""
-        digest = hash_token(token)
-        found: Caller | None = None
-        for known, role in self._entries:  # no early exit: constant time in the match
-            if tokens_equal(digest, known) and found is None:
-                found = Caller(role, caller_id(token))
-        return found
+def inference_authenticator(settings: InferenceSettings) -> Authenticator:
+    """Clinician and admin tokens from the settings (live) and the IdP, if configured."""
+    return Authenticator.from_settings(
+        settings,
+        StaticToken(Role.clinician, settings.live_secret("clinician_tokens"), caller_id),
+        StaticToken(Role.admin, settings.live_secret("admin_token"), caller_id),
+    )

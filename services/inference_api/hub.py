@@ -9,6 +9,7 @@ while the service keeps serving the model it has.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 
 from fedmedclip.model_store import ModelStore
 from fedmedclip.schemas import ModelInfo
@@ -21,7 +22,7 @@ class HubFollower:
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: str | Callable[[], str],
         store: ModelStore,
         timeout: float = 30.0,
         verify: ssl.SSLContext | bool = True,

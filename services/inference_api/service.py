@@ -19,9 +19,9 @@ import torch
 from starlette.concurrency import run_in_threadpool
 
 from fedmedclip.data.images import ImageDecodeError
+from services.common.auth import Caller
 from services.common.problems import Unavailable, Unprocessable
 from services.inference_api.audit import AuditEntry, AuditLog
-from services.inference_api.auth import Caller
 from services.inference_api.batcher import BatcherStopped, MicroBatcher
 from services.inference_api.feedback import FeedbackStore, Recorded
 from services.inference_api.metrics import InferenceMetrics
@@ -146,7 +146,7 @@ class InferenceService:
             AuditEntry(a.input_sha256, a.prediction, u.data, a.prediction_id)
             for a, u in zip(answers, uploads, strict=True)
         ]
-        self.audit.record(entries, caller=caller.id, request_id=request_id, model=model.trace())
+        self.audit.record(entries, caller=caller.actor, request_id=request_id, model=model.trace())
         self.feedback.record(
             [
                 Recorded(

@@ -232,3 +232,20 @@ class NodeCreated(NodeIdentity):
     """The hub's answer to a registration: the node's bearer token, shown once."""
 
     token: str = Field(..., description="Shown only in this answer; store it at the site.")
+
+
+MAX_TOKEN_GRACE_SECONDS = 86400
+
+
+class NodeTokenRotate(BaseModel):
+    """What an admin sends to give a node a new token (the answer is a :class:`NodeCreated`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: int = Field(
+        0,
+        ge=0,
+        le=MAX_TOKEN_GRACE_SECONDS,
+        description="How long the old token keeps working, so the site can switch without a "
+        "gap; 0 refuses it at once.",
+    )

@@ -58,6 +58,7 @@ AGGREGATOR_OPERATIONS = [
     "POST /api/v1/rounds/{round_id}/close",
     "POST /api/v1/rounds/{round_id}/cancel",
     "POST /api/v1/rounds",
+    "POST /api/v1/nodes/{node_id}/token",
     "DELETE /api/v1/nodes/{node_id}",
 ]
 NODE_OPERATIONS = [

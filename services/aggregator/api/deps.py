@@ -42,7 +42,7 @@ def _caller(*roles: Role):
         return authenticate(
             context.db.sessions,
             token,
-            settings.admin_token_value(),
+            context.auth,
             allowed,
             require_certificate=settings.client_ca is not None,
             client_cert=client_cert_pem(request.scope),

@@ -1,11 +1,11 @@
-"""``/api/v1/nodes``: hospital node registration and revocation."""
+"""``/api/v1/nodes``: hospital node registration, token rotation and revocation."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from fedmedclip.ids import DbId
-from fedmedclip.schemas import NodeCreate, NodeCreated, NodeIdentity
+from fedmedclip.schemas import NodeCreate, NodeCreated, NodeIdentity, NodeTokenRotate
 from services.aggregator import nodes
 from services.aggregator.api.deps import AdminDep, NodeDep, SessionDep
 
@@ -27,6 +27,20 @@ def list_nodes(_: AdminDep, session: SessionDep) -> list[nodes.NodeOut]:
 def me(node: NodeDep) -> NodeIdentity:
     assert node.node_id is not None and node.node_name is not None  # node role
     return NodeIdentity(id=node.node_id, name=node.node_name)
+
+
+@router.post("/{node_id}/token", response_model=NodeCreated, summary="Give a node a new token")
+def rotate_token(
+    node_id: DbId,
+    admin: AdminDep,
+    session: SessionDep,
+    body: NodeTokenRotate | None = None,
+) -> NodeCreated:
+    """The answer holds the new token (shown only here). The old one keeps working for
+    ``grace_seconds`` (default 0), then is refused with a 401 saying it was rotated. 409
+    for a revoked node."""
+    grace = (body or NodeTokenRotate()).grace_seconds
+    return nodes.rotate_token(session, node_id, grace, admin.actor)
 
 
 @router.delete("/{node_id}", response_model=nodes.NodeOut, summary="Revoke a node's token")

@@ -50,7 +50,12 @@ class Task(Base):
 
 
 class Node(Base):
-    """A hospital node; only the sha256 of its token is kept."""
+    """A hospital node; only the sha256 of its token is kept.
+
+    After a token rotation, ``previous_token_hash`` is the old token's sha256, accepted
+    until ``previous_token_expires_at`` (the grace period the admin chose) and answered
+    with "rotated" afterwards.
+    """
 
     __tablename__ = "nodes"
 
@@ -60,6 +65,8 @@ class Node(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    previous_token_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    previous_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Round(Base):

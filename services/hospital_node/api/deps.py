@@ -6,9 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from services.common.problems import Unauthenticated
-from services.common.tokens import BearerToken, tokens_equal
-from services.hospital_node.context import NodeContext
+from services.common.tokens import BearerToken
+from services.hospital_node.context import ADMIN, NodeContext
 
 
 def get_context(request: Request) -> NodeContext:
@@ -19,9 +18,9 @@ Context = Annotated[NodeContext, Depends(get_context)]
 
 
 def require_admin(ctx: Context, token: BearerToken) -> None:
-    """Only the site admin may use the node API (health routes stay open)."""
-    if not tokens_equal(token, ctx.settings.admin_token.get_secret_value()):
-        raise Unauthenticated("invalid token for the node API")
+    """Only the site admin may use the node API (health routes stay open): the static
+    admin token, or a person whose IdP roles map to ``admin``."""
+    ctx.auth.require(token, {ADMIN}, unknown="invalid token for the node API")
 
 
 AdminOnly = [Depends(require_admin)]

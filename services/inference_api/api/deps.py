@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from services.common.problems import Forbidden, Unauthenticated
+from services.common.auth import Authenticator, Caller
 from services.common.tokens import BearerToken
-from services.inference_api.auth import Caller, Role, TokenRegistry
+from services.inference_api.auth import Role
 from services.inference_api.service import InferenceService
 from services.inference_api.settings import InferenceSettings
 
@@ -21,22 +21,15 @@ def get_settings(request: Request) -> InferenceSettings:
     return request.app.state.settings
 
 
-def _caller(request: Request, token: BearerToken) -> Caller:
-    registry: TokenRegistry = request.app.state.tokens
-    caller = registry.identify(token)
-    if caller is None:
-        raise Unauthenticated("unknown bearer token")
-    return caller
-
-
 def require(*roles: Role):
-    """A dependency that admits only callers with one of ``roles`` (else 403)."""
+    """A dependency that admits only callers with one of ``roles`` (else 403).
 
-    def dependency(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
-        if caller.role not in roles:
-            allowed = " or ".join(r.value for r in roles)
-            raise Forbidden(f"this route needs a {allowed} token, not a {caller.role} token")
-        return caller
+    A static token grants one role; a person's roles come from the identity provider.
+    """
+
+    def dependency(request: Request, token: BearerToken) -> Caller:
+        auth: Authenticator = request.app.state.auth
+        return auth.require(token, roles, unknown="unknown bearer token")
 
     return dependency
 

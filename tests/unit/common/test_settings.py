@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,46 @@ def test_the_environment_of_a_settings_object_gives_the_same_settings(monkeypatc
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert NodeSettings() == settings
+
+
+def test_a_secret_from_a_file_is_live_and_one_from_code_is_fixed(monkeypatch, tmp_path):
+    tokens = _secret_file(tmp_path, "c1,c2\n", "clinicians")
+    admin = _secret_file(tmp_path, "ops-1\n", "admin")
+    monkeypatch.setenv("FEDMEDCLIP_INFERENCE_CLINICIAN_TOKENS_FILE", str(tokens))
+    monkeypatch.setenv("FEDMEDCLIP_INFERENCE_ADMIN_TOKEN_FILE", str(admin))
+    settings = InferenceSettings()
+    clinicians, ops = settings.live_secret("clinician_tokens"), settings.live_token("admin_token")
+    assert [t.get_secret_value() for t in clinicians()] == ["c1", "c2"]
+    assert ops() == "ops-1"
+    tokens.write_text("c3\n")
+    admin.write_text("ops-2, with a comma\n")
+    time.sleep(1.05)  # files are looked at once a second at most
+    assert [t.get_secret_value() for t in clinicians()] == ["c3"]  # parsed as at start
+    assert ops() == "ops-2, with a comma"
+    assert settings.live_token("node_token")() == ""  # not from a file: its value at start
+    # A worker started from these settings reads the same files, and so follows them too.
+    env = settings.environment()
+    assert env["FEDMEDCLIP_INFERENCE_ADMIN_TOKEN_FILE"] == str(admin)
+    assert env["FEDMEDCLIP_INFERENCE_ADMIN_TOKEN"] == ""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    worker = InferenceSettings()
+    assert worker.live_token("admin_token")() == "ops-2, with a comma"
+    assert [t.get_secret_value() for t in worker.clinician_tokens] == ["c3"]
+    assert worker == InferenceSettings()  # two reads of the same files are equal settings
+    # A value given in code beats the file, and stays as given.
+    fixed = InferenceSettings(admin_token="from-code")
+    admin.write_text("ops-3\n")
+    assert fixed.live_token("admin_token")() == "from-code"
+    with pytest.raises(KeyError):
+        settings.live_secret("no_such_setting")
+
+
+def test_a_live_secret_file_emptied_keeps_its_value(monkeypatch, tmp_path):
+    """CLINICIAN_TOKENS needs one token: an empty file is refused, the old tokens stay."""
+    tokens = _secret_file(tmp_path, "c1\n", "clinicians")
+    monkeypatch.setenv("FEDMEDCLIP_INFERENCE_CLINICIAN_TOKENS_FILE", str(tokens))
+    clinicians = InferenceSettings().live_secret("clinician_tokens")
+    tokens.write_text("\n")
+    time.sleep(1.05)
+    assert [t.get_secret_value() for t in clinicians()] == ["c1"]
