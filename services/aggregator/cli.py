@@ -1,12 +1,22 @@
-"""``fedmedclip aggregator``: serve the hub, or migrate its database."""
+"""``fedmedclip aggregator``: serve the hub, migrate, back up or restore its database."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from services.common.cli import SslCertfile, SslKeyfile, serve_service
+from services.common.cli import (
+    BackupDir,
+    BackupKeep,
+    RestoreForce,
+    SslCertfile,
+    SslKeyfile,
+    backup_service,
+    restore_service,
+    serve_service,
+)
 
 app = typer.Typer(no_args_is_help=True, help="The federation hub (rounds, models).")
 
@@ -54,3 +64,24 @@ def migrate() -> None:
     finally:
         db.dispose()
     typer.echo(f"aggregator database: {before or 'empty'} -> {after}")
+
+
+@app.command()
+def backup(output_dir: BackupDir = Path("."), keep: BackupKeep = 0) -> None:
+    """Write a backup archive of the hub (database: models, rounds, updates, audit trail)."""
+    from services.aggregator.backup import BACKUP
+    from services.aggregator.settings import AggregatorSettings
+
+    backup_service(BACKUP, AggregatorSettings().resolved_database_url(), output_dir, keep)
+
+
+@app.command()
+def restore(
+    archive: Annotated[Path, typer.Argument(help="A backup archive of the hub.")],
+    force: RestoreForce = False,
+) -> None:
+    """Restore a backup archive into the configured database (stop the hub first)."""
+    from services.aggregator.backup import BACKUP
+    from services.aggregator.settings import AggregatorSettings
+
+    restore_service(BACKUP, AggregatorSettings().resolved_database_url(), archive, force)

@@ -37,6 +37,12 @@ class AggregatorSettings(ServiceSettings):
     default_deadline_seconds: int = Field(
         600, ge=1, le=30 * 24 * 3600, description="Round deadline when none is given."
     )
+    keep_update_versions: int = Field(
+        10,
+        ge=0,
+        description="Keep update payloads behind the newest N global versions; older ones "
+        "are emptied after each publish (metadata and sha256 stay, audited); 0 = keep all.",
+    )
     auto_migrate: bool = Field(
         False, description="Migrate PostgreSQL at start (SQLite always migrates itself)."
     )

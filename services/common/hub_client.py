@@ -7,7 +7,9 @@ Transient faults (connection refused, timeouts, 429 and 5xx answers) are retried
 ``retries`` times with an exponentially growing delay; a 4xx answer is the hub's final
 word and is raised at once as :class:`HubRejected` carrying the hub's ``detail``. Uploads
 carry an ``Idempotency-Key`` so that a retry after a lost response is answered with the
-original receipt, never counted twice.
+original receipt, never counted twice. Every request (each retry too) carries a W3C
+``traceparent``: a new span of the current trace (a node's job, or the request being
+served), so the hub's log lines of a job share the job's trace id.
 
 Model blobs are read with a size cap while streaming and checked against the sha256 the
 hub published before anyone stores them; :func:`ensure_global` keeps a site's model store
@@ -43,6 +45,7 @@ from fedmedclip.schemas import (
     TaskSpec,
     UpdateReceipt,
 )
+from services.common.tracing import TRACEPARENT, outgoing_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,10 @@ class BearerAuth(httpx.Auth):
         yield request
 
 
+def _stamp_trace(request: httpx.Request) -> None:
+    request.headers[TRACEPARENT] = outgoing_traceparent()
+
+
 class HubClient:
     """Typed calls of the hub API, authenticated with a node token."""
 
@@ -121,6 +128,7 @@ class HubClient:
             auth=BearerAuth(token),
             timeout=timeout_seconds,
             verify=verify,
+            event_hooks={"request": [_stamp_trace]},
         )
 
     def close(self) -> None:

@@ -1,5 +1,10 @@
-"""Per-request context: a request id (``X-Request-ID`` in and out), an access log line and
-an optional metrics callback.
+"""Per-request context: a request id (``X-Request-ID`` in and out), the W3C trace context
+(``traceparent`` in, ``traceresponse`` out; see :mod:`services.common.tracing`), an access
+log line and an optional metrics callback.
+
+The request is served as a new span of the caller's trace when it sent a valid
+``traceparent``, else as the first span of a new trace; either way the trace id is on
+every log line of the request and on the hub calls made while serving it.
 
 Plain ASGI rather than ``BaseHTTPMiddleware``: no extra task or body copy per request,
 which matters for the inference latency budget.
@@ -16,6 +21,13 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.structured_logging import request_id_var
+from services.common.tracing import (
+    TRACEPARENT,
+    TRACERESPONSE,
+    TraceContext,
+    parse_traceparent,
+    trace_var,
+)
 
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})  # probes: debug level only
@@ -36,9 +48,13 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        headers = dict(scope["headers"])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        caller = parse_traceparent(headers.get(TRACEPARENT.encode(), b"").decode("latin-1"))
+        trace = caller.child() if caller else TraceContext.start()
         token = request_id_var.set(request_id)
+        trace_token = trace_var.set(trace)
         started = time.perf_counter()
         status = 500
 
@@ -49,6 +65,7 @@ class RequestContextMiddleware:
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-request-id", request_id.encode()),
+                    (TRACERESPONSE.encode(), trace.header().encode()),
                 ]
             await send(message)
 
@@ -74,4 +91,5 @@ class RequestContextMiddleware:
                     }
                 },
             )
+            trace_var.reset(trace_token)
             request_id_var.reset(token)

@@ -1,6 +1,7 @@
-"""Structured logging with the request id on every line logged while serving a request.
+"""Structured logging with the request id and the trace id on every line logged while
+serving a request (the trace id also while a node runs a job).
 
-The id travels in a context variable (set by :class:`RequestContextMiddleware`); the
+The ids travel in context variables (set by :class:`RequestContextMiddleware`); the
 thread pool copies the context, so log calls in route code running in threads carry it too.
 Pass structured values with ``extra={"fields": {...}}``.
 """
@@ -14,16 +15,20 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from services.common.tracing import current_trace_id
+
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 _HANDLER_NAME = "fedmedclip"
 
 
 class RequestIdFilter(logging.Filter):
-    """Puts the current request id on each record (``record.request_id``)."""
+    """Puts the current request id and trace id on each record (``record.request_id``,
+    ``record.trace_id``, None outside a trace)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        record.trace_id = current_trace_id()
         return True
 
 
@@ -38,6 +43,8 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }
+        if trace_id := getattr(record, "trace_id", None):
+            entry["trace_id"] = trace_id
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -52,6 +59,8 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
+        if trace_id := getattr(record, "trace_id", None):
+            line += f" trace_id={trace_id}"
         fields = getattr(record, "fields", {})
         return line + "".join(f" {k}={v}" for k, v in fields.items())
 

@@ -57,8 +57,8 @@ def _runner(settings: NodeSettings, db: Database) -> JobRunner:
 
         return CeleryRunner(settings)
 
-    def run(job_id: int, cancel: threading.Event) -> None:
-        execute_job(settings, db, job_id, cancel)
+    def run(job_id: int, cancel: threading.Event, traceparent: str | None) -> None:
+        execute_job(settings, db, job_id, cancel, traceparent=traceparent)
 
     return ThreadRunner(run)
 

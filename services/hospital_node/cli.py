@@ -1,4 +1,5 @@
-"""``fedmedclip node serve|worker``: the site's node API and its Celery training worker.
+"""``fedmedclip node serve|worker|backup|restore``: the site's node API, its Celery training
+worker, and backups of the node's state.
 
 Heavy modules (torch, open_clip, Celery) are imported inside the commands so that
 ``fedmedclip --help`` stays quick.
@@ -6,9 +7,20 @@ Heavy modules (torch, open_clip, Celery) are imported inside the commands so tha
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from services.common.cli import SslCertfile, SslKeyfile, serve_service
+from services.common.cli import (
+    BackupDir,
+    BackupKeep,
+    RestoreForce,
+    SslCertfile,
+    SslKeyfile,
+    backup_service,
+    restore_service,
+    serve_service,
+)
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 
@@ -49,3 +61,27 @@ def worker(
             "`fedmedclip node serve` and no worker is needed"
         )
     run_worker(settings, loglevel=loglevel)
+
+
+@app.command()
+def backup(output_dir: BackupDir = Path("."), keep: BackupKeep = 0) -> None:
+    """Write a backup archive of the node (database with the privacy ledger, model store)."""
+    from services.hospital_node.backup import backup_spec
+    from services.hospital_node.settings import NodeSettings
+
+    settings = NodeSettings()
+    backup_service(backup_spec(settings), settings.resolved_database_url(), output_dir, keep)
+
+
+@app.command()
+def restore(
+    archive: Path = typer.Argument(..., help="A backup archive of the node."),
+    force: RestoreForce = False,
+) -> None:
+    """Restore a backup archive into the configured database and model store (stop the
+    node API and its workers first)."""
+    from services.hospital_node.backup import backup_spec
+    from services.hospital_node.settings import NodeSettings
+
+    settings = NodeSettings()
+    restore_service(backup_spec(settings), settings.resolved_database_url(), archive, force)

@@ -31,6 +31,7 @@ from fedmedclip.data.images import ImageDecodeError
 from fedmedclip.enums import ACTIVE_JOB_STATES, JobState
 from fedmedclip.model_store import ModelBlobError
 from services.common.hub_client import HubError
+from services.common.tracing import current_traceparent, parse_traceparent, traced
 from services.hospital_node.datasets import DatasetRejected, DatasetSource
 from services.hospital_node.db import Database, Dataset, Job, utcnow
 from services.hospital_node.hub_client import connect_hub
@@ -233,9 +234,28 @@ def _finish(db: Database, job_id: int, outcome: JobOutcome) -> None:
 
 
 def execute_job(
-    settings: NodeSettings, db: Database, job_id: int, cancel: threading.Event | None = None
+    settings: NodeSettings,
+    db: Database,
+    job_id: int,
+    cancel: threading.Event | None = None,
+    *,
+    traceparent: str | None = None,
 ) -> None:
-    """Run a queued job to a terminal state in this thread; never raises for job faults."""
+    """Run a queued job to a terminal state in this thread; never raises for job faults.
+
+    The job is one trace: its log lines and every hub request it makes (each a new span)
+    carry one trace id, which the hub logs too, so a round can be followed across sites.
+    ``traceparent`` continues the trace of the request that started the job (an admin's
+    ``POST /api/v1/jobs``); a job the agent started begins a trace of its own.
+    """
+    parent = parse_traceparent(traceparent)
+    with traced(parent.child() if parent else None):
+        _run_job(settings, db, job_id, cancel)
+
+
+def _run_job(
+    settings: NodeSettings, db: Database, job_id: int, cancel: threading.Event | None
+) -> None:
     now = utcnow()
     claimed = _set(
         db,
@@ -252,6 +272,7 @@ def execute_job(
     with db.session() as session:
         job = session.get_one(Job, job_id)
         round_id, key = job.round_id, job.idempotency_key
+    log.info("job %d started for round %d", job_id, round_id)
     progress = DatabaseProgress(db, job_id, cancel)
     stop = threading.Event()
     beat = threading.Thread(
@@ -293,7 +314,8 @@ class JobRunner(Protocol):
     kind: str
     """What runs the jobs, as named in ``/ready``: ``broker`` or ``embedded``."""
 
-    def submit(self, job_id: int) -> None: ...
+    def submit(self, job_id: int, traceparent: str | None = None) -> None:
+        """Hand the job over; ``traceparent`` is the trace the job continues."""
 
     def check(self) -> None:
         """Raise when jobs cannot be started now."""
@@ -306,13 +328,13 @@ class ThreadRunner:
 
     kind = "embedded"
 
-    def __init__(self, run: Callable[[int, threading.Event], None]) -> None:
+    def __init__(self, run: Callable[[int, threading.Event, str | None], None]) -> None:
         self._run = run
         self._cancel = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="node-job")
 
-    def submit(self, job_id: int) -> None:
-        self._pool.submit(self._run, job_id, self._cancel)
+    def submit(self, job_id: int, traceparent: str | None = None) -> None:
+        self._pool.submit(self._run, job_id, self._cancel, traceparent)
 
     def check(self) -> None:
         if self._cancel.is_set():
@@ -332,7 +354,7 @@ def start_job(db: Database, runner: JobRunner, round_id: int, trigger: str) -> J
     """Record a job, then hand it to the runner; the commit always comes first."""
     job = create_job(db, round_id, trigger)
     try:
-        runner.submit(job.id)
+        runner.submit(job.id, current_traceparent())
     except Exception as exc:  # broker down or refusing: the job must not stay queued forever
         reason = f"could not enqueue the job: {type(exc).__name__}: {exc}"
         fail_job(db, job.id, reason, [JobState.queued])

@@ -1,6 +1,7 @@
 """Celery app of the node: the API enqueues job ids, ``fedmedclip node worker`` runs them.
 
-Messages carry only a job id; the job itself lives in the node database, committed before
+Messages carry only a job id (and the ``traceparent`` the job continues, checked like any
+incoming header); the job itself lives in the node database, committed before
 the message is sent. The worker acknowledges a message only after the job ended
 (``acks_late``), and a message whose worker died is rejected back to the queue
 (``reject_on_worker_lost``), so the broker never silently drops a job. A redelivered
@@ -49,8 +50,9 @@ def create_celery(settings: NodeSettings) -> Celery:
     )
 
     @app.task(name=TASK_NAME)
-    def run_job(job_id: int) -> None:
-        execute_job(settings, _database(settings.resolved_database_url()), int(job_id))
+    def run_job(job_id: int, traceparent: str | None = None) -> None:
+        db = _database(settings.resolved_database_url())
+        execute_job(settings, db, int(job_id), traceparent=traceparent)
 
     return app
 
@@ -63,8 +65,8 @@ class CeleryRunner:
     def __init__(self, settings: NodeSettings) -> None:
         self.app = create_celery(settings)
 
-    def submit(self, job_id: int) -> None:
-        self.app.send_task(TASK_NAME, args=[job_id])
+    def submit(self, job_id: int, traceparent: str | None = None) -> None:
+        self.app.send_task(TASK_NAME, args=[job_id], kwargs={"traceparent": traceparent})
 
     def check(self) -> None:
         """Raise when the broker cannot be reached."""

@@ -59,7 +59,12 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
     )
     service = InferenceService(
         manager,
-        AuditLog(settings.audit_path, store_images=settings.audit_store_images),
+        AuditLog(
+            settings.audit_path,
+            store_images=settings.audit_store_images,
+            max_bytes=settings.audit_max_bytes,
+            backup_count=settings.audit_backup_count,
+        ),
         metrics,
         monitor=SiteMonitor(
             MonitorLimits(

@@ -60,6 +60,14 @@ class InferenceSettings(HubClientSettings):
     audit_path: Path = Field(
         Path("./var/inference/audit.jsonl"), description="Append-only prediction audit log."
     )
+    audit_max_bytes: int = Field(
+        100 * 1024 * 1024,
+        ge=0,
+        description="Rotate the audit log when a write would pass this size; 0 = never.",
+    )
+    audit_backup_count: int = Field(
+        20, ge=1, description="Rotated audit files kept (audit.jsonl.1 is the newest)."
+    )
     audit_store_images: bool = Field(
         False, description="Also keep each input image next to the audit log (by sha256)."
     )

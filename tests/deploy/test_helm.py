@@ -58,6 +58,10 @@ CASES: dict[str, tuple[Path, tuple[str, ...]]] = {
             "externalDatabase.url=postgresql+psycopg://fedmedclip:pw@db.example:5432/fedmedclip",
             "--set",
             "auth.existingSecret=hub-admin",
+            "--set",
+            "backup.enabled=true",
+            "--set",
+            "backup.persistence.existingClaim=hub-backups",
         ),
     ),
     "site-cpu": (SITE, ()),
@@ -79,6 +83,8 @@ CASES: dict[str, tuple[Path, tuple[str, ...]]] = {
             f"postgresql.image.digest={DIGEST}",
             "--set",
             "aggregator.replicaCount=2",
+            "--set",
+            "backup.enabled=true",
         ),
     ),
     "site-operations": (
@@ -198,7 +204,7 @@ CASES: dict[str, tuple[Path, tuple[str, ...]]] = {
 HUB_CASES = [name for name, (chart, _) in CASES.items() if chart == HUB]
 SITE_CASES = [name for name, (chart, _) in CASES.items() if chart == SITE]
 
-WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job", "CronJob"}
 # Custom resources that kubernetes-validate has no schema for; their rendering is checked
 # in test_helm_operations.py and test_helm_tls.py.
 NOT_IN_THE_KUBERNETES_SCHEMAS = {"ServiceMonitor", "Certificate"}
@@ -249,8 +255,13 @@ def workload(docs: list[dict], component_name: str) -> dict:
     return found[0]
 
 
+def pod_template(doc: dict) -> dict:
+    spec = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+    return spec["template"]
+
+
 def pod_spec(doc: dict) -> dict:
-    return doc["spec"] if doc["kind"] == "Pod" else doc["spec"]["template"]["spec"]
+    return doc["spec"] if doc["kind"] == "Pod" else pod_template(doc)["spec"]
 
 
 def all_containers(spec: dict) -> list[dict]:
@@ -496,7 +507,7 @@ def test_hub_bundled_postgres_is_a_statefulset_with_storage(helm: str) -> None:
     assert url.startswith("postgresql+psycopg://") and "$(DATABASE_PASSWORD)" in url
     host = url.split("@", 1)[1].split(":", 1)[0]
     assert host in services
-    # Only the aggregator and the migrations may talk to the database.
+    # Only the aggregator and the migrations may talk to the database (backups are off).
     (policy,) = by_kind(docs, "NetworkPolicy")
     allowed = [peer["podSelector"]["matchLabels"] for peer in policy["spec"]["ingress"][0]["from"]]
     assert {labels["app.kubernetes.io/component"] for labels in allowed} == {

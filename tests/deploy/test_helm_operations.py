@@ -279,6 +279,7 @@ def _expressions(dashboard: dict) -> list[str]:
             SITE,
             {
                 "fedmedclip_node_jobs",
+                "fedmedclip_node_job_seconds",
                 "fedmedclip_inference_predictions",
                 "fedmedclip_inference_request_seconds",
                 "fedmedclip_inference_errors",
@@ -425,6 +426,69 @@ def test_postgres_and_redis_tags_are_pinned(helm: str, case: str) -> None:
 )
 def test_schema_rejects_floating_tags_and_bad_digests(helm: str, chart: Path, value: str) -> None:
     assert "does not match pattern" in refused(helm, chart, "--set-string", value)
+
+
+# ---- backups -------------------------------------------------------------------------------
+
+
+def _backup_pod(docs: list[dict]) -> dict:
+    (cron,) = by_kind(docs, "CronJob")
+    return cron["spec"]["jobTemplate"]["spec"]["template"]
+
+
+def test_hub_backup_cronjob_writes_to_a_kept_claim_and_reaches_the_database(helm: str) -> None:
+    docs = render(helm, "hub-operations")
+    (cron,) = by_kind(docs, "CronJob")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid" and cron["spec"]["schedule"]
+    pod = _backup_pod(docs)
+    (container,) = pod["spec"]["containers"]
+    assert container["args"][:2] == ["aggregator", "backup"]
+    (claim,) = [d for d in by_kind(docs, "PersistentVolumeClaim") if component(d) == "backup"]
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert volumes["backups"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert container["args"][container["args"].index("--output-dir") + 1] == mounts["backups"]
+    # The same database settings as the aggregator, and the database lets the pod in.
+    (aggregator,) = pod_spec(workload(docs, "aggregator"))["containers"]
+    url = "FEDMEDCLIP_AGG_DATABASE_URL"
+    assert env_of(container)[url] == env_of(aggregator)[url]
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    assert any(
+        peer["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        for rule in policy["spec"]["ingress"]
+        for peer in rule["from"]
+    ), "the bundled PostgreSQL must admit the backup pod"
+
+
+def test_hub_backup_uses_an_existing_claim_and_is_off_by_default(helm: str) -> None:
+    docs = render(helm, "hub-external-url")
+    volumes = {v["name"]: v for v in _backup_pod(docs)["spec"]["volumes"]}
+    assert volumes["backups"]["persistentVolumeClaim"]["claimName"] == "hub-backups"
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    default = render(helm, "hub-bundled-postgres")
+    assert not by_kind(default, "CronJob")
+    assert all(component(d) != "backup" for d in by_kind(default, "PersistentVolumeClaim"))
+    assert "keep" in refused(helm, HUB, "--set", "backup.enabled=true", "--set", "backup.keep=0")
+
+
+def test_hub_backup_command_runs_as_rendered(helm: str, tmp_path: Path) -> None:
+    """The CronJob's arguments, given to the real CLI on a SQLite hub, keep `keep` archives."""
+    from typer.testing import CliRunner
+
+    from services.cli import app as cli
+
+    docs = template(helm, HUB, "--set", "backup.enabled=true", "--set", "backup.keep=2")
+    (container,) = _backup_pod(docs)["spec"]["containers"]
+    out = tmp_path / "backups"
+    args = [str(out) if arg == "/backups" else arg for arg in container["args"]]
+    env = {"FEDMEDCLIP_AGG_DATABASE_URL": f"sqlite:///{tmp_path / 'hub.db'}"}
+    runner = CliRunner()
+    assert runner.invoke(cli, ["aggregator", "migrate"], env=env).exit_code == 0
+    for _ in range(3):
+        result = runner.invoke(cli, args, env=env)
+        assert result.exit_code == 0, result.output
+    assert len(list(out.iterdir())) == 2
 
 
 # ---- secrets -------------------------------------------------------------------------------

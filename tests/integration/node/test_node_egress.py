@@ -80,5 +80,6 @@ def test_only_fam_tensors_leave_the_site(hub, federation, make_settings, run_nod
         "x-sample-count",
         "x-local-metrics",
         "idempotency-key",
+        "traceparent",  # random ids that join the hub's log lines to the job's
     }
     assert set(update.headers) <= allowed

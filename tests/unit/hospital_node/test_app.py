@@ -125,3 +125,35 @@ def test_metrics_and_request_ids(client: TestClient) -> None:
 
 def test_api_docs_work_offline(client: TestClient) -> None:
     assert_docs_work_offline(client)
+
+
+def test_job_seconds_histogram_comes_from_the_jobs_in_the_database(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.hospital_node.db import Job, open_database
+
+    settings = _settings(tmp_path)
+    db = open_database(settings.resolved_database_url())
+    start = datetime(2025, 5, 1, 9, 0, tzinfo=UTC)
+    with db.session() as session:  # as a worker in another process would leave them
+        for round_id, (state, seconds) in enumerate([("done", 45), ("done", 700), ("failed", 5)]):
+            end = start + timedelta(seconds=seconds) if seconds is not None else None
+            session.add(
+                Job(
+                    round_id=round_id,
+                    trigger="admin",
+                    state=state,
+                    started_at=start,
+                    finished_at=end,
+                )
+            )
+        session.add(Job(round_id=9, trigger="admin", state="failed"))  # never started
+    db.dispose()
+    with TestClient(create_app(settings)) as c:
+        text = c.get("/metrics").text
+    assert 'fedmedclip_node_job_seconds_bucket{le="30.0",state="done"} 0.0' in text
+    assert 'fedmedclip_node_job_seconds_bucket{le="60.0",state="done"} 1.0' in text
+    assert 'fedmedclip_node_job_seconds_bucket{le="+Inf",state="done"} 2.0' in text
+    assert 'fedmedclip_node_job_seconds_sum{state="done"} 745.0' in text
+    assert 'fedmedclip_node_job_seconds_count{state="failed"} 1.0' in text
+    assert 'fedmedclip_node_job_seconds_bucket{le="10.0",state="failed"} 1.0' in text

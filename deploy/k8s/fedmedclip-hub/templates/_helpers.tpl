@@ -164,11 +164,18 @@ the password in the Secret ($(VAR) expansion), so the password is never in a Con
   value: {{ .Values.aggregator.maxUploadBytes | int64 | quote }}
 - name: FEDMEDCLIP_AGG_DEFAULT_DEADLINE_SECONDS
   value: {{ .Values.aggregator.defaultDeadlineSeconds | int64 | quote }}
+- name: FEDMEDCLIP_AGG_KEEP_UPDATE_VERSIONS
+  value: {{ .Values.aggregator.keepUpdateVersions | int64 | quote }}
 - name: FEDMEDCLIP_AGG_LOG_JSON
   value: {{ .Values.aggregator.logJson | quote }}
 {{- with .Values.aggregator.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/* The claim the backup CronJob writes its archives to. */}}
+{{- define "fedmedclip-hub.backupClaim" -}}
+{{- .Values.backup.persistence.existingClaim | default (printf "%s-backups" (include "fedmedclip-hub.fullname" .)) -}}
 {{- end -}}
 
 {{/* Writable scratch space (the root filesystem is read-only), and the extra mounts. */}}
