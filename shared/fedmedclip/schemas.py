@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -197,3 +198,22 @@ class NodeCreated(NodeIdentity):
     """The hub's answer to a registration: the node's bearer token, shown once."""
 
     token: str = Field(..., description="Shown only in this answer; store it at the site.")
+
+
+class NodeInfo(NodeIdentity):
+    """A registered node as the hub lists it: when it registered, was last seen, was revoked."""
+
+    created_at: datetime
+    last_seen: datetime | None
+    revoked_at: datetime | None
+
+
+class AuditEntry(BaseModel):
+    """One event of the hub's append-only audit trail."""
+
+    id: int
+    at: datetime
+    actor: str = Field(description="admin, system, node:<name>, or a person's identity.")
+    action: str = Field(description="e.g. round.open, update.rejected, model.promote.")
+    target: str | None
+    details: dict[str, Any]
