@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from fedmedclip.schemas import AuditEntry
 from services.aggregator.db.models import AuditEvent
 
 SYSTEM = "system"
@@ -24,17 +25,10 @@ def node_actor(name: str) -> str:
     return f"node:{name}"
 
 
-class AuditOut(BaseModel):
-    """One audit event as the API shows it."""
+class AuditOut(AuditEntry):
+    """The wire schema, read from the ORM row."""
 
     model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    at: datetime
-    actor: str
-    action: str
-    target: str | None
-    details: dict[str, Any]
 
 
 def record(

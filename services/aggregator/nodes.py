@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from pydantic import ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fedmedclip.schemas import NodeCreated, NodeIdentity
+from fedmedclip.schemas import NodeCreated, NodeInfo
 from services.aggregator import audit
 from services.aggregator.db.models import Node, utcnow
 from services.common.problems import Conflict, NotFound
 from services.common.tokens import hash_token, new_token
 
 
-class NodeOut(NodeIdentity):
-    model_config = ConfigDict(from_attributes=True)
+class NodeOut(NodeInfo):
+    """The wire schema, read from the ORM row."""
 
-    created_at: datetime
-    last_seen: datetime | None
-    revoked_at: datetime | None
+    model_config = ConfigDict(from_attributes=True)
 
 
 def create_node(session: Session, name: str, actor: str) -> NodeCreated:

@@ -23,6 +23,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -37,9 +38,11 @@ from fedmedclip.model_store import (
     decode_blob,
 )
 from fedmedclip.schemas import (
+    AuditEntry,
     ModelInfo,
     NodeCreate,
     NodeCreated,
+    NodeInfo,
     RoundCreate,
     RoundInfo,
     TaskSpec,
@@ -55,6 +58,9 @@ MAX_MODEL_BYTES = 256 * 1024 * 1024
 """A global adapter is a few MB; anything far larger is not a model we asked for."""
 _M = TypeVar("_M", bound=BaseModel)
 _ROUNDS = TypeAdapter(list[RoundInfo])
+_MODELS = TypeAdapter(list[ModelInfo])
+_NODES = TypeAdapter(list[NodeInfo])
+_AUDIT = TypeAdapter(list[AuditEntry])
 
 
 class HubError(RuntimeError):
@@ -66,21 +72,29 @@ class HubUnavailable(HubError):
 
 
 class HubRejected(HubError):
-    """The hub answered with a 4xx: retrying the same request cannot help."""
+    """The hub answered with a 4xx: retrying the same request cannot help.
 
-    def __init__(self, status_code: int, detail: str, what: str) -> None:
+    ``detail`` and ``code`` are those of the hub's problem+json answer (``code`` is None
+    when the answer was not one, e.g. from a proxy in front of the hub).
+    """
+
+    def __init__(self, status_code: int, detail: str, what: str, code: str | None = None) -> None:
         super().__init__(f"the aggregator refused {what} ({status_code}): {detail}")
         self.status_code = status_code
         self.detail = detail
+        self.code = code
 
 
-def _detail(response: httpx.Response) -> str:
+def _problem(response: httpx.Response) -> tuple[str, str | None]:
+    """The ``detail`` and ``code`` of an error answer, whatever its body."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:300] or response.reason_phrase
+        return response.text[:300] or response.reason_phrase, None
     detail = body.get("detail") if isinstance(body, dict) else body
-    return detail if isinstance(detail, str) else json.dumps(detail)[:300]
+    code = body.get("code") if isinstance(body, dict) else None
+    text = detail if isinstance(detail, str) else json.dumps(detail)[:300]
+    return text, code if isinstance(code, str) else None
 
 
 class BearerAuth(httpx.Auth):
@@ -185,10 +199,11 @@ class HubClient:
             except httpx.HTTPError as exc:  # not transient (a bad redirect, a broken encoding)
                 raise HubError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
             if response.status_code in RETRY_STATUSES:
-                problem = f"HTTP {response.status_code}: {_detail(response)}"
+                problem = f"HTTP {response.status_code}: {_problem(response)[0]}"
                 continue
             if response.is_error:
-                raise HubRejected(response.status_code, _detail(response), what)
+                detail, code = _problem(response)
+                raise HubRejected(response.status_code, detail, what, code)
             return response, body
         raise HubUnavailable(
             f"the aggregator at {self.base_url} is unreachable for {what} after "
@@ -201,21 +216,35 @@ class HubClient:
         except ValidationError as exc:
             raise HubError(f"unexpected answer from the aggregator: {exc}") from exc
 
+    def _parse_list(
+        self, reply: tuple[httpx.Response, bytes], adapter: TypeAdapter[list[_M]]
+    ) -> list[_M]:
+        try:
+            return adapter.validate_json(reply[1])
+        except ValidationError as exc:
+            raise HubError(f"unexpected answer from the aggregator: {exc}") from exc
+
     def get_task(self) -> TaskSpec:
         return self._parse(self._request("GET", "/api/v1/task", "reading the task"), TaskSpec)
 
+    def list_rounds(self, state: RoundState | None = None, limit: int = 100) -> list[RoundInfo]:
+        """Rounds, newest first; only those in ``state`` when given."""
+        params: dict[str, str | int] = {"limit": limit}
+        if state is not None:
+            params["state"] = state.value
+        reply = self._request("GET", "/api/v1/rounds", "listing rounds", params=params)
+        return self._parse_list(reply, _ROUNDS)
+
     def open_rounds(self) -> list[RoundInfo]:
-        _, body = self._request(
-            "GET", "/api/v1/rounds", "listing open rounds", params={"state": RoundState.open.value}
-        )
-        try:
-            return _ROUNDS.validate_json(body)
-        except ValidationError as exc:
-            raise HubError(f"unexpected answer from the aggregator: {exc}") from exc
+        return self.list_rounds(RoundState.open)
 
     def get_round(self, round_id: int) -> RoundInfo:
         reply = self._request("GET", f"/api/v1/rounds/{round_id}", f"reading round {round_id}")
         return self._parse(reply, RoundInfo)
+
+    def list_models(self) -> list[ModelInfo]:
+        """Every global version, oldest first."""
+        return self._parse_list(self._request("GET", "/api/v1/models", "listing models"), _MODELS)
 
     def model_info(self, version: int | str) -> ModelInfo:
         """Model ``version`` (a number, or ``production`` for the promoted one)."""
@@ -301,6 +330,26 @@ class HubAdminClient(HubClient):
         reply = self._request("POST", "/api/v1/nodes", f"registering node {name!r}", json=body)
         return self._parse(reply, NodeCreated)
 
+    def list_nodes(self) -> list[NodeInfo]:
+        return self._parse_list(self._request("GET", "/api/v1/nodes", "listing nodes"), _NODES)
+
+    def revoke_node(self, node_id: int) -> NodeInfo:
+        """Revoke node ``node_id``'s token at once (revoking twice is harmless)."""
+        reply = self._request("DELETE", f"/api/v1/nodes/{node_id}", f"revoking node {node_id}")
+        return self._parse(reply, NodeInfo)
+
+    def rotate_token(self, node_id: int, grace_seconds: int) -> NodeCreated:
+        """A new token for node ``node_id``; the old one keeps working ``grace_seconds`` so
+        the site can switch without missing a round. The answer holds the new token (shown
+        only once)."""
+        reply = self._request(
+            "POST",
+            f"/api/v1/nodes/{node_id}/token",
+            f"rotating the token of node {node_id}",
+            json={"grace_seconds": grace_seconds},
+        )
+        return self._parse(reply, NodeCreated)
+
     def open_round(self, request: RoundCreate) -> RoundInfo:
         body = request.model_dump(mode="json", exclude_unset=True)
         reply = self._request("POST", "/api/v1/rounds", "opening a round", json=body)
@@ -319,6 +368,37 @@ class HubAdminClient(HubClient):
             "POST", f"/api/v1/models/{version}/promote", f"promoting model {version}"
         )
         return self._parse(reply, ModelInfo)
+
+    def rollback(self) -> ModelInfo:
+        """Undo the last promotion; the answer is the version that is production again."""
+        reply = self._request("POST", "/api/v1/models/rollback", "rolling back production")
+        return self._parse(reply, ModelInfo)
+
+    def cancel_round(self, round_id: int) -> RoundInfo:
+        """Cancel open round ``round_id``: no model is published, its updates are kept."""
+        reply = self._request(
+            "POST", f"/api/v1/rounds/{round_id}/cancel", f"cancelling round {round_id}"
+        )
+        return self._parse(reply, RoundInfo)
+
+    def audit(
+        self,
+        *,
+        action: str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        """Audit events, newest first, filtered as the hub's query parameters allow."""
+        params: dict[str, str | int] = {"limit": limit}
+        if action is not None:
+            params["action"] = action
+        if actor is not None:
+            params["actor"] = actor
+        if since is not None:
+            params["since"] = since.isoformat()
+        reply = self._request("GET", "/api/v1/audit", "reading the audit trail", params=params)
+        return self._parse_list(reply, _AUDIT)
 
 
 def ensure_global(hub: HubClient, store: ModelStore, info: ModelInfo) -> StoredModel:

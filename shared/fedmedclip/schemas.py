@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, field_validator
 
@@ -249,3 +249,22 @@ class NodeTokenRotate(BaseModel):
         description="How long the old token keeps working, so the site can switch without a "
         "gap; 0 refuses it at once.",
     )
+
+
+class NodeInfo(NodeIdentity):
+    """A registered node as the hub lists it: when it registered, was last seen, was revoked."""
+
+    created_at: datetime
+    last_seen: datetime | None
+    revoked_at: datetime | None
+
+
+class AuditEntry(BaseModel):
+    """One event of the hub's append-only audit trail."""
+
+    id: int
+    at: datetime
+    actor: str = Field(description="admin, system, node:<name>, or a person's identity.")
+    action: str = Field(description="e.g. round.open, update.rejected, model.promote.")
+    target: str | None
+    details: dict[str, Any]

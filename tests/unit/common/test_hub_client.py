@@ -176,6 +176,7 @@ def test_a_4xx_is_final_and_carries_the_hub_detail(flaky) -> None:
         _upload(client, round_id=4)
     assert len(hub.seen) == 1
     assert info.value.status_code == 409 and info.value.detail == "round 4 is closed"
+    assert info.value.code is None, "a plain JSON error has no problem code"
     assert "round 4 is closed" in str(info.value)
 
 
@@ -261,7 +262,7 @@ def test_admin_calls_are_refused_with_the_hub_detail(real_hub: str) -> None:
         admin.add_node("hospital_a")
         with pytest.raises(HubRejected, match="already exists") as info:
             admin.add_node("hospital_a")
-        assert info.value.status_code == 409
+        assert info.value.status_code == 409 and info.value.code == "conflict"
     with HubAdminClient(real_hub, "not-the-admin", retries=0) as intruder:
         with pytest.raises(HubRejected) as info:
             intruder.promote(0)
