@@ -205,9 +205,19 @@ class ServerLimits:
 
 
 def serve(
-    app: Any, *, host: str, port: int, limits: ServerLimits | None = None, **extra: Any
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    tls: ServerTls | None = None,
+    limits: ServerLimits | None = None,
+    **extra: Any,
 ) -> None:
-    """Run ``app`` (an ASGI app, or an import string with ``factory=True`` in ``extra``)."""
+    """Run ``app`` (an ASGI app, or an import string with ``factory=True`` in ``extra``),
+    over HTTPS when ``tls`` is given."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, **(limits or ServerLimits()).uvicorn_options(), **extra)
+    options = (limits or ServerLimits()).uvicorn_options()
+    if tls is not None:
+        options |= tls.uvicorn_options()
+    uvicorn.run(app, host=host, port=port, **options, **extra)

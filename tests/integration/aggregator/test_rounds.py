@@ -97,11 +97,11 @@ def test_next_round_builds_on_production_unless_asked_for_latest(hub: Hub) -> No
 
 def test_deadline_with_too_few_updates_fails_the_round(hub: Hub) -> None:
     token = hub.add_node("alpha")
-    round_info = hub.open_round(min_clients=2, deadline_seconds=1)
+    round_info = hub.open_round(min_clients=2, deadline_seconds=4)
     assert hub.post_update(round_info["id"], token, encoded(1)).status_code == 201
     final = wait_until(
         lambda: (r := hub.round(round_info["id"]))["state"] in TERMINAL_ROUND_STATES and r,
-        timeout=15,
+        timeout=40,
         what="round closed by its deadline",
     )
     assert final["state"] == "failed"
@@ -114,11 +114,11 @@ def test_deadline_with_too_few_updates_fails_the_round(hub: Hub) -> None:
 
 def test_deadline_with_enough_updates_publishes(hub: Hub) -> None:
     token = hub.add_node("alpha")
-    round_info = hub.open_round(min_clients=1, deadline_seconds=1)
+    round_info = hub.open_round(min_clients=1, deadline_seconds=4)
     assert hub.post_update(round_info["id"], token, encoded(1)).status_code == 201
     final = wait_until(
         lambda: (r := hub.round(round_info["id"]))["state"] in TERMINAL_ROUND_STATES and r,
-        timeout=15,
+        timeout=40,
         what="round closed by its deadline",
     )
     assert final["state"] == "published" and final["result_version"] == 1
