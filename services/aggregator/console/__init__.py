@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 
+from fedmedclip.ids import DbId, VersionNumber
 from fedmedclip.schemas import NodeCreate, RoundCreate, RoundInfo
 from services.aggregator import audit, models_registry, nodes, rounds, tasks, updates
 from services.aggregator.audit import ADMIN
@@ -133,7 +134,7 @@ def build_router() -> APIRouter:
         return console(request).render(request, session, "node_created.html", {"node": created})
 
     @router.get("/nodes/{node_id}/revoke")
-    def confirm_revoke(request: Request, session: SignedIn, node_id: int) -> Response:
+    def confirm_revoke(request: Request, session: SignedIn, node_id: DbId) -> Response:
         return console(request).confirm(
             request,
             session,
@@ -146,7 +147,7 @@ def build_router() -> APIRouter:
 
     @router.post("/nodes/{node_id}/revoke")
     def revoke(
-        request: Request, session: SignedIn, _: CheckedForm, ctx: Context, node_id: int
+        request: Request, session: SignedIn, _: CheckedForm, ctx: Context, node_id: DbId
     ) -> Response:
         def action() -> str:
             with ctx.db.session() as db:
@@ -168,7 +169,7 @@ def build_router() -> APIRouter:
         return console(request).act(request, session, "/console/", action)
 
     @router.get("/rounds/{round_id}/close")
-    def confirm_close(request: Request, session: SignedIn, round_id: int) -> Response:
+    def confirm_close(request: Request, session: SignedIn, round_id: DbId) -> Response:
         return console(request).confirm(
             request,
             session,
@@ -184,7 +185,7 @@ def build_router() -> APIRouter:
 
     @router.post("/rounds/{round_id}/close")
     def close(
-        request: Request, session: SignedIn, _: CheckedForm, ctx: Context, round_id: int
+        request: Request, session: SignedIn, _: CheckedForm, ctx: Context, round_id: DbId
     ) -> Response:
         def action() -> str:
             state = ctx.closer.close(round_id, actor=_actor(session), cause=CLOSED_BY_ADMIN)
@@ -193,7 +194,7 @@ def build_router() -> APIRouter:
         return console(request).act(request, session, f"/console/rounds/{round_id}", action)
 
     @router.get("/rounds/{round_id}/cancel")
-    def confirm_cancel(request: Request, session: SignedIn, round_id: int) -> Response:
+    def confirm_cancel(request: Request, session: SignedIn, round_id: DbId) -> Response:
         return console(request).confirm(
             request,
             session,
@@ -206,7 +207,7 @@ def build_router() -> APIRouter:
 
     @router.post("/rounds/{round_id}/cancel")
     def cancel(
-        request: Request, session: SignedIn, _: CheckedForm, ctx: Context, round_id: int
+        request: Request, session: SignedIn, _: CheckedForm, ctx: Context, round_id: DbId
     ) -> Response:
         def action() -> str:
             with ctx.db.session() as db:
@@ -224,12 +225,12 @@ def build_router() -> APIRouter:
         return console(request).render(request, session, "rounds_table.html", _history(ctx))
 
     @router.get("/rounds/{round_id}")
-    def round_detail(request: Request, session: SignedIn, ctx: Context, round_id: int) -> Response:
+    def round_detail(request: Request, session: SignedIn, ctx: Context, round_id: DbId) -> Response:
         return console(request).render(request, session, "round.html", _round(ctx, round_id))
 
     @router.get("/fragments/rounds/{round_id}")
     def round_fragment(
-        request: Request, session: SignedIn, ctx: Context, round_id: int
+        request: Request, session: SignedIn, ctx: Context, round_id: DbId
     ) -> Response:
         return console(request).render(request, session, "round_body.html", _round(ctx, round_id))
 
@@ -255,7 +256,7 @@ def build_router() -> APIRouter:
         )
 
     @router.get("/models/{version}/promote")
-    def confirm_promote(request: Request, session: SignedIn, version: int) -> Response:
+    def confirm_promote(request: Request, session: SignedIn, version: VersionNumber) -> Response:
         return console(request).confirm(
             request,
             session,
@@ -268,7 +269,7 @@ def build_router() -> APIRouter:
 
     @router.post("/models/{version}/promote")
     def promote(
-        request: Request, session: SignedIn, _: CheckedForm, ctx: Context, version: int
+        request: Request, session: SignedIn, _: CheckedForm, ctx: Context, version: VersionNumber
     ) -> Response:
         def action() -> str:
             with ctx.db.session() as db:

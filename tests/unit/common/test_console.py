@@ -163,3 +163,13 @@ def test_the_vendored_htmx_is_the_pinned_file() -> None:
     digest = hashlib.sha256((static / "htmx.min.js").read_bytes()).hexdigest()
     assert digest in (static / "VENDORED.md").read_text()
     assert (static / "htmx.LICENSE").read_text().startswith("Zero-Clause BSD")
+
+
+@pytest.mark.parametrize(
+    "path", ["/console/rounds/9223372036854775808", "/console/models/99999999999/promote"]
+)
+def test_ids_beyond_the_database_are_a_4xx_in_the_console(hub: TestClient, path: str) -> None:
+    _sign_in(hub)
+    response = hub.get(path)
+    assert response.status_code == 422
+    assert "less than or equal to 2147483647" in response.json()["detail"]
