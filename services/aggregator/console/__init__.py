@@ -26,12 +26,12 @@ from services.common.console.app import (
     SignedIn,
     install_console,
     parse_form,
+    sign_in_with,
 )
 from services.common.console.charts import line_chart
 from services.common.console.session import Session
 from services.common.problems import ServiceError
 from services.common.settings import reveal
-from services.common.tokens import tokens_equal
 
 ONLINE_WITHIN = timedelta(minutes=2)
 """A node seen this recently counts as online (nodes poll every few seconds)."""
@@ -357,16 +357,11 @@ def _round(ctx: AppContext, round_id: int) -> dict:
 def install(app: FastAPI, context: AppContext) -> None:
     """Mount the hub console on ``app`` (one line in the app factory)."""
     settings = context.settings
-
-    def who_for_token(token: str) -> str | None:
-        expected = settings.admin_token_value()
-        return ADMIN if expected and tokens_equal(token, expected) else None
-
     console = Console(
         service="hub",
         nav=NAV,
         template_package="services.aggregator.console",
-        who_for_token=who_for_token,
+        who_for_token=sign_in_with(context.auth),
         token_setting="FEDMEDCLIP_AGG_ADMIN_TOKEN",
         session_secret=reveal(settings.console_session_secret) or None,
     )

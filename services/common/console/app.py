@@ -33,8 +33,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from services.common.auth import Authenticator
 from services.common.console.charts import line_chart
 from services.common.console.session import (
     Session,
@@ -42,9 +44,26 @@ from services.common.console.session import (
     new_session,
     with_flash,
 )
-from services.common.problems import InvalidRequest, ServiceError
+from services.common.problems import InvalidRequest, ServiceError, Unauthenticated
 
 log = logging.getLogger(__name__)
+
+
+def sign_in_with(auth: Authenticator, role: str = "admin") -> Callable[[str], str | None]:
+    """The console's credential check: the service's own :class:`Authenticator`, so the
+    static admin token (read live from its secret file) and, where single sign-on is
+    configured, a person's IdP token holding ``role`` both sign in; the session's actor
+    is the caller's audit name (``admin``, or ``person:<sub> (<name>)``)."""
+
+    def who(credential: str) -> str | None:
+        try:
+            caller = auth.identify(credential)
+        except Unauthenticated:  # a JWT that fails verification: just not a valid credential
+            return None
+        return caller.actor if caller is not None and role in caller.roles else None
+
+    return who
+
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -271,7 +290,8 @@ def auth_router() -> APIRouter:
         if not _token_matches(await request.form(), session):
             raise CsrfRejected
         assert session is not None
-        who = console.who_for_token(token) if token else None
+        # The check may fetch the IdP's keys: off the event loop.
+        who = await run_in_threadpool(console.who_for_token, token) if token else None
         if who is None:
             log.warning("console sign-in refused: wrong credential")
             return _sign_in_page(

@@ -19,17 +19,14 @@ from services.common.console.app import (
     SignedIn,
     install_console,
     parse_form,
+    sign_in_with,
 )
 from services.common.settings import reveal
-from services.common.tokens import tokens_equal
 from services.hospital_node import datasets, job_requests
 from services.hospital_node.api.model import current_model
 from services.hospital_node.api.privacy import privacy_budget
 from services.hospital_node.api.schemas import DatasetIn, JobIn
 from services.hospital_node.context import NodeContext
-
-SITE_ADMIN = "site-admin"
-"""The actor of a console session signed in with the node's admin token."""
 
 NAV = (
     NavItem("Overview", "/"),
@@ -103,16 +100,11 @@ def build_router() -> APIRouter:
 
 def install(app: FastAPI, ctx: NodeContext) -> None:
     """Mount the node console on ``app`` (one line in the app factory)."""
-    admin_token = reveal(ctx.settings.admin_token)
-
-    def who_for_token(token: str) -> str | None:
-        return SITE_ADMIN if admin_token and tokens_equal(token, admin_token) else None
-
     console = Console(
         service="hospital node",
         nav=NAV,
         template_package="services.hospital_node.console",
-        who_for_token=who_for_token,
+        who_for_token=sign_in_with(ctx.auth),
         token_setting="FEDMEDCLIP_NODE_ADMIN_TOKEN",
         session_secret=reveal(ctx.settings.console_session_secret) or None,
     )

@@ -173,3 +173,32 @@ def test_ids_beyond_the_database_are_a_4xx_in_the_console(hub: TestClient, path:
     response = hub.get(path)
     assert response.status_code == 422
     assert "less than or equal to 2147483647" in response.json()["detail"]
+
+
+def test_a_person_signs_in_with_an_idp_token_and_is_the_audit_actor(tmp_path: Path) -> None:
+    """Where single sign-on is configured, an admin's IdP token signs in to the console and
+    the console's actions are audited under the person; a clinician's token does not."""
+    from tests.support.idp import AUDIENCE, ISSUER, TestIdp
+
+    with TestIdp() as idp:
+        settings = AggregatorSettings(
+            data_dir=tmp_path,
+            admin_token=TOKEN,
+            oidc_issuer=ISSUER,
+            oidc_audience=AUDIENCE,
+            oidc_jwks_url=idp.jwks_url,
+            oidc_role_claim="realm_access.roles",
+            oidc_role_map="fl-admin=admin",
+        )
+        with TestClient(create_app(settings)) as client:
+            refused = _sign_in(client, idp.token("bob", roles=["radiology"]))
+            assert refused.status_code == 401 and "not valid" in refused.text
+            signed_in = _sign_in(client, idp.token("alice", roles=["fl-admin"]))
+            assert signed_in.status_code == 303
+            page = client.get("/console/")
+            assert page.status_code == 200
+            csrf = CSRF.search(page.text).group(1)
+            client.post("/console/nodes", data={"name": "site-sso", "csrf_token": csrf})
+            audit = client.get("/api/v1/audit", headers={"Authorization": f"Bearer {TOKEN}"})
+            actors = {e["actor"] for e in audit.json() if e["action"] == "node.create"}
+            assert actors == {"person:alice (Alice Example)"}
