@@ -13,6 +13,7 @@ import typer
 
 from fedmedclip.enums import (
     AggregationRule,
+    DPMode,
     OptimizerSettings,
     SimulationCodec,
     SimulationCombination,
@@ -240,8 +241,8 @@ def simulate(
     dp_delta: float = typer.Option(
         1e-5, help="Differential privacy: delta of the epsilon.", rich_help_panel=PRIVACY
     ),
-    dp_mode: str = typer.Option(
-        "local",
+    dp_mode: DPMode = typer.Option(
+        DPMode.local,
         help="Differential privacy: 'local' (each site noises its own update fully) or "
         "'distributed' (each site adds its share of the central noise; needs "
         "--secure-aggregation).",

@@ -80,6 +80,15 @@ class OptimizerSettings(StrEnum):
     reference = "reference"
 
 
+class DPMode(StrEnum):
+    """Where the simulator's differential-privacy noise is added: each site's full noise on
+    its own update (``local``), or a share of the central noise under secure aggregation
+    (``distributed``)."""
+
+    local = "local"
+    distributed = "distributed"
+
+
 class RoundState(StrEnum):
     """Life of a round at the hub: open, then aggregating, then one of the terminal states."""
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 from fedmedclip.enums import (
     AggregationRule,
+    DPMode,
     OptimizerSettings,
     SimulationCodec,
     SimulationCombination,
@@ -14,9 +14,6 @@ from fedmedclip.enums import (
 )
 from fedmedclip.privacy import DPConfig
 from fedmedclip.trainer import DEFAULT_PRUNE_WEIGHT
-
-DPMode = Literal["local", "distributed"]
-DP_MODES: tuple[DPMode, ...] = ("local", "distributed")
 
 
 @dataclass(frozen=True)
@@ -69,7 +66,7 @@ class SimulationConfig:
     dp_delta: float = 1e-5
     combination: str = "choose"
     settings: str = "ours"
-    dp_mode: DPMode = "local"
+    dp_mode: DPMode = DPMode.local
     server_lr: float = 1.0
     secure_aggregation: bool = False
 
@@ -97,8 +94,7 @@ class SimulationConfig:
             )
         if not 0 < self.server_lr <= 1:
             raise ValueError(f"server_lr must be in (0, 1], got {self.server_lr!r}")
-        if self.dp_mode not in DP_MODES:
-            raise ValueError(f"dp_mode must be one of {DP_MODES}, got {self.dp_mode!r}")
+        parse_choice(DPMode, self.dp_mode, "dp_mode")
         if self.dp_mode == "distributed" and not self.secure_aggregation:
             raise ValueError(
                 "distributed DP needs secure aggregation: without it the hub sees each "
