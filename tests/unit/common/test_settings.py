@@ -67,6 +67,8 @@ def test_every_secret_of_every_service_can_come_from_a_file(monkeypatch, tmp_pat
         "FEDMEDCLIP_INFERENCE_NODE_TOKEN",
         "FEDMEDCLIP_INFERENCE_CLINICIAN_TOKENS",
         "FEDMEDCLIP_INFERENCE_ADMIN_TOKEN",
+        "FEDMEDCLIP_INFERENCE_DICOMWEB_PASSWORD",
+        "FEDMEDCLIP_INFERENCE_DICOMWEB_TOKEN",
     }
 
 

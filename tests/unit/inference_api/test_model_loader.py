@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fedmedclip.backbone import cached_backbone
+from fedmedclip.ensemble import Combination
 from fedmedclip.model import SharedAdapter, build_head
 from fedmedclip.model_store import HeadMetadata, ModelStore, encode_blob
 from fedmedclip.schemas import TaskSpec
@@ -194,7 +195,7 @@ def test_a_head_with_pairing_features_is_repaired_under_the_served_fam(tmp_path,
 def test_the_predictor_applies_the_heads_recorded_combination(tmp_path, site, trained):
     store = _copy(trained, tmp_path)
     stored = store.load_head(1)
-    assert "combination" not in stored.meta  # a head from before the choice existed
+    assert stored.meta.combination == Combination()  # a head from before the choice existed
     image = site.image_paths[5].read_bytes()
     old = _manager(store)[0].refresh()
     assert old.describe()["combination"] == {"kind": "entropy", "head_weight": None}
@@ -204,7 +205,8 @@ def test_the_predictor_applies_the_heads_recorded_combination(tmp_path, site, tr
         ({"kind": "fam"}, 0.0),
         ({"kind": "weighted", "head_weight": 0.3}, 0.3),
     ):
-        version = store.save_head(stored.tensors, stored.meta | {"combination": recorded})
+        meta = stored.meta.model_copy(update={"combination": Combination(**recorded)})
+        version = store.save_head(stored.tensors, meta)
         store.set_current(1, version)
         model = _manager(store)[0].refresh()
         assert model.combination.kind == recorded["kind"]
@@ -215,7 +217,12 @@ def test_the_predictor_applies_the_heads_recorded_combination(tmp_path, site, tr
         expected = (1 - alpha) * fam + alpha * head
         assert torch.allclose(torch.tensor(list(prediction.probabilities.values())), expected)
 
-    broken = store.save_head(stored.tensors, stored.meta | {"combination": {"kind": "vote"}})
+    # Written by hand, as a damaged node could have: a combination this code does not know.
+    raw = stored.meta.model_dump(mode="json") | {"combination": {"kind": "vote"}}
+    broken = max(store.head_versions()) + 1
+    raw["version"] = broken
+    blob = encode_blob(stored.tensors, raw)
+    (store.root / "heads" / f"h{broken:06d}.safetensors").write_bytes(blob)
     store.set_current(1, broken)
     manager, _ = _manager(store)
     assert manager.refresh() is None
