@@ -348,6 +348,10 @@ def _member_path(tree: FileTree, name: str) -> Path:
 
 def _load_rows(connection: Connection, archive: _Archive, tables: list[dict[str, Any]]) -> None:
     reflected = {t.name: t for t in _reflect(connection)}
+    if connection.dialect.name == "sqlite":
+        # Checked at commit instead of per row: rows that reference each other (a round and
+        # the model version it published) need not arrive in one particular order.
+        connection.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
     for entry in tables:
         table = reflected.get(entry["name"])
         if table is None:

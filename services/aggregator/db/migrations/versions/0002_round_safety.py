@@ -33,6 +33,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("rounds") as batch:
-        for name in reversed(_COLUMNS):
-            batch.drop_column(name)
+    # Plain DROP COLUMN (SQLite 3.35+ has it): batch mode would copy and drop the table,
+    # which SQLite refuses while other tables' rows reference it.
+    for name in reversed(_COLUMNS):
+        op.drop_column("rounds", name)

@@ -30,7 +30,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Plain DROP COLUMN (SQLite 3.35+ has it): batch mode would copy and drop the table,
+    # which SQLite refuses while other tables' rows reference it.
     op.drop_index(op.f("ix_nodes_previous_token_hash"), table_name="nodes")
-    with op.batch_alter_table("nodes") as batch:
-        batch.drop_column("previous_token_expires_at")
-        batch.drop_column("previous_token_hash")
+    op.drop_column("nodes", "previous_token_expires_at")
+    op.drop_column("nodes", "previous_token_hash")
