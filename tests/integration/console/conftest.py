@@ -22,7 +22,7 @@ from tests.integration.node.conftest import (  # noqa: F401 - fixtures used by t
 CHROMIUM = os.environ.get("FEDMEDCLIP_CHROMIUM", "/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
     """Headless Chromium from the system (Playwright's own browser download is not used)."""
     sync_api = pytest.importorskip("playwright.sync_api")
