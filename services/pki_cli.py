@@ -8,6 +8,7 @@ renewals can be scheduled. Leaf certificates are short-lived (90 days by default
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -44,9 +45,14 @@ def _report(issued: Issued) -> None:
     typer.echo(f"expires     {info.not_after:%Y-%m-%d %H:%M} UTC ({info.days_left:.0f} days)")
 
 
-def _fail(exc: PkiError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(2)
+def _issue(make: Callable[[], Issued]) -> None:
+    """Run one issuing step and show what it wrote; a refusal is one line and exit 2."""
+    try:
+        issued = make()
+    except PkiError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    _report(issued)
 
 
 @app.command()
@@ -57,10 +63,7 @@ def init(
     force: Annotated[bool, typer.Option(help="Replace an existing CA.")] = False,
 ) -> None:
     """Create the federation CA."""
-    try:
-        _report(init_ca(ca_dir, name, days=days, force=force))
-    except PkiError as exc:
-        raise _fail(exc) from exc
+    _issue(lambda: init_ca(ca_dir, name, days=days, force=force))
 
 
 @app.command("issue-server")
@@ -73,10 +76,7 @@ def issue_server_cmd(
     days: Days = DEFAULT_LEAF_DAYS,
 ) -> None:
     """Issue a server certificate (hub, inference API) for one or more host names."""
-    try:
-        _report(issue_server(ca_dir, host, out_dir=out, days=days))
-    except PkiError as exc:
-        raise _fail(exc) from exc
+    _issue(lambda: issue_server(ca_dir, host, out_dir=out, days=days))
 
 
 @app.command("issue-node")
@@ -87,10 +87,7 @@ def issue_node_cmd(
     days: Days = DEFAULT_LEAF_DAYS,
 ) -> None:
     """Issue a client certificate for a hospital node (mutual TLS with the hub)."""
-    try:
-        _report(issue_node(ca_dir, name, out_dir=out, days=days))
-    except PkiError as exc:
-        raise _fail(exc) from exc
+    _issue(lambda: issue_node(ca_dir, name, out_dir=out, days=days))
 
 
 @app.command()
