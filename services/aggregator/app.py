@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from fedmedclip import __version__
 from services.aggregator import console
-from services.aggregator.api import audit, models, nodes, ops, rounds, task, updates
+from services.aggregator.api import audit, models, nodes, ops, rounds, secagg, task, updates
 from services.aggregator.context import AppContext
 from services.aggregator.db.migrate import prepare_schema
 from services.aggregator.deadlines import DeadlineWatcher
@@ -79,9 +79,10 @@ def create_app(settings: AggregatorSettings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for module in (task, nodes, rounds, models, audit):
         app.include_router(module.router, responses=COMMON_RESPONSES)
-    app.include_router(
-        updates.router, responses=COMMON_RESPONSES, max_body_size=settings.max_upload_bytes
-    )
+    for module in (updates, secagg):  # bodies that carry a whole update vector
+        app.include_router(
+            module.router, responses=COMMON_RESPONSES, max_body_size=settings.max_upload_bytes
+        )
     app.include_router(ops.router)  # health, readiness, metrics: open, no input to validate
     console.install(app, context)  # the web console at /console/, signed in with a session
     return app

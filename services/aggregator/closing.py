@@ -34,7 +34,10 @@ from sqlalchemy.orm import Session
 from fedmedclip.aggregation import aggregate, norm_bound, require_finite
 from fedmedclip.codec import apply_delta, decode_update, update_norm
 from fedmedclip.schemas import RoundState
-from services.aggregator import audit, lease_owner, models_registry, rounds, tasks
+from fedmedclip.secagg import RoundFailed
+from fedmedclip.secagg.messages import Phase
+from fedmedclip.secagg.vectors import unflatten_delta
+from services.aggregator import audit, lease_owner, models_registry, rounds, secure, tasks
 from services.aggregator.db.models import Node, Round, Update, utcnow
 from services.common.db import Database
 from services.common.problems import Conflict
@@ -52,6 +55,14 @@ DEADLINE_PASSED = "deadline passed"
 RESUMED = "resumed after an interrupted aggregation"
 OWNER_DEAD = "resumed at once: the aggregating process of this host is dead"
 RECOVERED_BY_ADMIN = "recovered by admin"
+
+
+def _secure_end(state: RoundState, secure_round: bool) -> dict:
+    """The final protocol phase of a secure round ending in ``state``."""
+    if not secure_round:
+        return {}
+    phase = Phase.done if state is RoundState.published else Phase.failed
+    return {"secagg_phase": phase.value, "secagg_phase_until": None}
 
 
 class AggregationError(RuntimeError):
@@ -173,6 +184,31 @@ def _compute(db: Database, row: Round, updates: Sequence[StoredUpdate]) -> Aggre
     )
 
 
+def _compute_secure(db: Database, row: Round) -> Aggregate:
+    """The new state of a secure round: base plus the survivors' unmasked weighted mean.
+
+    Only the sum is ever unmasked (see :mod:`services.aggregator.secure`); the sites
+    clipped their own updates, so ``clip_norm`` is reported as applied by them.
+    """
+    with db.read_sessions() as session:
+        result = secure.weighted_mean(session, row)
+        task = tasks.require_task(session)
+        base_state = models_registry.load_state(session, row.base_version)
+    delta = unflatten_delta(result.mean, tasks.update_shapes(task))
+    state = apply_delta(base_state, delta)
+    require_finite(state, f"the model round {row.id} would publish")
+    return Aggregate(
+        state=state,
+        contributors=list(result.survivors),
+        update_hashes=result.masked_hashes,
+        metrics={
+            "secagg_survivors": float(len(result.survivors)),
+            "secagg_dropped": float(len(result.dropped)),
+        },
+        clip_norm=row.clip_norm,
+    )
+
+
 class RoundCloser:
     """Closes rounds on one database; ``on_aggregated`` receives aggregation seconds."""
 
@@ -236,6 +272,7 @@ class RoundCloser:
         *,
         reason: str | None = None,
         result: Aggregate | None = None,
+        secure_round: bool = False,
     ) -> bool:
         """Move a claimed round to ``state`` (storing ``result`` as a new version)."""
         with self.db.sessions.begin() as session:
@@ -259,6 +296,7 @@ class RoundCloser:
                     lease_until=None,
                     lease_owner=None,
                     applied_clip_norm=None if result is None else result.clip_norm,
+                    **_secure_end(state, secure_round),
                 )
             )
             if moved.rowcount != 1:  # the lease ran out and another instance took over
@@ -322,6 +360,8 @@ class RoundCloser:
         return self._aggregate(round_id, *claimed, cause=RECOVERED_BY_ADMIN)
 
     def _aggregate(self, round_id: int, token: str, row: Round, *, cause: str) -> RoundState:
+        if row.secure_aggregation:
+            return self._aggregate_secure(round_id, token, row)
         with self.db.read_sessions() as session:
             updates = _stored_updates(session, round_id)
         if len(updates) < row.min_clients:
@@ -340,4 +380,28 @@ class RoundCloser:
         if self.on_aggregated is not None:
             self.on_aggregated(time.perf_counter() - started)
         log.info("round %s published with %d updates", round_id, len(updates))
+        return RoundState.published
+
+    def _aggregate_secure(self, round_id: int, token: str, row: Round) -> RoundState:
+        """Unmask and publish a secure round, or fail it with the protocol's reason."""
+        started = time.perf_counter()
+        try:
+            result = _compute_secure(self.db, row)
+        except RoundFailed as exc:
+            reason = secure.FAILED_PREFIX + exc.reason
+            self._finish(round_id, token, RoundState.failed, reason=reason, secure_round=True)
+            return RoundState.failed
+        except Exception as exc:  # any fault must still end the round
+            log.exception("secure aggregation of round %s failed", round_id)
+            reason = f"aggregation failed: {exc}"
+            self._finish(round_id, token, RoundState.failed, reason=reason, secure_round=True)
+            return RoundState.failed
+        published = self._finish(
+            round_id, token, RoundState.published, result=result, secure_round=True
+        )
+        if not published:
+            return RoundState.aggregating
+        if self.on_aggregated is not None:
+            self.on_aggregated(time.perf_counter() - started)
+        log.info("secure round %s published with %d sites", round_id, len(result.contributors))
         return RoundState.published

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import datetime
 
 from anyio import to_thread
 from sqlalchemy import and_, or_, select
 
 from fedmedclip.schemas import RoundState
-from services.aggregator import audit, lease_owner
+from services.aggregator import audit, lease_owner, secure
 from services.aggregator.closing import DEADLINE_PASSED, OWNER_DEAD, RESUMED, RoundCloser
 from services.aggregator.db.models import Round, utcnow
 from services.common.problems import ServiceError
@@ -27,13 +28,19 @@ from services.common.problems import ServiceError
 log = logging.getLogger(__name__)
 
 PERIOD_SECONDS = 1.0
+PHASE_DEADLINE_PASSED = "secure aggregation phase deadline passed"
 
 
 def sweep(closer: RoundCloser) -> dict[int, RoundState]:
     """Close every due round now; return the state each one this call closed ended in."""
     now = utcnow()
+    closed = sweep_secure(closer, now)
     due = or_(
-        and_(Round.state == RoundState.open.value, Round.deadline <= now),
+        and_(
+            Round.state == RoundState.open.value,
+            Round.deadline <= now,
+            Round.secure_aggregation.is_(False),  # their phases have their own deadlines
+        ),
         and_(Round.state == RoundState.aggregating.value, Round.lease_until < now),
     )
     with closer.db.sessions() as session:
@@ -43,7 +50,6 @@ def sweep(closer: RoundCloser) -> dict[int, RoundState]:
                 Round.state == RoundState.aggregating.value, Round.lease_until >= now
             )
         ).all()
-    closed: dict[int, RoundState] = {}
     due_rounds = [
         (round_id, DEADLINE_PASSED if state == RoundState.open.value else RESUMED, None)
         for round_id, state in rows
@@ -60,6 +66,32 @@ def sweep(closer: RoundCloser) -> dict[int, RoundState]:
         except ServiceError as exc:  # another instance got there first
             log.info("round %s not closed by this sweep: %s", round_id, exc.detail)
     return closed
+
+
+def end_secure_phase(closer: RoundCloser, round_id: int, *, actor: str, cause: str) -> None:
+    """End a secure round's current phase now; after the unmask phase, close the round."""
+    with closer.db.session() as session:
+        finish = secure.end_phase(session, round_id, actor=actor, cause=cause)
+    if finish:
+        closer.close(round_id, actor=actor, cause=cause)
+
+
+def sweep_secure(closer: RoundCloser, now: datetime) -> dict[int, RoundState]:
+    """End the phases of secure rounds whose phase deadline passed."""
+    with closer.db.sessions() as session:
+        due = secure.due_rounds(session, now)
+    ended: dict[int, RoundState] = {}
+    for round_id in due:
+        try:
+            end_secure_phase(closer, round_id, actor=audit.SYSTEM, cause=PHASE_DEADLINE_PASSED)
+        except ServiceError as exc:  # another instance got there first
+            log.info("round %s not advanced by this sweep: %s", round_id, exc.detail)
+            continue
+        with closer.db.sessions() as session:
+            state = RoundState(session.scalar(select(Round.state).where(Round.id == round_id)))
+        if state is not RoundState.open:
+            ended[round_id] = state
+    return ended
 
 
 class DeadlineWatcher:

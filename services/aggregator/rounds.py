@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from fedmedclip.enums import RoundState
 from fedmedclip.schemas import RoundCreate, RoundInfo, TrainingHints
-from services.aggregator import audit, models_registry, tasks
+from services.aggregator import audit, models_registry, secure, tasks
 from services.aggregator.db.models import Round, Update, utcnow
 from services.common.problems import Conflict, NotFound
 
@@ -59,7 +59,20 @@ def to_info(row: Round, updates_received: int) -> RoundInfo:
         closed_at=row.closed_at,
         lease_owner=row.lease_owner,
         lease_until=row.lease_until,
+        **_secure_fields(row),
     )
+
+
+def _secure_fields(row: Round) -> dict:
+    """What RoundInfo shows of a secure round: phase, its deadline, the participants."""
+    if not row.secure_aggregation:
+        return {}
+    return {
+        "secure_aggregation": True,
+        "secagg_phase": row.secagg_phase,
+        "secagg_phase_deadline": row.secagg_phase_until,
+        "participants": list(secure.params_of(row).clients),
+    }
 
 
 def describe_state(row: Round) -> str:
@@ -131,10 +144,22 @@ def choose_base(session: Session, requested: int | str) -> tuple[int, str]:
 
 
 def open_round(
-    session: Session, request: RoundCreate, *, default_deadline_seconds: int, actor: str
+    session: Session,
+    request: RoundCreate,
+    *,
+    default_deadline_seconds: int,
+    max_upload_bytes: int,
+    actor: str,
 ) -> RoundInfo:
-    """Open a round against ``base_version`` (default: production); one active round at a time."""
+    """Open a round against ``base_version`` (default: production); one active round at a time.
+
+    A secure round (``secure_aggregation``) is checked first and refused with a 422 naming
+    the problem; its protocol parameters are stored with it (:mod:`secure`).
+    """
     task = tasks.require_task(session)
+    params = None
+    if request.secure_aggregation:
+        params = secure.plan(session, request, task, max_upload_bytes=max_upload_bytes)
     if (active := _active_round(session)) is not None:
         raise Conflict(
             f"round {active.id} is {describe_state(active)}; "
@@ -153,7 +178,8 @@ def open_round(
         aggregation_rule=request.aggregation_rule.value,
         clip_norm=request.clip_norm,
         max_update_norm=request.max_update_norm,
-        norm_bound_factor=request.norm_bound_factor,
+        # The hub never sees one update of a secure round, so it cannot bound their norms.
+        norm_bound_factor=None if params is not None else request.norm_bound_factor,
         base_reason=base_reason,
         created_at=now,
     )
@@ -162,6 +188,8 @@ def open_round(
             session.add(row)
     except IntegrityError as exc:  # another instance opened one in the meantime
         raise Conflict("another round was opened at the same time") from exc
+    if params is not None:
+        secure.attach(row, params, request.secagg_phase_seconds)
     audit.record(
         session,
         actor,
@@ -174,6 +202,7 @@ def open_round(
         rule=row.aggregation_rule,
         norm_bound_factor=row.norm_bound_factor,
         backbone=task.backbone,
+        secure_aggregation=row.secure_aggregation,
     )
     return to_info(row, 0)
 

@@ -45,9 +45,11 @@ from fedmedclip.schemas import (
     NodeInfo,
     RoundCreate,
     RoundInfo,
+    SecAggStatus,
     TaskSpec,
     UpdateReceipt,
 )
+from fedmedclip.secagg.messages import AdvertiseKeys, MaskedInput, ShareKeys, UnmaskResponse
 from services.common.tracing import TRACEPARENT, outgoing_traceparent
 
 log = logging.getLogger(__name__)
@@ -301,6 +303,32 @@ class HubClient:
             },
         )
         return self._parse(reply, UpdateReceipt)
+
+    def secagg_status(self, round_id: int) -> SecAggStatus:
+        """This site's view of a secure round: phase, parameters, messages for it."""
+        reply = self._request(
+            "GET",
+            f"/api/v1/rounds/{round_id}/secagg",
+            f"reading the secure-aggregation state of round {round_id}",
+        )
+        return self._parse(reply, SecAggStatus)
+
+    def send_secagg(
+        self, round_id: int, message: AdvertiseKeys | ShareKeys | MaskedInput | UnmaskResponse
+    ) -> SecAggStatus:
+        """Send this site's message of the phase it names; the answer is the new status.
+
+        A retry after a lost answer is refused with 409 ``secagg_replay``; the status then
+        lists the phase under ``sent``.
+        """
+        reply = self._request(
+            "POST",
+            f"/api/v1/rounds/{round_id}/secagg/{message.phase.value}",
+            f"the {message.phase.value} message of round {round_id}",
+            content=message.model_dump_json(),
+            headers={"Content-Type": "application/json"},
+        )
+        return self._parse(reply, SecAggStatus)
 
 
 class HubAdminClient(HubClient):

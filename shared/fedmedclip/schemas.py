@@ -18,6 +18,8 @@ from fedmedclip.data.datasets import normalize_class_name
 from fedmedclip.enums import AggregationRule, Quantization, RoundState
 from fedmedclip.ids import VersionNumber
 from fedmedclip.model import AdapterConfig
+from fedmedclip.secagg.messages import KeyDirectory, Phase, ShareInbox, UnmaskRequest
+from fedmedclip.secagg.params import RoundParams
 from fedmedclip.trainer import DEFAULT_PRUNE_WEIGHT
 
 
@@ -134,6 +136,30 @@ class RoundInfo(BaseModel):
         None, description="host/pid/boot/start of the hub process aggregating the round."
     )
     lease_until: datetime | None = None
+    secure_aggregation: bool = Field(
+        False, description="The hub learns only the weighted sum of the updates (see /secagg)."
+    )
+    secagg_phase: Phase | None = Field(None, description="Phase of a secure round.")
+    secagg_phase_deadline: datetime | None = Field(
+        None, description="When the current phase of a secure round ends at the latest."
+    )
+    participants: list[str] | None = Field(None, description="The sites of a secure round.")
+
+
+class SecAggStatus(BaseModel):
+    """What a site of a secure round needs now: the public parameters, the phase and the
+    hub's messages of the phases already closed (those addressed to this site)."""
+
+    round_id: int
+    client_id: str = Field(description="The asking node's name: its id in the protocol.")
+    phase: Phase
+    phase_deadline: datetime | None
+    params: RoundParams
+    reason: str | None = Field(None, description="Why the round failed, when it did.")
+    sent: list[Phase] = Field(description="Phases whose message from this site was accepted.")
+    directory: KeyDirectory | None = None
+    inbox: ShareInbox | None = None
+    unmask_request: UnmaskRequest | None = None
 
 
 class ModelInfo(BaseModel):
@@ -197,6 +223,28 @@ class RoundCreate(BaseModel):
     base_version: BaseChoice = Field(
         "production",
         description="Version to train from: a number, 'production' (default) or 'latest'.",
+    )
+    secure_aggregation: bool = Field(
+        False,
+        description="Pairwise-mask secure aggregation: the hub learns only the weighted sum. "
+        "Needs weighted_mean, at least 3 participants and no max_update_norm; "
+        "norm_bound_factor is not applied (the hub never sees one update), clip_norm is "
+        "applied by each site before masking.",
+    )
+    participants: list[str] | None = Field(
+        None,
+        max_length=10_000,
+        description="Node names taking part in a secure round (default: every active node).",
+    )
+    secagg_threshold: int | None = Field(
+        None, ge=2, description="Shares needed to rebuild a secret (default: 2/3 of neighbours)."
+    )
+    secagg_phase_seconds: int = Field(
+        120,
+        ge=1,
+        le=24 * 3600,
+        description="How long the key, share and unmask phases of a secure round wait for "
+        "missing sites (the upload phase lasts until the round deadline).",
     )
 
 

@@ -74,6 +74,7 @@ def _open_round(db_session, form: dict[str, str], settings, actor: str) -> str:
         db_session,
         request,
         default_deadline_seconds=settings.default_deadline_seconds,
+        max_upload_bytes=settings.max_upload_bytes,
         actor=actor,
     )
     return f"Round {info.id} opened on version {info.base_version}."

@@ -102,6 +102,30 @@ class Round(Base):
     norm_bound_factor: Mapped[float | None] = mapped_column(Float)
     applied_clip_norm: Mapped[float | None] = mapped_column(Float)
     base_reason: Mapped[str | None] = mapped_column(Text)
+    secure_aggregation: Mapped[bool] = mapped_column(Boolean, default=False)
+    secagg_params: Mapped[str | None] = mapped_column(Text)
+    secagg_phase: Mapped[str | None] = mapped_column(String(16))
+    secagg_phase_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    secagg_phase_seconds: Mapped[int | None] = mapped_column(Integer)
+
+
+class SecAggMessage(Base):
+    """One accepted secure-aggregation message of a site, as the JSON it arrived as.
+
+    The hub's protocol state is rebuilt from these rows (replayed in order) on every use,
+    so any hub replica, or a restarted one, carries on a round. Masked uploads are stored
+    as sent: masked, never an individual update in the clear.
+    """
+
+    __tablename__ = "secagg_messages"
+    __table_args__ = (UniqueConstraint("round_id", "phase", "node_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    phase: Mapped[str] = mapped_column(String(16))
+    node_name: Mapped[str] = mapped_column(String(100))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Update(Base):

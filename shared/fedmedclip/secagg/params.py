@@ -42,7 +42,8 @@ def default_threshold(degree: int) -> int:
 class RoundParams(BaseModel):
     """Chosen and published by the hub before the round; every message is checked against it."""
 
-    model_config = ConfigDict(frozen=True)
+    # Base64 in JSON: the hub publishes these to the sites over its REST API.
+    model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
     round_id: str = Field(min_length=1, max_length=128)
     clients: tuple[str, ...]
