@@ -332,6 +332,18 @@ def receive(session: Session, round_id: int, node_name: str, phase: Phase, body:
             f"{params.round_id!r} (round {round_id}): replayed or misrouted",
             code="secagg_replay",
         )
+    already = session.scalar(
+        select(SecAggMessage.id).where(
+            SecAggMessage.round_id == row.id,
+            SecAggMessage.phase == phase.value,
+            SecAggMessage.node_name == node_name,
+        )
+    )
+    if already is not None:
+        raise Conflict(
+            f"node {node_name!r} already sent its {phase} message for round {round_id}",
+            code="secagg_replay",
+        )
     if row.state != RoundState.open.value:
         raise Conflict(f"round {round_id} is {row.state}", code="secagg_round_closed")
     if row.secagg_phase != phase.value:
@@ -340,11 +352,6 @@ def receive(session: Session, round_id: int, node_name: str, phase: Phase, body:
             code="secagg_wrong_phase",
         )
     state = rebuild(session, row)
-    if node_name in state.senders.get(phase, []):
-        raise Conflict(
-            f"node {node_name!r} already sent its {phase} message for round {round_id}",
-            code="secagg_replay",
-        )
     if node_name not in state.expected(phase):
         raise Conflict(
             f"node {node_name!r} missed an earlier phase of round {round_id}; it is out",

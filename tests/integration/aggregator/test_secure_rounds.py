@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -15,7 +16,7 @@ from sqlalchemy import create_engine, select
 from fedmedclip.enums import RoundState
 from fedmedclip.schemas import RoundCreate
 from fedmedclip.secagg import SecAggClient
-from fedmedclip.secagg.messages import Phase
+from fedmedclip.secagg.messages import AdvertiseKeys, MaskedInput, Phase
 from fedmedclip.secagg.vectors import flatten_delta
 from services.aggregator.app import create_app
 from services.aggregator.db.models import SecAggMessage
@@ -34,6 +35,7 @@ class Federation:
     database_url: str
     admin: HubAdminClient
     hubs: dict[str, HubClient]
+    tokens: dict[str, str]
 
 
 def _federation(settings: AggregatorSettings) -> Iterator[Federation]:
@@ -41,11 +43,12 @@ def _federation(settings: AggregatorSettings) -> Iterator[Federation]:
         server = stack.enter_context(ThreadedServer(create_app(settings)))
         admin = stack.enter_context(HubAdminClient(server.url, ADMIN_TOKEN, retries=0))
         admin.set_task(TASK)
+        tokens = {name: admin.add_node(name).token for name in SITES}
         hubs = {
-            name: stack.enter_context(HubClient(server.url, admin.add_node(name).token, retries=0))
-            for name in SITES
+            name: stack.enter_context(HubClient(server.url, token, retries=0))
+            for name, token in tokens.items()
         }
-        yield Federation(server.url, settings.resolved_database_url(), admin, hubs)
+        yield Federation(server.url, settings.resolved_database_url(), admin, hubs, tokens)
 
 
 @pytest.fixture
@@ -139,3 +142,168 @@ def test_a_secure_round_publishes_the_plain_weighted_mean(federation: Federation
     assert model.contributors == list(SITES)
     phases = [e.details["phase"] for e in federation.admin.audit(action="round.secagg_phase")]
     assert sorted(phases) == ["share", "unmask", "upload"]
+
+
+def test_a_site_dropping_after_its_upload_is_recovered(federation: Federation) -> None:
+    round_id = _open(federation, secagg_phase_seconds=60)
+    updates = _updates()
+    sites = Sites(federation, round_id)
+    sites.advertise()
+    sites.share()
+    sites.upload(updates)
+    survivors = SITES[:4]
+    sites.unmask(survivors)  # site_e uploaded, then went away
+    assert federation.admin.get_round(round_id).state is RoundState.open
+    info = federation.admin.close_round(round_id)  # ends the unmask phase, as its deadline
+    assert info.state is RoundState.published, info.reason
+    # site_e's masked vector is in the sum: the mean is over all five uploads
+    expected = _weighted_mean(updates, SITES)
+    np.testing.assert_allclose(
+        _published_delta(federation, info.result_version), expected, atol=2e-6
+    )
+
+
+def test_a_site_dropping_before_its_upload_is_left_out(federation: Federation) -> None:
+    round_id = _open(federation)
+    updates = _updates()
+    sites = Sites(federation, round_id)
+    sites.advertise()
+    sites.share()
+    uploaders = SITES[1:]
+    sites.upload(updates, uploaders)
+    federation.admin.close_round(round_id)  # upload phase ends without site_a
+    sites.unmask(uploaders)
+    info = federation.admin.get_round(round_id)
+    assert info.state is RoundState.published, info.reason
+    expected = _weighted_mean(updates, uploaders)
+    np.testing.assert_allclose(
+        _published_delta(federation, info.result_version), expected, atol=2e-6
+    )
+
+
+def test_fewer_sites_than_the_threshold_fail_the_round_with_a_reason(
+    federation: Federation,
+) -> None:
+    round_id = _open(federation, secagg_threshold=4)
+    sites = Sites(federation, round_id)
+    sites.advertise(SITES[:3])
+    info = federation.admin.close_round(round_id)
+    assert info.state is RoundState.failed and info.secagg_phase is Phase.failed
+    assert info.reason == (
+        "secure aggregation failed: only 3 sites advertised keys; the threshold is 4"
+    )
+    with pytest.raises(HubRejected) as refused:
+        sites.advertise(SITES[3:4])
+    assert refused.value.status_code == 409 and refused.value.code == "secagg_round_closed"
+
+
+def test_too_few_unmask_answers_fail_the_round(federation: Federation) -> None:
+    round_id = _open(federation, secagg_threshold=4)
+    sites = Sites(federation, round_id)
+    sites.advertise()
+    sites.share()
+    sites.upload(_updates())
+    sites.unmask(SITES[:3])
+    info = federation.admin.close_round(round_id)
+    assert info.state is RoundState.failed
+    assert "only 3 sites answered the unmasking phase; the threshold is 4" in info.reason
+    assert federation.admin.list_models()[-1].version == 0  # nothing published
+
+
+def _refusal(call) -> HubRejected:
+    with pytest.raises(HubRejected) as refused:
+        call()
+    return refused.value
+
+
+def test_replayed_misrouted_and_wrong_phase_messages_are_refused(
+    federation: Federation,
+) -> None:
+    first = _open(federation)
+    old = Sites(federation, first)
+    sent = old.clients["site_a"].advertise()
+    hub = federation.hubs["site_a"]
+    hub.send_secagg(first, sent)
+    replay = _refusal(lambda: hub.send_secagg(first, sent))  # the same message again
+    assert (replay.status_code, replay.code) == (409, "secagg_replay")
+    assert hub.secagg_status(first).sent == [Phase.advertise]
+    other = MaskedInput(round_id=sent.round_id, client_id="site_a", masked=b"\0" * 16)
+    wrong = _refusal(lambda: hub.send_secagg(first, other))
+    assert (wrong.status_code, wrong.code) == (409, "secagg_wrong_phase")
+    assert "is in phase advertise, not upload" in wrong.detail
+    forged = AdvertiseKeys(
+        round_id=sent.round_id, client_id="site_b", cipher_key=b"1" * 32, mask_key=b"2" * 32
+    )
+    sender = _refusal(lambda: hub.send_secagg(first, forged))  # site_a posing as site_b
+    assert (sender.status_code, sender.code) == (403, "secagg_wrong_sender")
+    malformed = httpx.post(
+        f"{federation.url}/api/v1/rounds/{first}/secagg/advertise",
+        content=b'{"round_id": 3}',
+        headers={"Authorization": f"Bearer {federation.tokens['site_a']}"},
+    )
+    assert malformed.status_code == 422 and malformed.json()["code"] == "secagg_malformed"
+    federation.admin.cancel_round(first)
+    second = _open(federation)
+    misrouted = _refusal(lambda: hub.send_secagg(second, sent))  # round 1's message
+    assert (misrouted.status_code, misrouted.code) == (409, "secagg_replay")
+    assert hub.secagg_status(second).sent == []
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"aggregation_rule": "median"}, "only computes a weighted mean"),
+        ({"max_update_norm": 1.0}, "max_update_norm needs the hub to see each update"),
+        ({"participants": ["site_a", "site_b"]}, "at least 3 sites, got 2"),
+        ({"participants": ["site_a", "site_b", "nobody"]}, "['nobody'] are not registered"),
+        ({"secagg_threshold": 5}, "threshold must be a strict majority"),
+    ],
+)
+def test_secure_rounds_that_cannot_run_are_refused(
+    federation: Federation, options: dict, problem: str
+) -> None:
+    response = httpx.post(
+        f"{federation.url}/api/v1/rounds",
+        json={"secure_aggregation": True, **options},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["code"] == "secagg_round_refused" and problem in body["detail"]
+    assert federation.admin.list_rounds() == []
+
+
+def _byte_chi2(data: bytes) -> float:
+    counts = np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256)
+    expected = len(data) / 256
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def test_a_stored_masked_upload_shows_nothing_of_its_update(federation: Federation) -> None:
+    round_id = _open(federation)
+    updates = _updates()
+    updates["site_a"] = (np.zeros_like(updates["site_a"][0]), 1)  # the most telling update
+    sites = Sites(federation, round_id)
+    sites.advertise()
+    sites.share()
+    sites.upload(updates)
+    engine = create_engine(federation.database_url)
+    with engine.connect() as connection:
+        stored = dict(
+            connection.execute(
+                select(SecAggMessage.node_name, SecAggMessage.body).where(
+                    SecAggMessage.round_id == round_id, SecAggMessage.phase == "upload"
+                )
+            ).all()
+        )
+    engine.dispose()
+    params = sites.clients["site_a"].params
+    for name, (values, weight) in updates.items():
+        masked = MaskedInput.model_validate_json(stored[name]).masked
+        plain = params.fixed_point.encode(values * weight, weight, len(SITES)).tobytes()
+        # 255 degrees of freedom: 400 is beyond p = 1e-7 for uniform bytes
+        assert _byte_chi2(masked) < 400, name
+        assert _byte_chi2(plain) > 10_000, name  # the clear encoding is far from uniform
+        ring = np.frombuffer(masked, dtype="<u8")[:-1].astype(np.float64)
+        if values.any():
+            assert abs(np.corrcoef(ring, values)[0, 1]) < 0.02, name
