@@ -24,6 +24,7 @@ from typing import Protocol
 
 import torch
 
+from fedmedclip.aggregation import clip_update
 from fedmedclip.backbone import Backbone, cached_backbone, resolve_device
 from fedmedclip.codec import encode_update, payload_sha256, state_delta
 from fedmedclip.data.datasets import ClassIndex, ImageRecord
@@ -31,10 +32,11 @@ from fedmedclip.data.splits import split_records
 from fedmedclip.ensemble import Combination
 from fedmedclip.feature_cache import FeatureCache
 from fedmedclip.metrics import classification_metrics
-from fedmedclip.model import PrivateHead, SharedAdapter, build_head
+from fedmedclip.model import PrivateHead, SharedAdapter, build_head, expected_shapes
 from fedmedclip.model_store import HeadMetadata, ModelStore, StoredModel
 from fedmedclip.privacy import privatize_delta
 from fedmedclip.schemas import RoundInfo, RoundState, TaskSpec, TrainingHints
+from fedmedclip.secagg.vectors import flatten_delta
 from fedmedclip.trainer import (
     Temperatures,
     TrainConfig,
@@ -49,6 +51,7 @@ from services.common.hub_client import HubClient, HubError, HubRejected, ensure_
 from services.hospital_node.datasets import DatasetSource, load_site_records
 from services.hospital_node.hub_client import connect_hub
 from services.hospital_node.privacy import PrivacyLedger
+from services.hospital_node.secure_upload import SecureRoundError, SecureUpload
 from services.hospital_node.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -267,6 +270,35 @@ def _upload(
         raise JobFailure(str(exc)) from exc
 
 
+def _secure_step(step, *args: object) -> None:  # noqa: ANN001 - a bound method
+    try:
+        step(*args)
+    except SecureRoundError as exc:
+        raise JobFailure(str(exc)) from exc
+
+
+def _upload_secure(
+    secure: SecureUpload,
+    round_info: RoundInfo,
+    task: TaskSpec,
+    delta: dict[str, torch.Tensor],
+    sample_count: int,
+    progress: Progress,
+) -> tuple[int, str]:
+    """Clip (the hub cannot: it never sees this update), mask and upload; answer the
+    unmask request. Returns the masked vector's size and sha256."""
+    if round_info.clip_norm is not None:
+        delta = clip_update(delta, round_info.clip_norm)
+    try:
+        values = flatten_delta(delta, expected_shapes(task.adapter_config()))
+    except ValueError as exc:
+        raise JobFailure(f"the update does not fit the task: {exc}") from exc
+    secure.report = lambda phase: progress.phase(f"secure aggregation: {phase}", 95.0)
+    _secure_step(secure.upload, values, sample_count)
+    assert secure.masked_sha256 is not None  # set by upload
+    return secure.masked_bytes, secure.masked_sha256
+
+
 def run_training(
     *,
     job_id: int,
@@ -286,6 +318,15 @@ def run_training(
     progress.phase("reading task and round", 0.0)
     task = hub.get_task()
     round_info = _open_round(hub, round_id)
+    secure = None
+    if round_info.secure_aggregation:  # keys first: every site must share before training
+        secure = SecureUpload(
+            hub,
+            round_id,
+            poll_seconds=settings.poll_seconds,
+            report=lambda phase: progress.phase(f"secure aggregation: {phase}", 1.0),
+        )
+        _secure_step(secure.join)
     progress.phase("downloading base model", 2.0)
     base = ensure_global(hub, store, hub.model_info(round_info.base_version))
     _check_base(task, base)
@@ -333,14 +374,18 @@ def run_training(
             job_id=job_id, round_id=round_id, config=dp, max_epsilon=settings.dp_max_epsilon
         )
         delta, omit_rows = privatize_delta(delta, dp), None
-    payload = encode_update(
-        delta,
-        base_version=round_info.base_version,
-        quantization=task.fam.quantization,
-        omit_rows=omit_rows,
-    )
     progress.uploading()
-    _upload(hub, round_id, payload, result.n_samples, metrics, idempotency_key)
+    if secure is not None:
+        sent = _upload_secure(secure, round_info, task, delta, result.n_samples, progress)
+    else:
+        payload = encode_update(
+            delta,
+            base_version=round_info.base_version,
+            quantization=task.fam.quantization,
+            omit_rows=omit_rows,
+        )
+        _upload(hub, round_id, payload, result.n_samples, metrics, idempotency_key)
+        sent = (len(payload), payload_sha256(payload))
     head_version = store.save_head(
         {k: v.detach().cpu().clone() for k, v in head.state_dict().items()},
         HeadMetadata(
@@ -363,7 +408,7 @@ def run_training(
         base_version=round_info.base_version,
         head_version=head_version,
         sample_count=result.n_samples,
-        update_bytes=len(payload),
-        update_sha256=payload_sha256(payload),
+        update_bytes=sent[0],
+        update_sha256=sent[1],
         metrics=metrics,
     )
