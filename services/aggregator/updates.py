@@ -123,6 +123,12 @@ def receive_update(session: Session, sub: Submission, *, max_upload_bytes: int) 
             f"node {sub.node_name!r} already sent a different update for round {row.id} "
             f"(sha256 {previous.sha256[:12]}...); one update per node and round"
         )
+    if row.secure_aggregation:  # the hub must never hold one of its updates in the clear
+        raise Conflict(
+            f"round {row.id} uses secure aggregation: send masked messages to "
+            f"/api/v1/rounds/{row.id}/secagg, never a plain update",
+            code="secure_round",
+        )
     if row.state != RoundState.open.value:
         raise Conflict(f"round {row.id} is {row.state}, it no longer accepts updates")
     if utcnow() >= row.deadline:

@@ -1,5 +1,5 @@
 """Secure aggregation over the hub's REST API: five sites driven through HubClient against
-the real hub app served on loopback (SQLite; the last test repeats a round on PostgreSQL)."""
+the real hub app served on loopback (SQLite; the dropout test also on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from services.aggregator.app import create_app
 from services.aggregator.db.models import SecAggMessage
 from services.aggregator.settings import AggregatorSettings
 from services.common.hub_client import HubAdminClient, HubClient, HubRejected
-from tests.support.hub import ADMIN_TOKEN, SHAPES, TASK, make_delta
+from tests.support.hub import ADMIN_TOKEN, SHAPES, TASK, encoded, make_delta
 from tests.support.processes import ThreadedServer
 
 SITES = ("site_a", "site_b", "site_c", "site_d", "site_e")
@@ -54,6 +54,12 @@ def _federation(settings: AggregatorSettings) -> Iterator[Federation]:
 @pytest.fixture
 def federation(tmp_path) -> Iterator[Federation]:
     settings = AggregatorSettings(data_dir=tmp_path, admin_token=ADMIN_TOKEN)
+    yield from _federation(settings)
+
+
+@pytest.fixture
+def federation_on_each_db(settings: AggregatorSettings) -> Iterator[Federation]:
+    """The same, on SQLite and on a real PostgreSQL (``settings`` of this folder's conftest)."""
     yield from _federation(settings)
 
 
@@ -144,7 +150,10 @@ def test_a_secure_round_publishes_the_plain_weighted_mean(federation: Federation
     assert sorted(phases) == ["share", "unmask", "upload"]
 
 
-def test_a_site_dropping_after_its_upload_is_recovered(federation: Federation) -> None:
+def test_a_site_dropping_after_its_upload_is_recovered(
+    federation_on_each_db: Federation,
+) -> None:
+    federation = federation_on_each_db
     round_id = _open(federation, secagg_phase_seconds=60)
     updates = _updates()
     sites = Sites(federation, round_id)
@@ -307,3 +316,15 @@ def test_a_stored_masked_upload_shows_nothing_of_its_update(federation: Federati
         ring = np.frombuffer(masked, dtype="<u8")[:-1].astype(np.float64)
         if values.any():
             assert abs(np.corrcoef(ring, values)[0, 1]) < 0.02, name
+
+
+def test_a_plain_update_to_a_secure_round_is_refused_and_not_stored(
+    federation: Federation,
+) -> None:
+    round_id = _open(federation)
+    with pytest.raises(HubRejected) as refused:
+        federation.hubs["site_a"].upload_update(
+            round_id, encoded(1), sample_count=10, metrics={}, idempotency_key="k"
+        )
+    assert (refused.value.status_code, refused.value.code) == (409, "secure_round")
+    assert federation.admin.get_round(round_id).updates_received == 0
