@@ -24,8 +24,9 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import torch
 from sqlalchemy import and_, or_, select, update
@@ -89,6 +90,8 @@ class Aggregate:
     update_hashes: list[str]
     metrics: dict[str, float]
     clip_norm: float | None
+    round_values: dict[str, Any] = field(default_factory=dict)
+    """Columns of the round row the publish sets as well (a secure round's DP figures)."""
 
 
 PRIVACY_METRIC_PREFIX = "dp_"
@@ -194,18 +197,29 @@ def _compute_secure(db: Database, row: Round) -> Aggregate:
         result = secure.weighted_mean(session, row)
         task = tasks.require_task(session)
         base_state = models_registry.load_state(session, row.base_version)
+        privacy = secure.account(session, row, len(result.survivors))
     delta = unflatten_delta(result.mean, tasks.update_shapes(task))
     state = apply_delta(base_state, delta)
     require_finite(state, f"the model round {row.id} would publish")
+    metrics = {
+        "secagg_survivors": float(len(result.survivors)),
+        "secagg_dropped": float(len(result.dropped)),
+    }
+    round_values: dict[str, Any] = {}
+    if privacy is not None:
+        metrics |= {"dp_epsilon": privacy.epsilon, "dp_epsilon_total": privacy.epsilon_total}
+        round_values = {
+            "dp_effective_noise": privacy.effective_noise,
+            "dp_epsilon": privacy.epsilon,
+            "dp_epsilon_total": privacy.epsilon_total,
+        }
     return Aggregate(
         state=state,
         contributors=list(result.survivors),
         update_hashes=result.masked_hashes,
-        metrics={
-            "secagg_survivors": float(len(result.survivors)),
-            "secagg_dropped": float(len(result.dropped)),
-        },
-        clip_norm=row.clip_norm,
+        metrics=metrics,
+        clip_norm=row.dp["clip_norm"] if row.dp else row.clip_norm,
+        round_values=round_values,
     )
 
 
@@ -297,6 +311,7 @@ class RoundCloser:
                     lease_owner=None,
                     applied_clip_norm=None if result is None else result.clip_norm,
                     **_secure_end(state, secure_round),
+                    **(result.round_values if result is not None else {}),
                 )
             )
             if moved.rowcount != 1:  # the lease ran out and another instance took over

@@ -18,7 +18,7 @@ from fedmedclip.enums import RoundState
 from fedmedclip.schemas import RoundCreate, RoundInfo, TrainingHints
 from services.aggregator import audit, models_registry, secure, tasks
 from services.aggregator.db.models import Round, Update, utcnow
-from services.common.problems import Conflict, NotFound
+from services.common.problems import Conflict, NotFound, Unprocessable
 
 ACTIVE_STATES = (RoundState.open.value, RoundState.aggregating.value)
 
@@ -72,6 +72,9 @@ def _secure_fields(row: Round) -> dict:
         "secagg_phase": row.secagg_phase,
         "secagg_phase_deadline": row.secagg_phase_until,
         "participants": list(secure.params_of(row).clients),
+        "dp": row.dp,
+        "dp_epsilon": row.dp_epsilon,
+        "dp_epsilon_total": row.dp_epsilon_total,
     }
 
 
@@ -158,6 +161,12 @@ def open_round(
     """
     task = tasks.require_task(session)
     params = None
+    if request.dp is not None and not request.secure_aggregation:
+        raise Unprocessable(
+            "distributed DP (dp) needs secure_aggregation: without it the hub sees each "
+            "site's update with only its share of the noise",
+            code="dp_needs_secure_aggregation",
+        )
     if request.secure_aggregation:
         params = secure.plan(session, request, task, max_upload_bytes=max_upload_bytes)
     if (active := _active_round(session)) is not None:
@@ -189,7 +198,7 @@ def open_round(
     except IntegrityError as exc:  # another instance opened one in the meantime
         raise Conflict("another round was opened at the same time") from exc
     if params is not None:
-        secure.attach(row, params, request.secagg_phase_seconds)
+        secure.attach(row, params, request.secagg_phase_seconds, request.dp)
     audit.record(
         session,
         actor,

@@ -32,7 +32,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fedmedclip.enums import AggregationRule, RoundState
-from fedmedclip.schemas import RoundCreate, SecAggStatus, TaskSpec
+from fedmedclip.privacy import PrivacyAccountant, epsilon_per_round
+from fedmedclip.schemas import DistributedDP, RoundCreate, SecAggStatus, TaskSpec
 from fedmedclip.secagg import ProtocolViolation, RoundFailed, RoundParams, SecAggServer
 from fedmedclip.secagg.messages import (
     AdvertiseKeys,
@@ -124,7 +125,9 @@ def plan(
     return params
 
 
-def attach(row: Round, params: RoundParams, phase_seconds: int) -> None:
+def attach(
+    row: Round, params: RoundParams, phase_seconds: int, dp: DistributedDP | None = None
+) -> None:
     """Store ``params`` under the round's own id (plus randomness: ids restart with a new
     database, and a message of an old round must never fit a new one) and start phase 1."""
     round_id = f"round-{row.id}-{secrets.token_hex(8)}"
@@ -133,6 +136,7 @@ def attach(row: Round, params: RoundParams, phase_seconds: int) -> None:
     row.secagg_phase = Phase.advertise.value
     row.secagg_phase_seconds = phase_seconds
     row.secagg_phase_until = utcnow() + timedelta(seconds=phase_seconds)
+    row.dp = None if dp is None else dp.model_dump()
 
 
 def params_of(row: Round) -> RoundParams:
@@ -431,3 +435,45 @@ def weighted_mean(session: Session, row: Round) -> SecureResult:
         )
     hashes = [hashlib.sha256(body).hexdigest() for body in state.bodies.get(Phase.upload, [])]
     return SecureResult(aggregate.mean(), aggregate.survivors, aggregate.dropped, hashes)
+
+
+@dataclass(frozen=True)
+class RoundPrivacy:
+    """What a distributed-DP round spent, alone and composed with the earlier ones."""
+
+    effective_noise: float
+    epsilon: float
+    epsilon_total: float
+
+
+def account(session: Session, row: Round, survivors: int) -> RoundPrivacy | None:
+    """Epsilon of a distributed-DP round about to publish, and the federation's total.
+
+    Only the ``survivors`` sites' noise shares are in the sum, so the round is accounted
+    with ``noise_multiplier * sqrt(survivors / participants)`` (``noise_share``). The total
+    composes every published DP round of the federation (their effective noise is kept on
+    their rows) with this one, at this round's delta.
+    """
+    if not row.dp:
+        return None
+    dp = DistributedDP.model_validate(row.dp)
+    participants = len(params_of(row).clients)
+    effective = dp.noise_multiplier * (survivors / participants) ** 0.5
+    accountant = PrivacyAccountant()
+    earlier = session.scalars(
+        select(Round.dp_effective_noise)
+        .where(
+            Round.state == RoundState.published.value,
+            Round.dp_effective_noise.is_not(None),
+            Round.id != row.id,
+        )
+        .order_by(Round.id)
+    )
+    for noise in earlier:
+        accountant.step(noise)
+    accountant.step(effective)
+    return RoundPrivacy(
+        effective_noise=effective,
+        epsilon=epsilon_per_round(effective, dp.delta),
+        epsilon_total=accountant.epsilon(dp.delta),
+    )

@@ -34,7 +34,7 @@ from fedmedclip.feature_cache import FeatureCache
 from fedmedclip.metrics import classification_metrics
 from fedmedclip.model import PrivateHead, SharedAdapter, build_head, expected_shapes
 from fedmedclip.model_store import HeadMetadata, ModelStore, StoredModel
-from fedmedclip.privacy import privatize_delta
+from fedmedclip.privacy import DPConfig, noise_share, privatize_delta
 from fedmedclip.schemas import RoundInfo, RoundState, TaskSpec, TrainingHints
 from fedmedclip.secagg.vectors import flatten_delta
 from fedmedclip.trainer import (
@@ -286,15 +286,27 @@ def _upload_secure(
     progress: Progress,
 ) -> tuple[int, str]:
     """Clip (the hub cannot: it never sees this update), mask and upload; answer the
-    unmask request. Returns the masked vector's size and sha256."""
+    unmask request. Returns the masked vector's size and sha256.
+
+    Under the round's distributed DP the site adds its noise share (the sum carries the
+    central noise) and weighs itself 1, not by its sample count: a weighted mean would
+    scale each site's sensitivity by a count the accountant does not know.
+    """
+    weight = sample_count
     if round_info.clip_norm is not None:
         delta = clip_update(delta, round_info.clip_norm)
+    if round_info.dp is not None:
+        central = DPConfig(
+            round_info.dp.clip_norm, round_info.dp.noise_multiplier, round_info.dp.delta
+        )
+        delta = privatize_delta(delta, noise_share(central, len(round_info.participants or ())))
+        weight = 1
     try:
         values = flatten_delta(delta, expected_shapes(task.adapter_config()))
     except ValueError as exc:
         raise JobFailure(f"the update does not fit the task: {exc}") from exc
     secure.report = lambda phase: progress.phase(f"secure aggregation: {phase}", 95.0)
-    _secure_step(secure.upload, values, sample_count)
+    _secure_step(secure.upload, values, weight)
     assert secure.masked_sha256 is not None  # set by upload
     return secure.masked_bytes, secure.masked_sha256
 

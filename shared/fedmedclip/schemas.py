@@ -108,6 +108,18 @@ class TrainingHints(BaseModel):
     )
 
 
+class DistributedDP(BaseModel):
+    """Distributed differential privacy of a secure round: each site clips its update to
+    ``clip_norm`` and adds its share of Gaussian noise, so the sum the hub unmasks carries
+    noise of standard deviation ``noise_multiplier * clip_norm`` (see fedmedclip.privacy)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    noise_multiplier: float = Field(gt=0, le=1000)
+    clip_norm: float = Field(gt=0, le=1e6)
+    delta: float = Field(1e-5, gt=0, lt=1)
+
+
 class RoundInfo(BaseModel):
     """A round as the hub reports it."""
 
@@ -144,6 +156,13 @@ class RoundInfo(BaseModel):
         None, description="When the current phase of a secure round ends at the latest."
     )
     participants: list[str] | None = Field(None, description="The sites of a secure round.")
+    dp: DistributedDP | None = Field(None, description="Distributed DP of a secure round.")
+    dp_epsilon: float | None = Field(
+        None, description="Epsilon this published round spent (at dp.delta), against the hub."
+    )
+    dp_epsilon_total: float | None = Field(
+        None, description="Epsilon of every published DP round so far, composed (at dp.delta)."
+    )
 
 
 class SecAggStatus(BaseModel):
@@ -238,6 +257,11 @@ class RoundCreate(BaseModel):
     )
     secagg_threshold: int | None = Field(
         None, ge=2, description="Shares needed to rebuild a secret (default: 2/3 of neighbours)."
+    )
+    dp: DistributedDP | None = Field(
+        None,
+        description="Distributed DP (secure rounds only): each site clips and adds its noise "
+        "share; the mean is then unweighted (every site counts once).",
     )
     secagg_phase_seconds: int = Field(
         120,

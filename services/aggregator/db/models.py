@@ -107,6 +107,10 @@ class Round(Base):
     secagg_phase: Mapped[str | None] = mapped_column(String(16))
     secagg_phase_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     secagg_phase_seconds: Mapped[int | None] = mapped_column(Integer)
+    dp: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    dp_effective_noise: Mapped[float | None] = mapped_column(Float)
+    dp_epsilon: Mapped[float | None] = mapped_column(Float)
+    dp_epsilon_total: Mapped[float | None] = mapped_column(Float)
 
 
 class SecAggMessage(Base):

@@ -13,7 +13,15 @@ import pytest
 import torch
 from sqlalchemy import create_engine, select
 
+from fedmedclip.aggregation import clip_update
 from fedmedclip.enums import RoundState
+from fedmedclip.privacy import (
+    DPConfig,
+    PrivacyAccountant,
+    epsilon_per_round,
+    noise_share,
+    privatize_delta,
+)
 from fedmedclip.schemas import RoundCreate
 from fedmedclip.secagg import SecAggClient
 from fedmedclip.secagg.messages import AdvertiseKeys, MaskedInput, Phase
@@ -108,14 +116,17 @@ class Sites:
             self.hubs[name].send_secagg(self.round_id, self.clients[name].unmask(request))
 
 
-def _published_delta(federation: Federation, version: int) -> np.ndarray:
+def _published_delta(federation: Federation, round_id: int) -> np.ndarray:
+    """The published version of ``round_id`` less the version it trained from."""
+    info = federation.admin.get_round(round_id)
+
     def tensors(v: int) -> dict[str, torch.Tensor]:
         from fedmedclip.model_store import decode_blob
 
         info = federation.admin.model_info(v)
         return decode_blob(federation.admin.download_model(info))[0]
 
-    new, base = tensors(version), tensors(version - 1)
+    new, base = tensors(info.result_version), tensors(info.base_version)
     return flatten_delta({k: new[k] - base[k] for k in SHAPES}, SHAPES)
 
 
@@ -140,7 +151,7 @@ def test_a_secure_round_publishes_the_plain_weighted_mean(federation: Federation
     info = federation.admin.get_round(round_id)
     assert info.state is RoundState.published, info.reason
     assert info.secagg_phase is Phase.done
-    published = _published_delta(federation, info.result_version)
+    published = _published_delta(federation, round_id)
     expected = _weighted_mean(updates, SITES)
     # float32 model weights on top of a 2^-25 quantisation step
     np.testing.assert_allclose(published, expected, atol=2e-6)
@@ -167,9 +178,7 @@ def test_a_site_dropping_after_its_upload_is_recovered(
     assert info.state is RoundState.published, info.reason
     # site_e's masked vector is in the sum: the mean is over all five uploads
     expected = _weighted_mean(updates, SITES)
-    np.testing.assert_allclose(
-        _published_delta(federation, info.result_version), expected, atol=2e-6
-    )
+    np.testing.assert_allclose(_published_delta(federation, round_id), expected, atol=2e-6)
 
 
 def test_a_site_dropping_before_its_upload_is_left_out(federation: Federation) -> None:
@@ -185,9 +194,7 @@ def test_a_site_dropping_before_its_upload_is_left_out(federation: Federation) -
     info = federation.admin.get_round(round_id)
     assert info.state is RoundState.published, info.reason
     expected = _weighted_mean(updates, uploaders)
-    np.testing.assert_allclose(
-        _published_delta(federation, info.result_version), expected, atol=2e-6
-    )
+    np.testing.assert_allclose(_published_delta(federation, round_id), expected, atol=2e-6)
 
 
 def test_fewer_sites_than_the_threshold_fail_the_round_with_a_reason(
@@ -328,3 +335,48 @@ def test_a_plain_update_to_a_secure_round_is_refused_and_not_stored(
         )
     assert (refused.value.status_code, refused.value.code) == (409, "secure_round")
     assert federation.admin.get_round(round_id).updates_received == 0
+
+
+def test_distributed_dp_carries_the_central_noise_and_is_accounted(
+    federation: Federation,
+) -> None:
+    central = DPConfig(clip_norm=1.0, noise_multiplier=1.0, delta=1e-5)
+    share = noise_share(central, len(SITES))
+    accountant = PrivacyAccountant()
+    for round_number, uploaders in enumerate((SITES, SITES[1:]), start=1):
+        dp = {"noise_multiplier": 1.0, "clip_norm": 1.0, "delta": 1e-5}
+        round_id = _open(federation, dp=dp)
+        assert federation.admin.get_round(round_id).dp.noise_multiplier == 1.0
+        clipped = {n: clip_update(make_delta(i, scale=0.02), 1.0) for i, n in enumerate(SITES)}
+        noised = {n: (flatten_delta(privatize_delta(clipped[n], share), SHAPES), 1) for n in SITES}
+        sites = Sites(federation, round_id)
+        sites.advertise()
+        sites.share()
+        sites.upload(noised, uploaders)
+        if len(uploaders) < len(SITES):
+            federation.admin.close_round(round_id)
+        sites.unmask(uploaders)
+        info = federation.admin.get_round(round_id)
+        assert info.state is RoundState.published, info.reason
+        # The mean is unweighted; what is left besides the clipped updates is the central
+        # noise of the survivors' shares: sigma * sqrt(k / n) on the sum, over k sites.
+        signal = np.mean([flatten_delta(clipped[n], SHAPES) for n in uploaders], axis=0)
+        residual = _published_delta(federation, round_id) - signal
+        k = len(uploaders)
+        expected_std = central.noise_std * (k / len(SITES)) ** 0.5 / k
+        assert 0.97 < residual.std() / expected_std < 1.03, round_number
+        effective = central.noise_multiplier * (k / len(SITES)) ** 0.5
+        accountant.step(effective)
+        assert info.dp_epsilon == pytest.approx(epsilon_per_round(effective, 1e-5))
+        assert info.dp_epsilon_total == pytest.approx(accountant.epsilon(1e-5))
+    assert info.dp_epsilon_total > info.dp_epsilon
+
+
+def test_distributed_dp_needs_secure_aggregation(federation: Federation) -> None:
+    response = httpx.post(
+        f"{federation.url}/api/v1/rounds",
+        json={"dp": {"noise_multiplier": 1.0, "clip_norm": 1.0}},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "dp_needs_secure_aggregation"

@@ -1,4 +1,5 @@
-"""Secure aggregation: a round's protocol parameters and phase, and the sites' messages.
+"""Secure aggregation: a round's protocol parameters and phase, the sites' messages, and
+the distributed-DP settings and epsilons of a round.
 
 Revision ID: 0004_secure_aggregation
 Revises: 0003_token_rotation
@@ -24,6 +25,10 @@ _COLUMNS = {
     "secagg_phase": lambda: sa.String(length=16),
     "secagg_phase_until": UTCDateTime,
     "secagg_phase_seconds": sa.Integer,
+    "dp": sa.JSON,
+    "dp_effective_noise": sa.Float,
+    "dp_epsilon": sa.Float,
+    "dp_epsilon_total": sa.Float,
 }
 
 
