@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, select
 
 from fedmedclip.aggregation import clip_update
 from fedmedclip.enums import RoundState
+from fedmedclip.model_store import decode_blob
 from fedmedclip.privacy import (
     DPConfig,
     PrivacyAccountant,
@@ -120,11 +121,9 @@ def _published_delta(federation: Federation, round_id: int) -> np.ndarray:
     """The published version of ``round_id`` less the version it trained from."""
     info = federation.admin.get_round(round_id)
 
-    def tensors(v: int) -> dict[str, torch.Tensor]:
-        from fedmedclip.model_store import decode_blob
-
-        info = federation.admin.model_info(v)
-        return decode_blob(federation.admin.download_model(info))[0]
+    def tensors(version: int) -> dict[str, torch.Tensor]:
+        blob = federation.admin.download_model(federation.admin.model_info(version))
+        return decode_blob(blob)[0]
 
     new, base = tensors(info.result_version), tensors(info.base_version)
     return flatten_delta({k: new[k] - base[k] for k in SHAPES}, SHAPES)
