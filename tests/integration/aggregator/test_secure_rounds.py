@@ -3,8 +3,8 @@ the real hub app served on loopback (SQLite; the dropout test also on PostgreSQL
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack
 from dataclasses import dataclass
 
 import httpx
@@ -25,14 +25,14 @@ from fedmedclip.privacy import (
 )
 from fedmedclip.schemas import RoundCreate
 from fedmedclip.secagg import SecAggClient
-from fedmedclip.secagg.messages import AdvertiseKeys, MaskedInput, Phase
+from fedmedclip.secagg.messages import AdvertiseKeys, MaskedInput, Phase, ShareKeys
 from fedmedclip.secagg.vectors import flatten_delta
 from services.aggregator.app import create_app
 from services.aggregator.db.models import SecAggMessage
 from services.aggregator.settings import AggregatorSettings
 from services.common.hub_client import HubAdminClient, HubClient, HubRejected
 from tests.support.hub import ADMIN_TOKEN, SHAPES, TASK, encoded, make_delta
-from tests.support.processes import ThreadedServer
+from tests.support.processes import ThreadedServer, wait_until
 
 SITES = ("site_a", "site_b", "site_c", "site_d", "site_e")
 WEIGHTS = {"site_a": 10, "site_b": 25, "site_c": 7, "site_d": 40, "site_e": 18}
@@ -48,7 +48,7 @@ class Federation:
 
 
 def _federation(settings: AggregatorSettings) -> Iterator[Federation]:
-    with ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         server = stack.enter_context(ThreadedServer(create_app(settings)))
         admin = stack.enter_context(HubAdminClient(server.url, ADMIN_TOKEN, retries=0))
         admin.set_task(TASK)
@@ -379,3 +379,53 @@ def test_distributed_dp_needs_secure_aggregation(federation: Federation) -> None
     )
     assert response.status_code == 422
     assert response.json()["code"] == "dp_needs_secure_aggregation"
+
+
+def test_a_phase_ends_at_its_deadline_without_the_missing_site(federation: Federation) -> None:
+    round_id = _open(federation, secagg_phase_seconds=1)
+    sites = Sites(federation, round_id)
+    sites.advertise(SITES[:4])
+    wait_until(
+        lambda: federation.admin.get_round(round_id).secagg_phase is Phase.share,
+        timeout=15,
+        what="the deadline watcher ends the key phase",
+    )
+    (event,) = federation.admin.audit(action="round.secagg_phase")
+    assert event.details["cause"] == "secure aggregation phase deadline passed"
+    assert event.details["sites"] == 4
+    late = _refusal(lambda: sites.advertise(SITES[4:]))
+    assert (late.status_code, late.code) == (409, "secagg_wrong_phase")
+    status = federation.hubs["site_e"].secagg_status(round_id)
+    assert status.sent == [] and "site_e" not in status.directory.keys
+    excluded = _refusal(
+        lambda: federation.hubs["site_e"].send_secagg(
+            round_id, ShareKeys(round_id=status.params.round_id, client_id="site_e", shares=[])
+        )
+    )
+    assert (excluded.status_code, excluded.code) == (409, "secagg_excluded")
+    sites.share(SITES[:4])  # the four go on: a share message needs only their keys
+
+
+def test_two_hub_replicas_on_one_database_share_the_round(tmp_path) -> None:
+    settings = AggregatorSettings(data_dir=tmp_path, admin_token=ADMIN_TOKEN)
+    with contextlib.ExitStack() as stack:
+        federation = stack.enter_context(contextlib.contextmanager(_federation)(settings))
+        replica = stack.enter_context(ThreadedServer(create_app(settings)))
+        other = {
+            name: stack.enter_context(HubClient(replica.url, token, retries=0))
+            for name, token in federation.tokens.items()
+        }
+        round_id = _open(federation)
+        updates = _updates()
+        sites = Sites(federation, round_id)
+        # Every other site talks to the second replica; no replica keeps protocol state.
+        sites.hubs = {n: other[n] if i % 2 else federation.hubs[n] for i, n in enumerate(SITES)}
+        sites.advertise()
+        sites.share()
+        sites.upload(updates)
+        sites.unmask()
+        info = federation.admin.get_round(round_id)
+        assert info.state is RoundState.published, info.reason
+        np.testing.assert_allclose(
+            _published_delta(federation, round_id), _weighted_mean(updates, SITES), atol=2e-6
+        )
