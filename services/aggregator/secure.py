@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -45,6 +45,7 @@ from fedmedclip.secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
+from fedmedclip.secagg.params import MIN_CLIENTS
 from fedmedclip.secagg.vectors import dimension
 from services.aggregator import audit, rounds, tasks
 from services.aggregator.db.models import Node, Round, SecAggMessage, utcnow
@@ -56,7 +57,8 @@ FRAC_BITS = 24
 and sample count times update value may reach 2^39 / n before the sum could wrap."""
 
 PROTOCOL_PHASES = (Phase.advertise, Phase.share, Phase.upload, Phase.unmask)
-MESSAGE_TYPES: dict[Phase, type[AdvertiseKeys | ShareKeys | MaskedInput | UnmaskResponse]] = {
+SiteMessage = AdvertiseKeys | ShareKeys | MaskedInput | UnmaskResponse
+MESSAGE_TYPES: dict[Phase, type[SiteMessage]] = {
     Phase.advertise: AdvertiseKeys,
     Phase.share: ShareKeys,
     Phase.upload: MaskedInput,
@@ -104,6 +106,10 @@ def plan(
             "(clip_norm is applied by each site instead)"
         )
     clients = _participants(session, request.participants)
+    if len(clients) < MIN_CLIENTS:
+        raise _unprocessable(
+            f"secure aggregation needs at least {MIN_CLIENTS} sites, got {len(clients)}"
+        )
     try:
         params = RoundParams.create(
             "pending",
@@ -113,9 +119,8 @@ def plan(
             bits=BITS,
             frac_bits=FRAC_BITS,
         )
-    except ValueError as exc:  # pydantic's ValidationError is one
-        errors = getattr(exc, "errors", None)
-        message = errors()[0]["msg"] if callable(errors) else str(exc)
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
         raise _unprocessable(f"secure aggregation cannot run: {message}") from exc
     if masked_body_bytes(params) > max_upload_bytes:
         raise _unprocessable(
@@ -154,7 +159,7 @@ class HubState:
 
     server: SecAggServer
     senders: dict[Phase, list[str]] = field(default_factory=dict)
-    bodies: dict[Phase, list[bytes]] = field(default_factory=dict)
+    masked_hashes: list[str] = field(default_factory=list)
     directory: KeyDirectory | None = None
     inboxes: dict[str, ShareInbox] = field(default_factory=dict)
     request: UnmaskRequest | None = None
@@ -167,11 +172,11 @@ class HubState:
         return sorted(self.senders.get(previous, []))
 
 
-def _parse(phase: Phase, body: bytes) -> BaseModel:
+def _parse(phase: Phase, body: bytes) -> SiteMessage:
     return MESSAGE_TYPES[phase].model_validate_json(body)
 
 
-def _feed(server: SecAggServer, phase: Phase, message: BaseModel) -> None:
+def _feed(server: SecAggServer, phase: Phase, message: SiteMessage) -> None:
     receive = {
         Phase.advertise: server.receive_advertise,
         Phase.share: server.receive_shares,
@@ -191,24 +196,39 @@ def _close(state: HubState, phase: Phase) -> None:
         state.request = state.server.close_upload()
 
 
-def rebuild(session: Session, row: Round) -> HubState:
-    """Replay the stored messages of an active secure round up to its current phase."""
+def rebuild(session: Session, row: Round, *, current_messages: bool = True) -> HubState:
+    """Replay the stored messages of an active secure round up to its current phase.
+
+    ``current_messages=False`` leaves the current phase's messages out of the replay (only
+    their senders are listed): what the hub published so far depends on the closed phases
+    alone, and a status poll during the upload phase then parses no masked vector.
+    """
     params = params_of(row)
     current = Phase(row.secagg_phase)
     if current not in PROTOCOL_PHASES:
         raise Conflict(f"the secure protocol of round {row.id} ended ({current})")
     state = HubState(server=SecAggServer(params))
     stored = session.execute(
-        select(SecAggMessage.phase, SecAggMessage.node_name, SecAggMessage.body)
+        select(SecAggMessage.id, SecAggMessage.phase, SecAggMessage.node_name)
         .where(SecAggMessage.round_id == row.id)
         .order_by(SecAggMessage.id)
     ).all()
+    replayed = PROTOCOL_PHASES[: PROTOCOL_PHASES.index(current) + int(current_messages)]
+    query = select(SecAggMessage.id, SecAggMessage.body).where(
+        SecAggMessage.round_id == row.id,
+        SecAggMessage.phase.in_([p.value for p in replayed]),
+    )
+    bodies = {message_id: body for message_id, body in session.execute(query)}
     for phase in PROTOCOL_PHASES:
-        for stored_phase, node_name, body in stored:
-            if stored_phase == phase.value:
+        for message_id, stored_phase, node_name in stored:
+            if stored_phase != phase.value:
+                continue
+            state.senders.setdefault(phase, []).append(node_name)
+            if phase in replayed:
+                body = bodies[message_id]
                 _feed(state.server, phase, _parse(phase, body))
-                state.senders.setdefault(phase, []).append(node_name)
-                state.bodies.setdefault(phase, []).append(body)
+                if phase is Phase.upload:
+                    state.masked_hashes.append(hashlib.sha256(body).hexdigest())
         if phase is current:
             break
         _close(state, phase)
@@ -319,7 +339,7 @@ def receive(session: Session, round_id: int, node_name: str, phase: Phase, body:
         raise Unprocessable(
             f"not a valid {phase} message: {where}: {problem['msg']}", code="secagg_malformed"
         ) from exc
-    client_id = message.client_id  # type: ignore[attr-defined]
+    client_id = message.client_id
     if client_id != node_name:
         raise Forbidden(
             f"the message is from {client_id!r} but the caller is node {node_name!r}",
@@ -330,9 +350,9 @@ def receive(session: Session, round_id: int, node_name: str, phase: Phase, body:
             f"node {node_name!r} is not a participant of round {round_id}",
             code="secagg_not_participant",
         )
-    if message.round_id != params.round_id:  # type: ignore[attr-defined]
+    if message.round_id != params.round_id:
         raise Conflict(
-            f"the message is for protocol round {message.round_id!r}, not "  # type: ignore[attr-defined]
+            f"the message is for protocol round {message.round_id!r}, not "
             f"{params.round_id!r} (round {round_id}): replayed or misrouted",
             code="secagg_replay",
         )
@@ -397,7 +417,7 @@ def status(session: Session, round_id: int, node_name: str) -> SecAggStatus:
     )
     if phase not in PROTOCOL_PHASES:
         return answer
-    state = rebuild(session, row)
+    state = rebuild(session, row, current_messages=False)
     return answer.model_copy(
         update={
             "sent": [p for p in PROTOCOL_PHASES if node_name in state.senders.get(p, [])],
@@ -433,8 +453,9 @@ def weighted_mean(session: Session, row: Round) -> SecureResult:
         raise RoundFailed(
             f"only {len(aggregate.survivors)} sites survived; min_clients is {row.min_clients}"
         )
-    hashes = [hashlib.sha256(body).hexdigest() for body in state.bodies.get(Phase.upload, [])]
-    return SecureResult(aggregate.mean(), aggregate.survivors, aggregate.dropped, hashes)
+    return SecureResult(
+        aggregate.mean(), aggregate.survivors, aggregate.dropped, state.masked_hashes
+    )
 
 
 @dataclass(frozen=True)

@@ -382,12 +382,12 @@ def test_distributed_dp_needs_secure_aggregation(federation: Federation) -> None
 
 
 def test_a_phase_ends_at_its_deadline_without_the_missing_site(federation: Federation) -> None:
-    round_id = _open(federation, secagg_phase_seconds=1)
+    round_id = _open(federation, secagg_phase_seconds=5)
     sites = Sites(federation, round_id)
     sites.advertise(SITES[:4])
     wait_until(
         lambda: federation.admin.get_round(round_id).secagg_phase is Phase.share,
-        timeout=15,
+        timeout=30,
         what="the deadline watcher ends the key phase",
     )
     (event,) = federation.admin.audit(action="round.secagg_phase")
