@@ -407,9 +407,24 @@ def _round_table(info: RoundInfo) -> Table:
             ("reason", info.reason),
             ("opened", _when(info.created_at)),
             ("closed", _when(info.closed_at)),
+            *_secure_rows(info),
         ],
         title=f"round {info.id}",
     )
+
+
+def _secure_rows(info: RoundInfo) -> list[tuple[str, Any]]:
+    """What the table shows of a secure round: phase, sites, DP settings and epsilons."""
+    if not info.secure_aggregation:
+        return []
+    rows: list[tuple[str, Any]] = [
+        ("secure aggregation", f"phase {info.secagg_phase}"),
+        ("participants", ", ".join(info.participants or [])),
+    ]
+    if info.dp is not None:
+        rows.append(("distributed DP", ", ".join(f"{k}={v}" for k, v in info.dp)))
+        rows.append(("epsilon (round / total)", f"{info.dp_epsilon} / {info.dp_epsilon_total}"))
+    return rows
 
 
 def _ended(info: RoundInfo) -> None:
@@ -445,6 +460,20 @@ def rounds_start(
             "batch_size, kd_weight, kd_temperature, adaptive_kd, prune_weight, calibrate."
         ),
     ] = None,
+    secure_aggregation: Annotated[
+        bool, typer.Option(help="The hub learns only the sum of the updates.")
+    ] = False,
+    participant: Annotated[
+        list[str] | None,
+        typer.Option(help="A node of a secure round (repeat; default: every active node)."),
+    ] = None,
+    dp: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Distributed DP of a secure round, KEY=VALUE (repeat): noise_multiplier, "
+            "clip_norm, delta."
+        ),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Open a round (refused while another one is open)."""
@@ -457,10 +486,14 @@ def rounds_start(
         "clip_norm": clip_norm,
         "max_update_norm": max_update_norm,
         "base_version": base_version,
+        "secure_aggregation": secure_aggregation or None,
+        "participants": participant or None,
     }
     body |= {key: value for key, value in optional.items() if value is not None}
     if hint:
         body["hints"] = _key_values(hint, "--hint")
+    if dp:
+        body["dp"] = _key_values(dp, "--dp")
     try:
         request = RoundCreate.model_validate(body)
     except ValidationError as exc:

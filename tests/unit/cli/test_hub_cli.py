@@ -227,6 +227,23 @@ def test_rounds_start_list_show_close_cancel(hub: str) -> None:
     assert "KEY=VALUE" in cli(hub, "rounds", "start", "--hint", "oops").output
 
 
+def test_rounds_start_a_secure_round_with_distributed_dp(hub: str) -> None:
+    with_task(hub)
+    for name in ("site-a", "site-b", "site-c"):
+        node_token(hub, name)
+    args = ["rounds", "start", "--secure-aggregation", "--dp", "noise_multiplier=1.5"]
+    assert "clip_norm" in refused(cli(hub, *args), 2)  # the DP settings are checked here
+    opened = parsed(cli(hub, *args, "--dp", "clip_norm=0.5", "--json"))
+    assert opened["secure_aggregation"] and opened["secagg_phase"] == "advertise"
+    assert opened["participants"] == ["site-a", "site-b", "site-c"]
+    assert opened["dp"] == {"noise_multiplier": 1.5, "clip_norm": 0.5, "delta": 1e-5}
+    shown = ok(cli(hub, "rounds", "show", str(opened["id"])))
+    assert "phase advertise" in shown and "noise_multiplier=1.5" in shown
+    ok(cli(hub, "rounds", "cancel", str(opened["id"])))
+    line = refused(cli(hub, "rounds", "start", "--secure-aggregation", "--participant", "x"), 1)
+    assert "(secagg_round_refused, HTTP 422)" in line
+
+
 def test_models_list_show_promote_rollback_download(hub: str, tmp_path: Path) -> None:
     with_task(hub)
     token = node_token(hub, "site-a")
