@@ -5,9 +5,10 @@ download the round's base model and check its sha256, embed the site's images on
 (feature cache), train the shared adapter and the private head from there, calibrate on
 the validation split if the round asks, evaluate on the test split, send only the
 encoded FAM delta (clipped and noised first when the site uses differential privacy, see
-``privacy``), then version the head in the model store next to the FAM version it was
-trained from, with a sample of training features that lets the inference API re-pair it
-with later versions.
+``privacy``; a secure round gets it masked through the secure-aggregation protocol
+instead, see ``secure_upload``), then version the head in the model store next to the FAM
+version it was trained from, with a sample of training features that lets the inference
+API re-pair it with later versions.
 
 Nothing here touches the node database: progress goes through a :class:`Progress`
 object, so the same code runs in a Celery worker and in the API's embedded thread.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -270,7 +271,8 @@ def _upload(
         raise JobFailure(str(exc)) from exc
 
 
-def _secure_step(step, *args: object) -> None:  # noqa: ANN001 - a bound method
+def _secure_step(step: Callable[..., None], *args: object) -> None:
+    """Run one protocol step; its refusal becomes the job's error."""
     try:
         step(*args)
     except SecureRoundError as exc:
