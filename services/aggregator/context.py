@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from services.aggregator.auth import hub_authenticator
 from services.aggregator.closing import RoundCloser
 from services.aggregator.metrics import AggregatorMetrics
-from services.aggregator.retention import prune_update_payloads
+from services.aggregator.retention import prune_secagg_messages, prune_update_payloads
 from services.aggregator.settings import AggregatorSettings
 from services.common.auth import Authenticator
 from services.common.db import Database
@@ -38,6 +38,7 @@ class AppContext:
             metrics.aggregation_seconds.observe(seconds)
             try:
                 prune_update_payloads(db, settings.keep_update_versions)
+                prune_secagg_messages(db, settings.keep_update_versions)
             except Exception:
                 log.exception("pruning old update payloads failed; retried after the next publish")
 

@@ -9,23 +9,61 @@ federation runs. Each pruning is recorded in the audit trail.
 
 A pruned payload is stored as zero bytes rather than NULL: a real encoded update is never
 empty (the codec writes a header), so the marker is unambiguous without a schema change.
+
+The secure-aggregation messages of the same old rounds (masked vectors, sealed shares) are
+deleted outright: they are only needed while their round runs, and the model version keeps
+the sha256 of each masked upload.
 """
 
 from __future__ import annotations
 
 import logging
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, delete, func, select, update
 
 from fedmedclip.enums import RoundState
 from services.aggregator import audit
-from services.aggregator.db.models import ModelVersion, Round, Update
+from services.aggregator.db.models import ModelVersion, Round, SecAggMessage, Update
 from services.common.db import Database
 
 log = logging.getLogger(__name__)
 
 PRUNED = b""
 _LIVE = (RoundState.open.value, RoundState.aggregating.value)
+
+
+def _old_rounds(newest: int, keep_versions: int) -> Select:
+    """Finished rounds based on a version older than the newest ``keep_versions`` bases."""
+    return select(Round.id).where(
+        Round.base_version < newest - keep_versions, Round.state.not_in(_LIVE)
+    )
+
+
+def prune_secagg_messages(db: Database, keep_versions: int) -> int:
+    """Delete the secure-aggregation messages of the rounds whose payloads are pruned."""
+    if keep_versions <= 0:
+        return 0
+    with db.session() as session:
+        newest = session.scalar(select(func.max(ModelVersion.version)))
+        if newest is None:
+            return 0
+        old = SecAggMessage.round_id.in_(_old_rounds(newest, keep_versions))
+        rounds = sorted(set(session.scalars(select(SecAggMessage.round_id).where(old))))
+        if not rounds:
+            return 0
+        deleted = session.execute(delete(SecAggMessage).where(old)).rowcount
+        audit.record(
+            session,
+            audit.SYSTEM,
+            "secagg.pruned",
+            "retention",
+            messages=deleted,
+            rounds=rounds,
+            newest_version=newest,
+            keep_versions=keep_versions,
+        )
+    log.info("deleted %d secure-aggregation messages of rounds %s", deleted, rounds)
+    return deleted
 
 
 def prune_update_payloads(db: Database, keep_versions: int) -> int:
@@ -42,9 +80,7 @@ def prune_update_payloads(db: Database, keep_versions: int) -> int:
         newest = session.scalar(select(func.max(ModelVersion.version)))
         if newest is None:
             return 0
-        old_rounds = select(Round.id).where(
-            Round.base_version < newest - keep_versions, Round.state.not_in(_LIVE)
-        )
+        old_rounds = _old_rounds(newest, keep_versions)
         doomed = session.execute(
             select(Update.id, Update.round_id, Update.size_bytes).where(
                 Update.round_id.in_(old_rounds), Update.payload != PRUNED

@@ -429,3 +429,25 @@ def test_two_hub_replicas_on_one_database_share_the_round(tmp_path) -> None:
         np.testing.assert_allclose(
             _published_delta(federation, round_id), _weighted_mean(updates, SITES), atol=2e-6
         )
+
+
+def test_the_messages_of_old_secure_rounds_are_deleted_after_a_publish(tmp_path) -> None:
+    settings = AggregatorSettings(
+        data_dir=tmp_path, admin_token=ADMIN_TOKEN, keep_update_versions=1
+    )
+    with contextlib.contextmanager(_federation)(settings) as federation:
+        for base_version in (0, 1):  # round 1 builds version 1, round 2 version 2 on it
+            round_id = _open(federation, base_version=base_version)
+            sites = Sites(federation, round_id)
+            sites.advertise()
+            sites.share()
+            sites.upload(_updates())
+            sites.unmask()
+            assert federation.admin.get_round(round_id).state is RoundState.published
+        (event,) = federation.admin.audit(action="secagg.pruned")
+    assert event.details["rounds"] == [1] and event.details["messages"] == 4 * len(SITES)
+    engine = create_engine(federation.database_url)
+    with engine.connect() as connection:
+        kept = set(connection.scalars(select(SecAggMessage.round_id)))
+    engine.dispose()
+    assert kept == {2}  # the newest version's round keeps its messages
