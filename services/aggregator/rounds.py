@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fedmedclip.enums import RoundState
 from fedmedclip.schemas import RoundCreate, RoundInfo, TrainingHints
+from fedmedclip.secagg.messages import Phase
 from services.aggregator import audit, models_registry, secure, tasks
 from services.aggregator.db.models import Round, Update, utcnow
 from services.common.problems import Conflict, NotFound, Unprocessable
@@ -227,6 +228,9 @@ def cancel_round(session: Session, round_id: int, actor: str) -> RoundInfo:
             active=None,
             closed_at=utcnow(),
             reason=f"cancelled by {actor}",
+            # A secure round's protocol ends with it (plain rounds have no phase).
+            secagg_phase=case((Round.secure_aggregation, Phase.failed.value), else_=None),
+            secagg_phase_until=None,
         )
     )
     if result.rowcount != 1:

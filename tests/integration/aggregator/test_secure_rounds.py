@@ -257,7 +257,8 @@ def test_replayed_misrouted_and_wrong_phase_messages_are_refused(
         headers={"Authorization": f"Bearer {federation.tokens['site_a']}"},
     )
     assert malformed.status_code == 422 and malformed.json()["code"] == "secagg_malformed"
-    federation.admin.cancel_round(first)
+    cancelled = federation.admin.cancel_round(first)
+    assert cancelled.secagg_phase is Phase.failed and cancelled.secagg_phase_deadline is None
     second = _open(federation)
     misrouted = _refusal(lambda: hub.send_secagg(second, sent))  # round 1's message
     assert (misrouted.status_code, misrouted.code) == (409, "secagg_replay")
