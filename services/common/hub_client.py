@@ -42,6 +42,7 @@ from fedmedclip.schemas import (
     ModelInfo,
     NodeCreate,
     NodeCreated,
+    NodeIdentity,
     NodeInfo,
     RoundCreate,
     RoundInfo,
@@ -303,6 +304,11 @@ class HubClient:
             },
         )
         return self._parse(reply, UpdateReceipt)
+
+    def identity(self) -> NodeIdentity:
+        """The node the hub takes this client for (its registered name)."""
+        reply = self._request("GET", "/api/v1/nodes/me", "reading this node's identity")
+        return self._parse(reply, NodeIdentity)
 
     def secagg_status(self, round_id: int) -> SecAggStatus:
         """This site's view of a secure round: phase, parameters, messages for it."""

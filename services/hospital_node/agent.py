@@ -6,7 +6,8 @@ firewalls expect. Every ``poll_seconds`` it
 * fails running jobs whose heartbeat stopped (their worker died), always;
 * with auto-join, asks the hub for open rounds and starts one job for each round the
   node has never worked on (a failed round is not retried automatically: a fault that
-  repeats would loop; the admin retries with ``POST /api/v1/jobs``);
+  repeats would loop; the admin retries with ``POST /api/v1/jobs``), except secure rounds
+  the admin opened for other sites: their job could only fail;
 * with auto-join, copies the hub's production model into the model store, so that the
   site's inference API can follow the federation without talking to the hub itself.
 """
@@ -20,6 +21,7 @@ import time
 from sqlalchemy import func, select
 
 from fedmedclip.model_store import ModelStore
+from fedmedclip.schemas import RoundInfo
 from services.common.hub_client import HubClient, HubError, ensure_global
 from services.hospital_node.context import NodeContext
 from services.hospital_node.db import Dataset
@@ -91,7 +93,11 @@ class Agent:
             return bool(session.scalar(select(func.count()).select_from(Dataset)))
 
     def _join_open_rounds(self, hub: HubClient) -> None:
-        rounds = [r for r in hub.open_rounds() if not round_has_job(self.ctx.db, r.id)]
+        rounds = [
+            r
+            for r in hub.open_rounds()
+            if not round_has_job(self.ctx.db, r.id) and self._takes_part(hub, r)
+        ]
         if rounds and not self._has_datasets():
             log.warning("round %d is open but no dataset is registered; not joining", rounds[0].id)
             return
@@ -101,6 +107,14 @@ class Agent:
                 log.info("joined round %d with job %d", round_info.id, job.id)
             except (JobConflict, EnqueueError) as exc:
                 log.warning("could not join round %d: %s", round_info.id, exc)
+
+    @staticmethod
+    def _takes_part(hub: HubClient, round_info: RoundInfo) -> bool:
+        """Whether this node is a site of the round: every node is one of a plain round; a
+        secure round fixed its participants when it opened."""
+        if not round_info.secure_aggregation or round_info.participants is None:
+            return True
+        return hub.identity().name in round_info.participants
 
     def _pull_production(self, hub: HubClient) -> None:
         info = hub.model_info("production")

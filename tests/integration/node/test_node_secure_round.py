@@ -11,6 +11,9 @@ pytestmark = pytest.mark.integration
 
 def test_three_nodes_complete_a_secure_round(hub, federation, make_settings, run_node):
     nodes = [run_node(make_settings(f"hospital-{c}")) for c in "abc"]
+    # A fourth site follows rounds by itself but is not one of this round's sites.
+    bystander = run_node(make_settings("hospital-d", auto_join=True))
+    assert bystander.register(federation.hospital_dirs[1]).status_code == 201
     folders = [*federation.hospital_dirs, federation.hospital_dirs[0]]
     for node, folder in zip(nodes, folders, strict=True):
         assert node.register(folder).status_code == 201
@@ -20,6 +23,7 @@ def test_three_nodes_complete_a_secure_round(hub, federation, make_settings, run
         "hints": FAST_HINTS,
         "secure_aggregation": True,
         "secagg_phase_seconds": 60,
+        "participants": ["hospital-a", "hospital-b", "hospital-c"],
     }
     round_info = hub.call("POST", "/api/v1/rounds", json=body)
     assert round_info["secure_aggregation"] and round_info["secagg_phase"] == "advertise"
@@ -36,3 +40,5 @@ def test_three_nodes_complete_a_secure_round(hub, federation, make_settings, run
     model = hub.call("GET", f"/api/v1/models/{closed['result_version']}")
     assert sorted(model["contributors"]) == ["hospital-a", "hospital-b", "hospital-c"]
     assert model["metrics"]["secagg_survivors"] == 3.0
+    # The bystander's agent polled the open round all along and never started a job for it.
+    assert bystander.http.get("/api/v1/jobs").json() == []
