@@ -10,8 +10,9 @@ The weights are random unless a checkpoint is given, so the synthetic data is ge
 with a demo preset (see :class:`DemoConfig`): strong class cues, a mild per-hospital camera
 shift and a moderate label skew, on which a random-weight ViT's features do separate the
 classes and the sites' scores visibly rise over rounds. Every number is measured on images
-the measured model never trained on. Every process it started is stopped on exit,
-also on Ctrl-C.
+the measured model never trained on.
+
+Every process it started is stopped on exit, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class DemoConfig:
     per_hospital: int = 160
     alpha: float = 5.0  # Dirichlet label skew: moderate, every site has every class
     domain_shift: float = 0.3  # a third of the default per-hospital camera shift
-    class_cue: float = 3.0  # class tints and textures three times as distinct
+    class_cue: float = 5.0  # class tints and textures five times as distinct
     local_epochs: int = 5
     lr: float = 3e-3
     held_out_per_class: int = 8
