@@ -41,6 +41,7 @@ from fedmedclip.schemas import RoundCreate, TaskSpec, TrainingHints
 from fedmedclip.weights_notice import RANDOM_WEIGHTS_ANNOUNCED_ENV
 from services.common.hub_client import HubAdminClient, HubError
 from services.demo_view import (
+    MAX_COLUMNS,
     ROUND_METRICS,
     HeldOutResult,
     RoundRecord,
@@ -49,7 +50,8 @@ from services.demo_view import (
 )
 from services.hospital_node.api.schemas import JobOut
 
-console = Console()
+# Everything the demo prints fits 80 columns, also on a wider terminal.
+console = Console(width=min(Console().width, MAX_COLUMNS))
 _T = TypeVar("_T")
 
 
