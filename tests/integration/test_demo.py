@@ -1,6 +1,6 @@
 """``fedmedclip demo`` end to end, as a newcomer runs it (a small configuration).
 
-About four minutes on two busy CPU cores (data, embedding, two rounds, /predict)."""
+About two and a half minutes on two busy CPU cores (data, embedding, two rounds, /predict)."""
 
 import json
 import subprocess
