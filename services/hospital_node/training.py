@@ -57,6 +57,10 @@ from services.hospital_node.settings import NodeSettings
 
 log = logging.getLogger(__name__)
 
+SPLIT_SEED = 0
+"""One split of a site's records for every round: the private head carries over between
+rounds, so a split drawn anew each round would test it on images it trained on before."""
+
 # Share of the job's overall percent that each phase covers (start, end).
 EMBED_SPAN = (5.0, 35.0)
 TRAIN_SPAN = (35.0, 90.0)
@@ -348,7 +352,7 @@ def run_training(
     device = resolve_device(settings.device)
     backbone = cached_backbone(task.backbone, settings.backbone_weights, device)
     _check_weights(task, backbone)
-    data = site_features(settings, backbone, task, datasets, seed=round_id, progress=progress)
+    data = site_features(settings, backbone, task, datasets, seed=SPLIT_SEED, progress=progress)
 
     config = task.adapter_config()
     adapter = SharedAdapter(config)

@@ -1,4 +1,6 @@
-"""``fedmedclip demo`` end to end, as a newcomer runs it (a small configuration)."""
+"""``fedmedclip demo`` end to end, as a newcomer runs it (a small configuration).
+
+About two and a half minutes on two busy CPU cores (data, embedding, two rounds, /predict)."""
 
 import json
 import subprocess
@@ -47,7 +49,24 @@ def test_demo_runs_a_federation_and_predicts(tmp_path):
         assert p["model"]["weights"] == "random"
     for r in report["rounds"]:
         assert all(0 < b < 400_000 for b in r["bytes_sent"].values())
-        assert all(0 <= a <= 1 for a in r["site_accuracy"].values())
+        for scores in r["site_metrics"].values():
+            assert set(scores) == {"accuracy", "balanced_accuracy", "macro_f1"}
+            assert all(0 <= v <= 1 for v in scores.values())
+    # The held-out check is class-balanced, never trained on, and clearly above chance.
+    truths = [p["truth"] for p in predictions]
+    assert {truths.count(c) for c in classes} == {len(truths) // len(classes)}
+    assert report["predict_chance"] == 1 / len(classes)
+    assert report["predict_balanced_accuracy"] >= report["predict_chance"] + 0.25
+    assert len({p["label"] for p in predictions}) > 1, "one class predicted for everything"
+    # The improvement sentence states the table's numbers, first round against the last.
+    first, last = (report["rounds"][i]["mean"]["balanced_accuracy"] for i in (0, -1))
+    assert f"{first:.2f}" in report["improvement"] and f"{last:.2f}" in report["improvement"]
+    assert report["improvement"] in (out / "report.md").read_text()
+    assert report["improvement"] in " ".join(proc.stdout.split())
+    # Every line of the rounds table (plain rows: stdout is not a terminal) fits 80 columns.
+    table = proc.stdout[proc.stdout.index("Rounds:") :].splitlines()[: 2 + len(report["rounds"])]
+    assert [line.split()[0] for line in table[2:]] == ["1", "2"]
+    assert max(len(line) for line in table) <= 80
     assert (out / "report.png").stat().st_size > 10_000
     assert "/predict on" in (out / "report.md").read_text()
     # Every process the demo started is gone (they carry the demo folder in their environment).

@@ -92,6 +92,8 @@ def synthesize_federation(
     seed: int = 0,
     alpha: float = 0.5,
     image_size: int = 96,
+    domain_shift: float = 1.0,
+    class_cue: float = 1.0,
     progress: Callable[[int], None] | None = None,
 ) -> SynthSummary:
     """Write a synthetic federation into ``out`` (which must be new or empty).
@@ -100,8 +102,17 @@ def synthesize_federation(
     leaves the existing ones unchanged. Each hospital gets exactly ``per_hospital``
     images and at least two classes with ``max(2, per_hospital // 20)`` images or more.
     ``progress`` is called with the number of images written so far.
+
+    ``domain_shift`` scales how far each hospital's camera departs from a neutral one (0:
+    no shift) and ``class_cue`` how far each class's tint and texture contrast depart from
+    plain brown (above 1: classes easier to tell apart). Both default to 1, which gives
+    exactly the images of earlier versions; the demo raises the cue and lowers the shift
+    so that features of a random-weight backbone separate the classes (see
+    ``services/demo.py``).
     """
     _check_arguments(hospitals, classes, per_hospital, alpha, image_size)
+    if domain_shift < 0 or class_cue <= 0:
+        raise ValueError("domain_shift must be non-negative and class_cue positive")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; synthesize into a new or empty folder")
@@ -113,7 +124,7 @@ def synthesize_federation(
     written = 0
     for hospital in range(hospitals):
         rng = np.random.default_rng([seed, hospital])
-        camera = _draw_camera(rng, image_size)
+        camera = _draw_camera(rng, image_size, domain_shift)
         counts = _draw_class_counts(rng, classes, per_hospital, alpha)
         hospital_dir = out / f"hospital_{hospital}"
         for class_id, count in enumerate(counts):
@@ -121,7 +132,7 @@ def synthesize_federation(
             if count:
                 class_dir.mkdir(parents=True)
             for n in range(count):
-                pixels = _render(rng, coords, class_id, camera)
+                pixels = _render(rng, coords, class_id, camera, class_cue)
                 # Level 1: these files are throwaway, so speed beats size.
                 Image.fromarray(pixels).save(class_dir / f"{n:04d}.png", compress_level=1)
                 written += 1
@@ -148,13 +159,20 @@ def _check_arguments(
         raise ValueError("image_size must be at least 32 pixels")
 
 
-def _draw_camera(rng: np.random.Generator, image_size: int) -> _Camera:
+def _draw_camera(rng: np.random.Generator, image_size: int, shift: float = 1.0) -> _Camera:
+    """The same draws whatever ``shift``, so scaling the shift keeps every other draw (and
+    so the images' content) of a seed; only the departures from neutral are scaled."""
+    gain = rng.uniform(0.82, 1.18, 3).astype(np.float32)
+    contrast = float(rng.uniform(0.7, 1.3))
+    brightness = float(rng.uniform(-20.0, 20.0))
+    blur = float(rng.choice([0.0, 0.6, 1.2])) * image_size / 96
+    noise = float(rng.uniform(2.0, 12.0))
     return _Camera(
-        gain=rng.uniform(0.82, 1.18, 3).astype(np.float32),
-        contrast=float(rng.uniform(0.7, 1.3)),
-        brightness=float(rng.uniform(-20.0, 20.0)),
-        blur=float(rng.choice([0.0, 0.6, 1.2])) * image_size / 96,
-        noise=float(rng.uniform(2.0, 12.0)),
+        gain=(1 + shift * (gain - 1)).astype(np.float32),
+        contrast=1 + shift * (contrast - 1),
+        brightness=shift * brightness,
+        blur=shift * blur,
+        noise=shift * noise,
     )
 
 
@@ -182,16 +200,21 @@ def _look(class_id: int) -> tuple[str, str]:
     )
 
 
-def _class_tint(class_id: int) -> np.ndarray:
+def _class_tint(class_id: int, cue: float = 1.0) -> np.ndarray:
     """A fixed per-class colour tint, independent of the seed, so a class looks the same
-    in every synthetic federation."""
+    in every synthetic federation. ``cue`` scales its departure from neutral (1)."""
     rng = np.random.default_rng(7919 + class_id)
     # A shade (lighter / darker) times a mild hue shift keeps every tint brownish-red.
-    return (rng.uniform(0.65, 1.25) * rng.uniform(0.88, 1.12, 3)).astype(np.float32)
+    tint = rng.uniform(0.65, 1.25) * rng.uniform(0.88, 1.12, 3)
+    return np.clip(1 + cue * (tint - 1), 0.15, None).astype(np.float32)
 
 
 def _render(
-    rng: np.random.Generator, coords: np.ndarray, class_id: int, camera: _Camera
+    rng: np.random.Generator,
+    coords: np.ndarray,
+    class_id: int,
+    camera: _Camera,
+    cue: float = 1.0,
 ) -> np.ndarray:
     """One image as uint8 HxWx3: skin, lesion of the class, then the hospital's camera."""
     size = coords.shape[1]
@@ -209,8 +232,9 @@ def _render(
     inside = _shape_depth(rng, shape, u, v, radius)
     alpha = np.clip(inside / 1.5 + 0.5, 0, 1)[..., None]  # ~1.5 px soft edge
 
-    darkening = _texture(rng, texture, u, v, radius, size)
-    shade = _LESION_BROWN * _class_tint(class_id) * rng.uniform(0.85, 1.1)
+    # A stronger cue darkens the texture more (up to black at 2): the pattern stands out.
+    darkening = np.minimum(cue * _texture(rng, texture, u, v, radius, size), 2.0)
+    shade = _LESION_BROWN * _class_tint(class_id, cue) * rng.uniform(0.85, 1.1)
     lesion = shade * (1 - 0.5 * darkening)[..., None]
     image = image * (1 - alpha) + lesion * alpha
     return _apply_camera(rng, image, camera)

@@ -1,11 +1,11 @@
-"""The demo's process group: what every child it starts is told."""
+"""The demo's process group (what every child it starts is told) and its held-out set."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from fedmedclip.weights_notice import RANDOM_WEIGHTS_ANNOUNCED_ENV
-from services.demo import ProcessGroup
+from services.demo import MIN_LEFT_PER_CLASS, ProcessGroup, _hold_out
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -27,3 +27,18 @@ def test_every_child_gets_the_group_env_under_its_own(tmp_path: Path) -> None:
     assert first_env["OWN"] == "a" and "OWN" not in second_env
     assert first_env["SHARED"] == "group" and second_env["SHARED"] == "own"
     assert first.poll() is not None and second.poll() is not None  # stopped together
+
+
+def test_the_held_out_set_is_class_balanced_and_leaves_the_site_images(tmp_path: Path) -> None:
+    site = tmp_path / "hospital_0"
+    sizes = {"nevus": 30, "melanoma": 9, "keratosis": 20}
+    for name, count in sizes.items():
+        (site / name).mkdir(parents=True)
+        for i in range(count):
+            (site / name / f"{i:04d}.png").write_bytes(b"png")
+    held = _hold_out(site, tmp_path / "held", list(sizes), per_class=8)
+    labels = [label for _, label in held]
+    # The rarest class can spare 9 - MIN_LEFT_PER_CLASS images: every class gives that many.
+    assert {labels.count(n) for n in sizes} == {9 - MIN_LEFT_PER_CLASS}
+    assert all(path.is_file() and site not in path.parents for path, _ in held)
+    assert len(list((site / "melanoma").iterdir())) == MIN_LEFT_PER_CLASS

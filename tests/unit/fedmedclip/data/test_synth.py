@@ -101,6 +101,38 @@ def test_each_hospital_has_its_own_camera(tmp_path: Path) -> None:
     assert min(gaps) > 3.0  # grey levels: a visible colour or brightness shift
 
 
+def _hospital_means(summary: SynthSummary) -> list[np.ndarray]:
+    return [
+        np.mean([np.asarray(load_image_file(r.path)) for r in read_image_folder(d)], axis=(0, 1, 2))
+        for d in summary.hospital_dirs
+    ]
+
+
+def test_domain_shift_scales_the_cameras_and_zero_removes_them(tmp_path: Path) -> None:
+    """The demo's milder shift: hospitals' colour casts shrink with ``domain_shift``."""
+    options = {"hospitals": 4, "per_hospital": 40, "image_size": 32, "alpha": 1000.0}
+
+    def widest_gap(shift: float) -> float:
+        means = _hospital_means(
+            synthesize_federation(tmp_path / str(shift), domain_shift=shift, **options)
+        )
+        return max(np.abs(means[i] - means[j]).max() for i in range(4) for j in range(i + 1, 4))
+
+    full, third, none = widest_gap(1.0), widest_gap(0.3), widest_gap(0.0)
+    assert none < third < full
+    assert third < 0.6 * full
+
+
+def test_default_strengths_are_the_unscaled_generator(tmp_path: Path) -> None:
+    """bench/ and the tests rely on the defaults: explicit 1.0 must change nothing."""
+    options = {"hospitals": 2, "per_hospital": 12, "image_size": 32, "seed": 2}
+    synthesize_federation(tmp_path / "a", **options)
+    synthesize_federation(tmp_path / "b", domain_shift=1.0, class_cue=1.0, **options)
+    synthesize_federation(tmp_path / "c", class_cue=3.0, **options)
+    assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
+    assert _tree(tmp_path / "a") != _tree(tmp_path / "c")
+
+
 def _features(image_pixels: np.ndarray) -> np.ndarray:
     """Translation-invariant features: low-frequency spectrum and colour statistics."""
     pixels = image_pixels.astype(np.float32) / 255
@@ -158,7 +190,15 @@ def test_refuses_to_write_into_a_non_empty_folder(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"hospitals": 0}, {"classes": 1}, {"classes": 31}, {"per_hospital": 3}, {"alpha": 0.0}],
+    [
+        {"hospitals": 0},
+        {"classes": 1},
+        {"classes": 31},
+        {"per_hospital": 3},
+        {"alpha": 0.0},
+        {"domain_shift": -0.5},
+        {"class_cue": 0.0},
+    ],
 )
 def test_invalid_arguments_are_refused(tmp_path: Path, options: dict[str, float]) -> None:
     with pytest.raises(ValueError):
