@@ -197,13 +197,14 @@ def site_features(
     task: TaskSpec,
     datasets: Sequence[DatasetSource],
     *,
-    seed: int,
     progress: Progress,
 ) -> SiteFeatures:
-    """Split the site's records by patient and embed them (feature cache: once per image)."""
+    """Split the site's records by patient and embed them (feature cache: once per image).
+
+    The split is the same in every round (``SPLIT_SEED``), never a function of the round."""
     index = ClassIndex(task.class_names)
     records = load_site_records(datasets, settings.data_roots, task.class_names)
-    splits = split_records(records, seed=seed)
+    splits = split_records(records, seed=SPLIT_SEED)
     if len(splits.train) < 2:
         raise JobFailure(f"only {len(splits.train)} training images; need at least 2")
     progress.phase("embedding images", EMBED_SPAN[0])
@@ -352,7 +353,7 @@ def run_training(
     device = resolve_device(settings.device)
     backbone = cached_backbone(task.backbone, settings.backbone_weights, device)
     _check_weights(task, backbone)
-    data = site_features(settings, backbone, task, datasets, seed=SPLIT_SEED, progress=progress)
+    data = site_features(settings, backbone, task, datasets, progress=progress)
 
     config = task.adapter_config()
     adapter = SharedAdapter(config)
