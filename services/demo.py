@@ -82,6 +82,7 @@ class DemoConfig:
     out: Path = Path("demo-out")
     redis_url: str = ""
     seed: int = 0
+    secure_aggregation: bool = False  # the hub learns only the sum (needs 3+ hospitals)
 
 
 def _free_port() -> int:
@@ -354,6 +355,7 @@ def _run_round(
             deadline_seconds=1800,
             base_version="latest",  # rounds chain; only the final model is promoted
             hints=TrainingHints(local_epochs=config.local_epochs, lr=config.lr),
+            secure_aggregation=config.secure_aggregation,
         )
     )
     jobs = {
@@ -394,8 +396,10 @@ def _run_round(
     failed = {n: j.error for n, j in finished.items() if j.state == JobState.failed}
     if failed:
         raise RuntimeError(f"training failed: {failed}")
-    # Every site has sent its update: aggregate now rather than wait for the deadline.
-    admin.close_round(opened.id)
+    if not config.secure_aggregation:
+        # Every site has sent its update: aggregate now rather than wait for the deadline.
+        # (A secure round publishes by itself once every site has answered the unmasking.)
+        admin.close_round(opened.id)
     closed = _wait(
         "the round to be published",
         lambda: r if (r := admin.get_round(opened.id)).state in TERMINAL_ROUND_STATES else None,
@@ -502,7 +506,12 @@ def _write_report(
         "",
         f"> {weights_note}",
         "",
-        f"{config.hospitals} hospitals, {config.rounds} rounds, backbone {config.backbone}.",
+        f"{config.hospitals} hospitals, {config.rounds} rounds, backbone {config.backbone}"
+        + (
+            "; secure aggregation: the hub saw only masked updates and their sum."
+            if config.secure_aggregation
+            else "."
+        ),
         "Scores are means over sites, each on its own test split (never trained on).",
         "",
         "| round | accuracy | balanced accuracy | macro-F1 | KB sent per site | version "

@@ -426,8 +426,15 @@ def demo(
     pretrained: str = typer.Option("none", help="open_clip tag, checkpoint path, or none."),
     out: Path = typer.Option(Path("demo-out"), "--out", help="Working folder of the demo."),
     redis_url: str = typer.Option("", help="Redis URL for real Celery workers (empty: eager)."),
+    secure_aggregation: bool = typer.Option(
+        False, help="Secure rounds: the hub learns only the sum of the updates (3+ hospitals)."
+    ),
 ) -> None:
     """Run the hub, hospital nodes and inference APIs on this machine, end to end."""
+    if secure_aggregation and hospitals < 3:
+        raise typer.BadParameter(
+            "secure aggregation needs at least 3 hospitals", param_hint="--hospitals"
+        )
     from services.demo import run_demo
 
     run_demo(
@@ -437,4 +444,5 @@ def demo(
         pretrained=pretrained,
         out=out,
         redis_url=redis_url,
+        secure_aggregation=secure_aggregation,
     )
