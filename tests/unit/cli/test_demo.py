@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from fedmedclip.weights_notice import RANDOM_WEIGHTS_ANNOUNCED_ENV
+from services.cli import app
 from services.demo import MIN_LEFT_PER_CLASS, ProcessGroup, _hold_out
 
 
@@ -42,3 +45,14 @@ def test_the_held_out_set_is_class_balanced_and_leaves_the_site_images(tmp_path:
     assert {labels.count(n) for n in sizes} == {9 - MIN_LEFT_PER_CLASS}
     assert all(path.is_file() and site not in path.parents for path, _ in held)
     assert len(list((site / "melanoma").iterdir())) == MIN_LEFT_PER_CLASS
+
+
+def test_secure_demo_needs_three_hospitals(tmp_path: Path) -> None:
+    """Secure aggregation hides a site only among three or more: refused before anything
+    starts, naming the option."""
+    result = CliRunner().invoke(
+        app, ["demo", "--secure-aggregation", "--hospitals", "2", "--out", str(tmp_path / "d")]
+    )
+    assert result.exit_code == 2
+    assert "at least 3 hospitals" in result.output
+    assert not (tmp_path / "d").exists()
