@@ -216,6 +216,8 @@ def table(summary: dict) -> str:
     for _, s in sorted(summary.items(), key=order):
         z = "—" if s["noise_multiplier"] is None else f"{s['noise_multiplier']:.2f}"
         eps = "∞" if s["epsilon"] is None else f"{s['epsilon']:.2f}"
+        if s["mode"] == SITE_ONLY:
+            eps = "0 (sends nothing)"
         target = "—" if s["epsilon_target"] is None else f"{s['epsilon_target']:g}"
         peaks = ", ".join(f"{p:.3f}" for p in s["attention_peak_by_round"]) or "—"
         entropies = s["attention_entropy_by_round"]
