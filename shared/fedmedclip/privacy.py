@@ -206,3 +206,35 @@ def epsilon_per_round(
 ) -> float:
     """Epsilon of a single round: the budget one DP update spends on its own."""
     return epsilon_after(1, noise_multiplier, delta, relation)
+
+
+def noise_multiplier_for(
+    epsilon: float, rounds: int, delta: float, relation: Relation = "replace_one"
+) -> float:
+    """The smallest noise multiplier whose ``rounds`` rounds spend at most ``epsilon``.
+
+    The inverse of :func:`epsilon_after`, for planning a run to a budget (the cumulative
+    epsilon grows with rounds, so a budget fixes the noise only together with the rounds).
+    Calibrated by ``dp_accounting.calibrate_dp_mechanism`` on the same RDP accountant, which
+    returns the value on the safe side of the target: ``epsilon_after(rounds, result, delta)``
+    never exceeds ``epsilon``.
+    """
+    import dp_accounting
+
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        raise ValueError(f"epsilon must be positive and finite, got {epsilon!r}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+    _check_relation(relation)
+    return float(
+        dp_accounting.calibrate_dp_mechanism(
+            lambda: _new_rdp_accountant(relation),
+            lambda z: dp_accounting.SelfComposedDpEvent(_gaussian_event(z, relation), rounds),
+            epsilon,
+            delta,
+            bracket_interval=dp_accounting.LowerEndpointAndGuess(1e-3, 1.0),
+            tol=1e-4,
+        )
+    )

@@ -11,6 +11,7 @@ from fedmedclip.privacy import (
     PrivacyAccountant,
     epsilon_after,
     epsilon_per_round,
+    noise_multiplier_for,
     privatize_delta,
 )
 
@@ -186,3 +187,24 @@ def test_accountant_rejects_bad_arguments():
         accountant.step(1.0, rounds=0)
     with pytest.raises(ValueError):
         accountant.epsilon(0.0)
+
+
+@pytest.mark.parametrize("relation", ["replace_one", "replace_with_zero"])
+@pytest.mark.parametrize(("epsilon", "rounds"), [(1.0, 5), (8.0, 5), (8.0, 50), (16.0, 1)])
+def test_noise_multiplier_for_meets_the_budget_tightly(epsilon, rounds, relation):
+    z = noise_multiplier_for(epsilon, rounds, DELTA, relation)
+    assert epsilon_after(rounds, z, DELTA, relation) <= epsilon
+    # Tight: 1% less noise would overspend, so the budget is not wasted on extra noise.
+    assert epsilon_after(rounds, 0.99 * z, DELTA, relation) > epsilon
+
+
+def test_noise_multiplier_for_matches_the_documented_table():
+    # docs/privacy.md: z = 4 spends 8.08 over 10 rounds (replace_one, delta 1e-5).
+    assert noise_multiplier_for(8.08, 10, DELTA) == pytest.approx(4.0, rel=2e-3)
+
+
+def test_noise_multiplier_for_rejects_bad_arguments():
+    for bad in ({"epsilon": 0.0}, {"rounds": 0}, {"delta": 1.0}):
+        arguments = {"epsilon": 8.0, "rounds": 5, "delta": DELTA} | bad
+        with pytest.raises(ValueError):
+            noise_multiplier_for(**arguments)
