@@ -32,7 +32,12 @@ pytestmark = pytest.mark.integration
 
 SITE_ADMIN = "site-admin-token-for-fuzzing"
 OPEN = {"GET /health", "GET /ready", "GET /metrics"}
-NODE_ONLY = {"GET /api/v1/nodes/me", "POST /api/v1/rounds/{round_id}/updates"}
+NODE_ONLY = {
+    "GET /api/v1/nodes/me",
+    "POST /api/v1/rounds/{round_id}/updates",
+    "GET /api/v1/rounds/{round_id}/secagg",
+    "POST /api/v1/rounds/{round_id}/secagg/{phase}",
+}
 
 # Reads first, then writes, destructive operations last, so that most run on a live state.
 AGGREGATOR_OPERATIONS = [
@@ -49,6 +54,8 @@ AGGREGATOR_OPERATIONS = [
     "GET /api/v1/models/{version}",
     "GET /api/v1/models/{version}/blob",
     "GET /api/v1/audit",
+    "GET /api/v1/rounds/{round_id}/secagg",
+    "POST /api/v1/rounds/{round_id}/secagg/{phase}",
     "POST /api/v1/rounds/{round_id}/updates",
     "POST /api/v1/nodes",
     "PUT /api/v1/task",
