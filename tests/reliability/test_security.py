@@ -377,8 +377,10 @@ def test_every_route_that_takes_a_body_caps_it(tmp_path: Path, trained_store: Pa
             if method not in ("POST", "PUT", "PATCH"):
                 continue
             path = path.replace("/rounds/1/", f"/rounds/{round_id}/")
+            if "/secagg/" in path:  # a real phase, so the route gets as far as the body
+                path = path.rsplit("/", 1)[0] + "/upload"
             is_upload = path.endswith("/updates")
-            headers = bearer(node_token if is_upload else ADMIN_TOKEN)
+            headers = bearer(node_token if is_upload or "/secagg/" in path else ADMIN_TOKEN)
             headers |= {"X-Sample-Count": "1", "Idempotency-Key": "cap"} if is_upload else {}
             declared = hub.client.request(method, path, content=big_json, headers=headers)
             streamed = hub.client.request(
