@@ -3,7 +3,9 @@
 
 Each seed changes the per-site train/validation/test split, the initial weights and the
 training order; the images and their cached embeddings are shared by every run. Each run
-is read out at its best mean-validation round. Goals, per federation (``--alphas``):
+is read out at its best mean-validation round. Goals, per federation (``--federations``:
+the Dirichlet 0.5 label skew and the rare-class scenario, where each hospital holds only 6
+images of each of two classes that the other hospitals hold plenty of):
 
 * FedMedCLIP's mean balanced accuracy >= the local head's: the paired difference per seed,
   its mean, sd and minimum;
@@ -11,8 +13,8 @@ is read out at its best mean-validation round. Goals, per federation (``--alphas
   sites and seeds because a site holds a handful of such test images: FedMedCLIP vs local
   vs FedAvg; the goal is 20 points above local.
 
-    python bench/accuracy.py                        # 5 seeds, one federation
-    python bench/accuracy.py --alphas 0.5,0.3 --methods fedmedclip,local,fedavg
+    python bench/accuracy.py                        # 5 seeds, both federations
+    python bench/accuracy.py --federations dirichlet:0.3 --methods fedmedclip,local,fedavg
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import statistics
+import time
 from pathlib import Path
 
 from common import add_data_args, embedded_federation, machine, setup
@@ -33,6 +36,12 @@ from fedmedclip.simulator.runner import majority_baseline
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
 VARIANTS = {
     "FedMedCLIP (defaults)": {},
+    "previous defaults: no per-site standardisation and plain loss": {
+        "standardise_inputs": False,
+        "balanced_loss": False,
+    },
+    "no per-site standardisation": {"standardise_inputs": False},
+    "plain loss (no class prior)": {"balanced_loss": False},
     "paper: entropy ensemble + text prototypes + no pruning": {
         "combination": "entropy",
         "learn_prototypes": False,
@@ -69,9 +78,10 @@ def main() -> None:
     parser.add_argument("--local-epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument(
-        "--alphas",
-        default=None,
-        help="Dirichlet label skews, one federation each (default --alpha)",
+        "--federations",
+        default="dirichlet:0.5,rare:2:6",
+        help="comma-separated: dirichlet:ALPHA (label skew) or rare:K:M (each hospital holds "
+        "M images of each of K classes)",
     )
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names")
     parser.add_argument("--methods", default=",".join(SimulationMethod))
@@ -85,12 +95,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     workdir = setup(args)
-    alphas = [float(a) for a in (args.alphas or str(args.alpha)).split(",")]
     report = {}
-    for alpha in alphas:
-        args.alpha = alpha
-        report[f"alpha={alpha}"] = run_federation(args, workdir)
-    print(f"\nmachine: {machine()}")
+    started = time.perf_counter()
+    for spec in args.federations.split(","):
+        kind, _, value = spec.strip().partition(":")
+        if kind == "dirichlet":
+            args.alpha, args.rare = float(value), None
+        elif kind == "rare":
+            args.rare = value
+        else:
+            parser.error(f"unknown federation {spec!r}: use dirichlet:ALPHA or rare:K:M")
+        report[spec] = run_federation(args, workdir)
+    print(f"\nmachine: {machine()}; wall time {time.perf_counter() - started:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 
@@ -127,10 +143,12 @@ def run_federation(args: argparse.Namespace, workdir: Path) -> dict:
             variant = dataclasses.replace(config, **options)
             variants[name].append(method_summary(run_method(federation, "fedmedclip", variant)))
 
+    mix = f"rare-class scenario {args.rare}" if args.rare else f"Dirichlet {args.alpha}"
     print(
-        f"\ndata: {args.hospitals} synthetic hospitals x {args.per_hospital} images, "
-        f"{args.classes} classes, Dirichlet {args.alpha}; backbone {args.backbone} with RANDOM "
-        f"weights; {args.rounds} rounds x {args.local_epochs} local epochs (FedAvg: "
+        f"\n# Federation: {mix}\n\ndata: {args.hospitals} synthetic hospitals x "
+        f"{args.per_hospital} images, {args.classes} classes, {mix}; backbone "
+        f"{args.backbone} with RANDOM weights; {args.rounds} rounds x {args.local_epochs} "
+        f"local epochs (FedAvg: "
         f"{args.fedavg_epochs}); int4 updates; "
         f"{args.seeds} seeds (mean ± sd over seeds of the mean over sites)"
     )

@@ -21,6 +21,12 @@ def add_data_args(parser: argparse.ArgumentParser, *, per_hospital: int, threads
     parser.add_argument("--classes", type=int, default=4)
     parser.add_argument("--per-hospital", type=int, default=per_hospital)
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew")
+    parser.add_argument(
+        "--rare",
+        default=None,
+        help="K:M: the rare-class scenario instead of the Dirichlet mix (each hospital holds "
+        "M images of each of K classes, see fedmedclip.data.synth)",
+    )
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument(
@@ -43,8 +49,10 @@ def setup(args: argparse.Namespace) -> Path:
 
 def synthetic_data(args: argparse.Namespace, workdir: Path) -> Path:
     """Write the synthetic federation once per working folder."""
+    rare = parse_rare(getattr(args, "rare", None))
+    mix = f"r{rare[0]}x{rare[1]}" if rare else f"a{args.alpha}"
     root = workdir / (
-        f"synth-h{args.hospitals}-c{args.classes}-n{args.per_hospital}-a{args.alpha}"
+        f"synth-h{args.hospitals}-c{args.classes}-n{args.per_hospital}-{mix}"
         f"-s{args.data_seed}-i{args.image_size}"
     )
     if not root.exists():
@@ -56,8 +64,17 @@ def synthetic_data(args: argparse.Namespace, workdir: Path) -> Path:
             seed=args.data_seed,
             alpha=args.alpha,
             image_size=args.image_size,
+            rare=rare,
         )
     return root
+
+
+def parse_rare(text: str | None) -> tuple[int, int] | None:
+    """``"K:M"`` -> (K, M); None stays None."""
+    if not text:
+        return None
+    k, _, m = text.partition(":")
+    return int(k), int(m)
 
 
 def embedded_federation(

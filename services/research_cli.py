@@ -193,6 +193,16 @@ def simulate(
     adaptive_kd: bool = typer.Option(
         True, help="FedMedCLIP: entropy-weighted distillation.", rich_help_panel=METHOD
     ),
+    standardise_inputs: bool = typer.Option(
+        True,
+        help="Each site standardises its embeddings with its own mean and spread.",
+        rich_help_panel=METHOD,
+    ),
+    balanced_loss: bool = typer.Option(
+        True,
+        help="Add the site's log class prior to the logits in training (balanced softmax).",
+        rich_help_panel=METHOD,
+    ),
     aggregation: AggregationRule = typer.Option(
         AggregationRule.weighted_mean,
         help="Aggregation rule at the hub.",
@@ -301,6 +311,8 @@ def simulate(
             prune_weight=prune_weight,
             calibrate=calibrate,
             adaptive_kd=adaptive_kd,
+            standardise_inputs=standardise_inputs,
+            balanced_loss=balanced_loss,
             seed=seed,
             device=resolve_device(device),
             lr_factors=factors,

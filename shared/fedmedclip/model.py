@@ -94,13 +94,28 @@ class SharedAdapter(nn.Module):
         return [self.fam.l1, self.fam.l2]
 
 
+STANDARDISATION_BUFFERS = ("input_mean", "input_scale")
+"""The head's per-site input standardisation; the identity until fitted."""
+
+
 class PrivateHead(nn.Module):
-    """Site-private classifier: three masked blocks (linear, BatchNorm, ReLU) then linear."""
+    """Site-private classifier: three masked blocks (linear, BatchNorm, ReLU) then linear.
+
+    It also holds the site's input standardisation (``input_mean``, ``input_scale``): the
+    per-dimension mean and spread of the site's own L2-normalised embeddings. Subtracting
+    them before the shared adapter removes what every image of the site has in common (its
+    camera, scanner, staining), so the FAM and the federated class prototypes see the
+    lesion rather than the hospital, and what one site learns about a class can serve
+    another (``docs/method.md``, Per-site standardisation). Private like the rest of the
+    head: it describes the site's data and is never sent.
+    """
 
     def __init__(
         self, dim: int, n_classes: int, *, margin: float = 0.0, window: float = 1.0
     ) -> None:
         super().__init__()
+        self.register_buffer("input_mean", torch.zeros(dim))
+        self.register_buffer("input_scale", torch.ones(dim))
         blocks: list[nn.Module] = []
         for _ in range(3):
             blocks += [MaskedLinear(dim, dim, margin=margin, window=window), nn.BatchNorm1d(dim)]
@@ -110,6 +125,34 @@ class PrivateHead(nn.Module):
 
     def forward(self, adapted: torch.Tensor) -> torch.Tensor:
         return self.out(self.blocks(adapted))
+
+    def standardise(self, f: torch.Tensor) -> torch.Tensor:
+        """The site's embeddings as the shared adapter sees them (identity until fitted)."""
+        return (F.normalize(f, dim=-1) - self.input_mean) / self.input_scale
+
+    @torch.no_grad()
+    def fit_standardisation(self, features: torch.Tensor, eps: float = 1e-6) -> None:
+        """Set the standardisation from the site's training embeddings (N x D).
+
+        A plain mean over the site's images, not a class-balanced one: on the benchmark's
+        federations the class-balanced mean, taken over classes of a handful of images,
+        was the noisier estimate (``docs/method.md``). Fewer than two images: identity.
+        """
+        if len(features) < 2:
+            self.input_mean.zero_()
+            self.input_scale.fill_(1.0)
+            return
+        f = F.normalize(features.to(self.input_mean.device, torch.float32), dim=-1)
+        self.input_mean.copy_(f.mean(dim=0))
+        self.input_scale.copy_(f.std(dim=0, unbiased=False).clamp_min(eps))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        # Heads stored before the standardisation existed load as the identity.
+        for name in STANDARDISATION_BUFFERS:
+            state_dict.setdefault(
+                prefix + name, getattr(self, name).clone().fill_(name == "input_scale")
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def masked_layers(self) -> list[MaskedLinear]:
         return [m for m in self.modules() if isinstance(m, MaskedLinear)]

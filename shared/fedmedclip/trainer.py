@@ -32,6 +32,12 @@ rounds at no measurable accuracy cost; ten times more prunes four fifths and cos
 class TrainConfig:
     """Hyper-parameters of one local round.
 
+    ``standardise_inputs``: the head fits the site's input standardisation on the training
+    features before the round (:meth:`PrivateHead.fit_standardisation`). ``balanced_loss``:
+    both branches learn with the site's class prior added to their logits (balanced
+    softmax), so a class the site rarely sees is not trained away and one it lacks leaves
+    its prototype to the sites that have it (see :func:`class_log_prior`).
+
     The loss weights follow the paper (lambda 0.04, T 2). The optimiser defaults are ours
     (one AdamW step size for FAM and head, 5 epochs of batch 64, no decay over rounds);
     :meth:`reference` gives the authors' settings. ``docs/method.md`` compares the two.
@@ -50,6 +56,8 @@ class TrainConfig:
     kd_temperature: float = 2.0
     adaptive_kd: bool = True
     prune_weight: float = DEFAULT_PRUNE_WEIGHT
+    standardise_inputs: bool = True
+    balanced_loss: bool = True
     seed: int = 0
     device: str = "cpu"
 
@@ -118,11 +126,14 @@ def train_local(
     if head is not None:
         head.to(device).train()
     optimiser = _optimiser(adapter if train_adapter else None, head, config)
-    x_all = features.to(device)
+    if head is not None and config.standardise_inputs:
+        head.fit_standardisation(features)
+    x_all = _inputs(head, features.to(device))
     y_all = labels.to(device)
     text = text_prototypes.to(device)
     generator = torch.Generator().manual_seed(config.seed)
     n = len(y_all)
+    shift = class_log_prior(y_all, text.shape[0]) if config.balanced_loss else 0.0
     losses: list[float] = []
     for epoch in range(config.epochs):
         order = torch.randperm(n, generator=generator).to(device)
@@ -135,14 +146,14 @@ def train_local(
             with torch.set_grad_enabled(train_adapter):
                 adapted = adapter.adapt(x)
                 fam_logits = adapter.class_logits(adapted, text)
-            loss = prototype_contrastive_loss(fam_logits, y) if train_adapter else 0.0
+            loss = prototype_contrastive_loss(fam_logits + shift, y) if train_adapter else 0.0
             if head is not None:
                 head_logits = head(adapted)
-                loss = loss + F.cross_entropy(head_logits, y)
+                loss = loss + F.cross_entropy(head_logits + shift, y)
                 if train_adapter and config.kd_weight > 0:
                     loss = loss + config.kd_weight * adaptive_distillation_loss(
-                        fam_logits,
-                        head_logits,
+                        fam_logits + shift,
+                        head_logits + shift,
                         temperature=config.kd_temperature,
                         adaptive=config.adaptive_kd,
                     )
@@ -175,6 +186,30 @@ def train_local(
         epoch_losses=losses,
         pruned_rows=pruned,
     )
+
+
+def class_log_prior(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """log of the site's class frequencies, ``ABSENT_LOG_PRIOR`` for a class it lacks.
+
+    Added to both branches' logits in every training term (balanced softmax; the mutual
+    distillation then compares the two branches' site posteriors): the branches learn the
+    class-balanced posterior instead of the site's skewed one, and the prediction leaves
+    the prior out. A class the site lacks gets probability exactly 0 in its loss, so the
+    site neither learns nor pushes away that class's prototype (its row of the update is
+    zero) and the federated prototype comes from the sites that have the class.
+    """
+    counts = torch.bincount(labels, minlength=n_classes).float()
+    return (counts / counts.sum()).log().clamp_min(ABSENT_LOG_PRIOR)
+
+
+ABSENT_LOG_PRIOR = -1e4
+"""A finite stand-in for log 0: its softmax weight is exactly 0 in float32, and unlike -inf
+it keeps the distillation's ``p * (log p - log q)`` at 0 rather than NaN."""
+
+
+def _inputs(head: PrivateHead | None, features: torch.Tensor) -> torch.Tensor:
+    """What the shared adapter is given: the head's standardisation of ``features``."""
+    return features if head is None else head.standardise(features)
 
 
 def _optimiser(
@@ -223,7 +258,7 @@ def refresh_head_statistics(
     head.train()
     for chunk in features.split(batch_size):
         if len(chunk) > 1:
-            head(adapter.adapt(chunk.to(device)))
+            head(adapter.adapt(head.standardise(chunk.to(device))))
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
     head.eval()
@@ -259,7 +294,9 @@ def branch_logits(
     """Logits of the FAM branch and of the head (None without a head), in eval mode."""
     adapter.eval()
     device = next(adapter.parameters()).device
-    adapted = adapter.adapt(features.to(device))
+    if head is not None:
+        head.to(device)
+    adapted = adapter.adapt(_inputs(head, features.to(device)))
     fam_logits = adapter.class_logits(adapted, text_prototypes.to(device)).cpu()
     if head is None:
         return fam_logits, None

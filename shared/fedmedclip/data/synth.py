@@ -94,6 +94,7 @@ def synthesize_federation(
     image_size: int = 96,
     domain_shift: float = 1.0,
     class_cue: float = 1.0,
+    rare: tuple[int, int] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> SynthSummary:
     """Write a synthetic federation into ``out`` (which must be new or empty).
@@ -109,10 +110,17 @@ def synthesize_federation(
     exactly the images of earlier versions; the demo raises the cue and lowers the shift
     so that features of a random-weight backbone separate the classes (see
     ``services/demo.py``).
+
+    ``rare=(k, m)`` replaces the Dirichlet mix by the rare-class scenario: hospital i holds
+    only ``m`` images of each of the ``k`` classes ``i, i+1, ... (mod classes)`` and splits
+    the rest evenly over the other classes, so every class is rare somewhere and common
+    elsewhere (what a federation should be able to teach a site; ``alpha`` is then unused).
     """
     _check_arguments(hospitals, classes, per_hospital, alpha, image_size)
     if domain_shift < 0 or class_cue <= 0:
         raise ValueError("domain_shift must be non-negative and class_cue positive")
+    if rare is not None:
+        _check_rare(rare, classes, per_hospital)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; synthesize into a new or empty folder")
@@ -125,7 +133,11 @@ def synthesize_federation(
     for hospital in range(hospitals):
         rng = np.random.default_rng([seed, hospital])
         camera = _draw_camera(rng, image_size, domain_shift)
-        counts = _draw_class_counts(rng, classes, per_hospital, alpha)
+        counts = (
+            _draw_class_counts(rng, classes, per_hospital, alpha)
+            if rare is None
+            else _rare_class_counts(hospital, classes, per_hospital, *rare)
+        )
         hospital_dir = out / f"hospital_{hospital}"
         for class_id, count in enumerate(counts):
             class_dir = hospital_dir / names[class_id]
@@ -188,6 +200,30 @@ def _draw_class_counts(
     if shortfall > 0:
         counts[first] -= shortfall
         counts[second] += shortfall
+    return counts
+
+
+def _check_rare(rare: tuple[int, int], classes: int, per_hospital: int) -> None:
+    k, m = rare
+    if not 1 <= k < classes:
+        raise ValueError(f"the rare-class scenario needs 1 <= rare classes < {classes}, got {k}")
+    if m < 0 or per_hospital - k * m < 2 * (classes - k):
+        raise ValueError(
+            f"{k} rare classes of {m} images leave too few of {per_hospital} for the others"
+        )
+
+
+def _rare_class_counts(
+    hospital: int, classes: int, per_hospital: int, k: int, m: int
+) -> np.ndarray:
+    """Hospital ``hospital``'s counts in the rare-class scenario (see synthesize_federation)."""
+    rare = {(hospital + j) % classes for j in range(k)}
+    common = [c for c in range(classes) if c not in rare]
+    counts = np.zeros(classes, dtype=np.int64)
+    counts[list(rare)] = m
+    share, extra = divmod(per_hospital - k * m, len(common))
+    for n, c in enumerate(common):
+        counts[c] = share + (n < extra)
     return counts
 
 

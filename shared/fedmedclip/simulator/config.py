@@ -54,6 +54,8 @@ class SimulationConfig:
     adaptive_kd: bool = True
     kd_weight: float = 0.04
     prune_weight: float = DEFAULT_PRUNE_WEIGHT
+    standardise_inputs: bool = True
+    balanced_loss: bool = True
     seed: int = 0
     device: str = "cpu"
     lr_factors: tuple[float, ...] = (1.0,)

@@ -107,6 +107,8 @@ class AdapterMethod(Method):
             "kd_weight": config.kd_weight,
             "adaptive_kd": config.adaptive_kd,
             "prune_weight": config.prune_weight,
+            "standardise_inputs": config.standardise_inputs,
+            "balanced_loss": config.balanced_loss,
             "seed": local_seed(config.seed, round_index, site_index),
             "device": config.device,
         }

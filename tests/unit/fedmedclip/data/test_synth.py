@@ -203,3 +203,15 @@ def test_refuses_to_write_into_a_non_empty_folder(tmp_path: Path) -> None:
 def test_invalid_arguments_are_refused(tmp_path: Path, options: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         synthesize_federation(tmp_path / "fed", **options)
+
+
+def test_the_rare_class_scenario_makes_each_class_rare_at_some_hospitals(tmp_path: Path) -> None:
+    summary = synthesize_federation(
+        tmp_path / "fed", hospitals=4, classes=4, per_hospital=40, rare=(2, 3), image_size=32
+    )
+    counts = [list(c.values()) for c in summary.per_hospital.values()]
+    assert counts == [[3, 3, 17, 17], [17, 3, 3, 17], [17, 17, 3, 3], [3, 17, 17, 3]]
+    with pytest.raises(ValueError, match="rare classes"):
+        synthesize_federation(tmp_path / "bad", classes=4, rare=(4, 1), image_size=32)
+    with pytest.raises(ValueError, match="too few"):
+        synthesize_federation(tmp_path / "bad2", classes=4, per_hospital=10, rare=(2, 4))
