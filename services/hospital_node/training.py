@@ -27,6 +27,7 @@ import torch
 
 from fedmedclip.aggregation import clip_update
 from fedmedclip.backbone import Backbone, cached_backbone, resolve_device
+from fedmedclip.class_statistics import drop_statistics
 from fedmedclip.codec import encode_update, payload_sha256, state_delta
 from fedmedclip.data.datasets import ClassIndex, ImageRecord
 from fedmedclip.data.splits import split_records
@@ -300,8 +301,8 @@ def _upload_secure(
     scale each site's sensitivity by a count the accountant does not know.
     """
     weight = sample_count
-    if round_info.clip_norm is not None:
-        delta = clip_update(delta, round_info.clip_norm)
+    if round_info.clip_norm is not None:  # a bounded influence leaves no room for statistics
+        delta = clip_update(drop_statistics(delta), round_info.clip_norm)
     if round_info.dp is not None:
         central = DPConfig(
             round_info.dp.clip_norm, round_info.dp.noise_multiplier, round_info.dp.delta

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -14,12 +15,14 @@ from fedmedclip.losses import entropy_from_logits
 
 @dataclass(frozen=True)
 class EnsembleOutput:
-    """Probabilities of the ensemble and of each branch, and the head weight ``alpha``."""
+    """Probabilities of the ensemble and of each branch, and the head weight ``alpha``
+    (``stats_probabilities`` None when the global model holds no class statistics)."""
 
     probabilities: torch.Tensor
     fam_probabilities: torch.Tensor
     head_probabilities: torch.Tensor
     alpha: torch.Tensor
+    stats_probabilities: torch.Tensor | None = None
 
 
 def ensemble(
@@ -76,18 +79,24 @@ def fit_temperature(
     return float(grid[int(torch.tensor(losses).argmin())])
 
 
-CombinationKind = Literal["entropy", "head", "fam", "weighted"]
+CombinationKind = Literal["entropy", "head", "fam", "weighted", "statistics", "head_statistics"]
 WEIGHT_GRID = tuple(round(0.1 * i, 1) for i in range(1, 10))
-"""Head weights a ``weighted`` combination is fitted over (0 and 1 are ``fam`` and ``head``)."""
+"""Head weights a fitted mixture is chosen from (0 and 1 are the branches alone)."""
+
+WEIGHTED_KINDS = frozenset({"weighted", "head_statistics"})
+STATISTICS_KINDS = frozenset({"statistics", "head_statistics"})
 
 
 class Combination(BaseModel):
-    """How a site combines the FAM branch and its private head, chosen on its validation split.
+    """How a site combines its branches, chosen on its validation split.
 
-    ``entropy``: the paper's per-sample entropy weighting (the default, and what a head
-    recorded without a choice gets). ``head`` / ``fam``: one branch alone. ``weighted``: a
-    fixed head weight ``head_weight`` for every sample. Stored with the head (JSON), so the
-    inference API combines the branches exactly as the site validated them.
+    ``entropy``: the paper's per-sample entropy weighting of the FAM branch and the head (the
+    default, and what a head recorded without a choice gets). ``head`` / ``fam``: one branch
+    alone. ``weighted``: a fixed head weight ``head_weight`` against the FAM branch.
+    ``statistics``: the federated class statistics' discriminant alone
+    (:mod:`fedmedclip.class_statistics`); ``head_statistics``: the head at ``head_weight``
+    against it. Stored with the head (JSON), so the inference API combines the branches
+    exactly as the site validated them.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -97,32 +106,60 @@ class Combination(BaseModel):
 
     @model_validator(mode="after")
     def _weight_only_when_weighted(self) -> Combination:
-        if (self.kind == "weighted") != (self.head_weight is not None):
-            raise ValueError("head_weight is required for kind 'weighted' and only for it")
+        if (self.kind in WEIGHTED_KINDS) != (self.head_weight is not None):
+            raise ValueError(
+                "head_weight is required for kinds 'weighted' and 'head_statistics' and only "
+                "for them"
+            )
         return self
+
+    @property
+    def uses_statistics(self) -> bool:
+        return self.kind in STATISTICS_KINDS
 
     def apply(
         self,
         fam_logits: torch.Tensor,
         head_logits: torch.Tensor,
         *,
+        stats_logits: torch.Tensor | None = None,
         fam_temperature: float = 1.0,
         head_temperature: float = 1.0,
     ) -> EnsembleOutput:
-        """Probabilities under this combination; ``alpha`` is the head's weight per sample."""
+        """Probabilities under this combination; ``alpha`` is the head's weight per sample.
+
+        Raises ValueError when the combination needs the statistics branch and
+        ``stats_logits`` is None (a global model without class statistics).
+        """
         if self.kind == "entropy":
-            return ensemble(
+            out = ensemble(
                 fam_logits,
                 head_logits,
                 fam_temperature=fam_temperature,
                 head_temperature=head_temperature,
             )
+            return dataclasses.replace(out, stats_probabilities=_softmax(stats_logits))
         p_fam = torch.softmax(fam_logits / fam_temperature, dim=-1)
         p_head = torch.softmax(head_logits / head_temperature, dim=-1)
-        weight = {"head": 1.0, "fam": 0.0}.get(self.kind, self.head_weight)
-        assert weight is not None  # the validator guarantees it for "weighted"
+        p_stats = _softmax(stats_logits)
+        weight = {"head": 1.0, "fam": 0.0, "statistics": 0.0}.get(self.kind, self.head_weight)
+        assert weight is not None  # the validator guarantees it for the weighted kinds
+        other = p_fam
+        if self.uses_statistics:
+            if p_stats is None:
+                raise ValueError(
+                    f"combination {self.kind!r} needs the class statistics, which this "
+                    "global model does not hold"
+                )
+            other = p_stats
         alpha = torch.full(p_fam.shape[:1], weight, dtype=p_fam.dtype, device=p_fam.device)
-        return EnsembleOutput((1.0 - weight) * p_fam + weight * p_head, p_fam, p_head, alpha)
+        return EnsembleOutput(
+            (1.0 - weight) * other + weight * p_head, p_fam, p_head, alpha, p_stats
+        )
+
+
+def _softmax(logits: torch.Tensor | None) -> torch.Tensor | None:
+    return None if logits is None else torch.softmax(logits, dim=-1)
 
 
 @dataclass(frozen=True)
@@ -169,21 +206,25 @@ def choose_combination(
     head_logits: torch.Tensor,
     labels: torch.Tensor,
     *,
+    stats_logits: torch.Tensor | None = None,
     fam_temperature: float = 1.0,
     head_temperature: float = 1.0,
     z: float = NOISE_Z,
 ) -> CombinationChoice:
     """Pick the combination with the best class-balanced log-likelihood on the validation split.
 
-    Robust to small splits: candidates are tried from the simplest up (the paper's entropy
-    ensemble, then one branch alone, then a fitted head weight, which is tuned on the same
-    split and so flatters itself), and one replaces the incumbent only when its gain
-    exceeds ``z`` standard errors of the paired gain; on a handful of images the site keeps
-    the paper's ensemble. Why log-likelihood and not hits: on the simulator's 15-image
-    splits a hit count moves in steps of a whole image and chose worse than the default
-    (docs/method.md); the log-likelihood sees how far each answer was from right. Why
-    class-balanced: with label skew a plain mean rewards ignoring the rare classes, which
-    is where the shared branch helps.
+    Robust to small splits: candidates are tried from the simplest up, and one replaces the
+    incumbent only when its gain exceeds ``z`` standard errors of the paired gain; on a
+    handful of images the site keeps the first. Without class statistics the candidates are
+    the paper's entropy ensemble (the incumbent), one branch alone, then a fitted head
+    weight, which is tuned on the same split and so flatters itself. With them they are the
+    head, the statistics' discriminant, then a fitted mixture of the two: on the benchmark
+    the FAM branch's cosine scores were then chosen on validation noise and cost test
+    accuracy (docs/method.md, Class statistics), while the head still sees the adapted
+    features. Why log-likelihood and not hits: on the simulator's 15-image splits a hit
+    count moves in steps of a whole image and chose worse than the default; the
+    log-likelihood sees how far each answer was from right. Why class-balanced: with label
+    skew a plain mean rewards ignoring the rare classes, which is where sharing helps.
     """
     if len(labels) == 0:
         return CombinationChoice(Combination(), {}, 0.0)
@@ -192,16 +233,22 @@ def choose_combination(
     rows = torch.arange(len(labels))
 
     def log_likelihood(combination: Combination) -> torch.Tensor:
-        predicted = combination.apply(fam_logits, head_logits, **temps).probabilities
+        predicted = combination.apply(
+            fam_logits, head_logits, stats_logits=stats_logits, **temps
+        ).probabilities
         return predicted[rows, labels].double().clamp_min(LOG_FLOOR).log()
 
-    candidates = [Combination(), Combination(kind="head"), Combination(kind="fam")]
-    fitted = [Combination(kind="weighted", head_weight=w) for w in WEIGHT_GRID]
-    per_sample = {c: log_likelihood(c) for c in candidates + fitted}
+    if stats_logits is None:
+        simple = [Combination(), Combination(kind="head"), Combination(kind="fam")]
+        fitted = [Combination(kind="weighted", head_weight=w) for w in WEIGHT_GRID]
+    else:
+        simple = [Combination(kind="head"), Combination(kind="statistics")]
+        fitted = [Combination(kind="head_statistics", head_weight=w) for w in WEIGHT_GRID]
+    per_sample = {c: log_likelihood(c) for c in simple + fitted}
     scores = {_label(c): float((weights * s).sum()) for c, s in per_sample.items()}
-    best_fitted = max(fitted, key=lambda c: scores[_label(c)])
-    chosen, noise = candidates[0], 0.0
-    for candidate in (*candidates[1:], best_fitted):
+    order = [*simple, max(fitted, key=lambda c: scores[_label(c)])]
+    chosen, noise = order[0], 0.0
+    for candidate in order[1:]:
         gain, se = _gain(per_sample[candidate], per_sample[chosen], weights)
         if gain > 0 and gain > z * se:
             chosen, noise = candidate, se
@@ -209,6 +256,6 @@ def choose_combination(
 
 
 def _label(combination: Combination) -> str:
-    if combination.kind == "weighted":
+    if combination.head_weight is not None:
         return f"weighted:{combination.head_weight:g}"
     return combination.kind

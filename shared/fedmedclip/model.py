@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fedmedclip.class_statistics import ClassStatistics
 from fedmedclip.masked import MaskedLinear
 
 LOGIT_SCALE = 100.0
@@ -31,6 +32,7 @@ class AdapterConfig:
     dim: int
     n_classes: int
     learn_prototypes: bool = False
+    class_statistics: bool = False
     margin: float = 0.0
     window: float = 1.0
 
@@ -63,7 +65,7 @@ class FAM(nn.Module):
 
 
 class SharedAdapter(nn.Module):
-    """The federated part: FAM plus the optional prototype offset."""
+    """The federated part: FAM plus the optional prototype offset and class statistics."""
 
     def __init__(self, config: AdapterConfig) -> None:
         super().__init__()
@@ -73,6 +75,9 @@ class SharedAdapter(nn.Module):
             self.prototype_offset = nn.Parameter(torch.zeros(config.n_classes, config.dim))
         else:
             self.prototype_offset = None
+        self.class_stats = (
+            ClassStatistics(config.dim, config.n_classes) if config.class_statistics else None
+        )
 
     def adapt(self, f: torch.Tensor) -> torch.Tensor:
         """f' = normalise(FAM(f) * f), with f L2-normalised first."""

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from fedmedclip.aggregation import clip_update
+from fedmedclip.class_statistics import drop_statistics, is_statistic
 from fedmedclip.codec import update_norm
 
 if TYPE_CHECKING:
@@ -101,11 +102,16 @@ def privatize_delta(
 ) -> dict[str, torch.Tensor]:
     """Clip ``delta`` as a whole to ``config.clip_norm`` and add Gaussian noise to every value.
 
+    The class statistics (``fedmedclip.class_statistics``) are not sent under DP: their
+    values are zeroed first and stay zero, since the noise is calibrated for one clipped
+    update and the statistics would take most of its norm.
+
     Noise is drawn tensor by tensor in sorted name order, so a seeded ``generator`` gives the
     same result whatever order the mapping lists its tensors in. Pass a generator only for
     tests and simulations; without one the noise is seeded from the operating system.
     Returns float32 tensors on the devices of the inputs, in the input's order.
     """
+    delta = drop_statistics(delta)
     norm = update_norm(delta)
     if not math.isfinite(norm):
         raise ValueError("update contains NaN or infinite values; it cannot be clipped")
@@ -115,6 +121,9 @@ def privatize_delta(
     noisy: dict[str, torch.Tensor] = {}
     for name in sorted(clipped):
         values = clipped[name].detach().to(torch.float32)
+        if is_statistic(name):
+            noisy[name] = values
+            continue
         noise = torch.randn(
             values.shape, generator=generator, device=generator.device, dtype=torch.float32
         )

@@ -31,6 +31,12 @@ class FamSettings(BaseModel):
     learn_prototypes: bool = Field(
         False, description="Learn class prototype offsets and aggregate them with the FAM."
     )
+    class_statistics: bool = Field(
+        True,
+        description="Sites send class statistics of their embeddings with each update and may "
+        "choose the discriminant built from the federation's (fedmedclip.class_statistics). "
+        "Tasks stored before this option existed keep it off (migration 0005).",
+    )
     margin: float = Field(0.0, ge=0.0, le=1.0, description="Row pruning margin.")
     quantization: Quantization = Field(
         Quantization.int4, description="Update quantisation on the wire."
@@ -84,6 +90,7 @@ class TaskSpec(BaseModel):
             dim=embedding_dim(self.backbone),
             n_classes=len(self.class_names),
             learn_prototypes=self.fam.learn_prototypes,
+            class_statistics=self.fam.class_statistics,
             margin=self.fam.margin,
         )
 

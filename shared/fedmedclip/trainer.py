@@ -130,6 +130,8 @@ def train_local(
         head.fit_standardisation(features)
     x_all = _inputs(head, features.to(device))
     y_all = labels.to(device)
+    if train_adapter and head is not None and adapter.class_stats is not None:
+        adapter.class_stats.fill(x_all, y_all)  # sent with the update (class_statistics.py)
     text = text_prototypes.to(device)
     generator = torch.Generator().manual_seed(config.seed)
     n = len(y_all)
@@ -304,6 +306,19 @@ def branch_logits(
     return fam_logits, head(adapted).cpu()
 
 
+@torch.no_grad()
+def statistics_logits(
+    adapter: SharedAdapter, head: PrivateHead, features: torch.Tensor
+) -> torch.Tensor | None:
+    """Logits of the federated class statistics' discriminant on the site's standardised
+    embeddings; None when the global model holds none (see ``fedmedclip.class_statistics``)."""
+    if adapter.class_stats is None:
+        return None
+    head.to(next(adapter.parameters()).device)
+    out = adapter.class_stats.logits(head.standardise(features.to(head.input_mean.device)))
+    return None if out is None else out.cpu()
+
+
 @dataclass(frozen=True)
 class Temperatures:
     """Per-branch temperatures applied before the entropy weighting (1 = uncalibrated)."""
@@ -333,13 +348,14 @@ def choose(
     text_prototypes: torch.Tensor,
     temperatures: Temperatures = Temperatures(),
 ) -> CombinationChoice:
-    """The site's combination of the two branches, chosen on its validation split."""
+    """The site's combination of its branches, chosen on its validation split."""
     fam_logits, head_logits = branch_logits(adapter, head, features, text_prototypes)
     assert head_logits is not None
     return choose_combination(
         fam_logits,
         head_logits,
         labels,
+        stats_logits=statistics_logits(adapter, head, features),
         fam_temperature=temperatures.fam,
         head_temperature=temperatures.head,
     )
@@ -353,12 +369,13 @@ def predict(
     temperatures: Temperatures = Temperatures(),
     combination: Combination = Combination(),
 ) -> EnsembleOutput:
-    """Prediction for embeddings (N x D): the two branches under ``combination``."""
+    """Prediction for embeddings (N x D): the branches under ``combination``."""
     fam_logits, head_logits = branch_logits(adapter, head, features, text_prototypes)
     assert head_logits is not None
     return combination.apply(
         fam_logits,
         head_logits,
+        stats_logits=statistics_logits(adapter, head, features),
         fam_temperature=temperatures.fam,
         head_temperature=temperatures.head,
     )

@@ -25,6 +25,9 @@ class SimulationConfig:
     every trained method runs once per factor times its base rate and the run with the best
     mean validation accuracy is kept, so the test split never picks a hyper-parameter.
 
+    ``class_statistics``: FedMedCLIP's sites share class statistics with their update and
+    may choose the discriminant built from them (:mod:`fedmedclip.class_statistics`).
+
     ``dp_clip_norm`` and ``dp_noise_multiplier`` (set both or neither) turn on client-side
     differential privacy: each site clips and noises its delta before upload (see
     :mod:`fedmedclip.privacy` and ``docs/privacy.md``); ``dp_delta`` is the delta the
@@ -50,6 +53,7 @@ class SimulationConfig:
     error_feedback: bool = False
     aggregation_rule: AggregationRule = AggregationRule.weighted_mean
     learn_prototypes: bool = True
+    class_statistics: bool = True
     calibrate: bool = False
     adaptive_kd: bool = True
     kd_weight: float = 0.04

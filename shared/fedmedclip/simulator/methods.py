@@ -1,8 +1,9 @@
 """The methods the simulator compares, on the same cached embeddings.
 
 * ``fedmedclip``: shared FAM (federated through the update codec) + private head per site,
-  trained with contrastive + CE + adaptive KL; entropy-weighted ensemble at prediction.
-  Options: learnable class prototypes (federated with the FAM), per-branch temperature
+  trained with contrastive + CE + adaptive KL; at prediction each site combines the branches
+  as it chose on validation (the paper's entropy ensemble by default). Options: learnable
+  class prototypes and class statistics (federated with the FAM), per-branch temperature
   calibration on validation, adaptive KD on/off.
 * ``fedclip``: the shared FAM alone, contrastive loss to the text prototypes, no head.
 * ``local``: a private head per site, no federation (the FAM stays at version 0).
@@ -53,6 +54,8 @@ class AdapterMethod(Method):
     uses_head: ClassVar[bool]
     trains_adapter: ClassVar[bool]
     learns_prototypes: ClassVar[bool] = False
+    """Whether the method takes ``learn_prototypes`` and ``class_statistics`` from the config
+    (FedMedCLIP); the others keep the bare FAM."""
 
     def __init__(self, federation: Federation, config: SimulationConfig) -> None:
         super().__init__(federation, config)
@@ -60,6 +63,7 @@ class AdapterMethod(Method):
             dim=federation.dim,
             n_classes=federation.n_classes,
             learn_prototypes=self.learns_prototypes and config.learn_prototypes,
+            class_statistics=self.learns_prototypes and config.class_statistics,
         )
         self.device = torch.device(config.device)
         self.adapter = build_adapter(self.adapter_config, seed=config.seed).to(self.device)
@@ -145,6 +149,7 @@ class FedMedClip(AdapterMethod):
     def options(self) -> dict:
         return {
             "learn_prototypes": self.adapter_config.learn_prototypes,
+            "class_statistics": self.adapter_config.class_statistics,
             "calibrate": self.config.calibrate,
             "adaptive_kd": self.config.adaptive_kd,
             "codec": self.config.codec,

@@ -12,6 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from fedmedclip.backbone import load_backbone
+from fedmedclip.class_statistics import is_statistic
 from fedmedclip.codec import apply_delta, decode_update, encode_update, state_delta, update_norm
 from fedmedclip.data.synth import synthesize_federation
 from fedmedclip.model import AdapterConfig, build_adapter, build_head, expected_shapes
@@ -118,15 +119,23 @@ def test_same_seed_same_result_and_local_methods_send_nothing(federation: Federa
 
 
 def _round(index: int, val: float, test: float) -> RoundRecord:
-    metrics = {"balanced_accuracy": 0.0, "macro_f1": 0.0, "ece": 0.0}
-    return RoundRecord(index, {}, {"accuracy": val} | metrics, {"accuracy": test} | metrics)
+    """A round whose balanced accuracy is ``val``/``test`` and plain accuracy the opposite."""
+    other = {"macro_f1": 0.0, "ece": 0.0}
+    return RoundRecord(
+        index,
+        {},
+        {"balanced_accuracy": val, "accuracy": 1 - val} | other,
+        {"balanced_accuracy": test, "accuracy": 1 - test} | other,
+    )
 
 
-def test_best_round_is_chosen_on_validation_not_test() -> None:
+def test_best_round_is_chosen_on_validation_balanced_accuracy_not_test() -> None:
     result = MethodResult(
         "m", {}, 1e-3, [_round(1, 0.5, 0.9), _round(2, 0.8, 0.6), _round(3, 0.8, 0.7)], 0.0
     )
-    assert result.best.round == 2  # best validation; the earliest of a tie; test ignored
+    # Best validation balanced accuracy (not plain accuracy: round 1 has the best of that),
+    # the earliest of a tie; the test split is ignored.
+    assert result.best.round == 2
 
 
 def test_lr_search_keeps_the_best_validation_run(federation: Federation) -> None:
@@ -134,7 +143,7 @@ def test_lr_search_keeps_the_best_validation_run(federation: Federation) -> None
     chosen = run_method(federation, "local", config)
     assert set(chosen.lr_search) == {"1e-05", "0.003"}
     assert chosen.lr_search[f"{chosen.lr:g}"] == max(chosen.lr_search.values())
-    assert chosen.best.val["accuracy"] == max(chosen.lr_search.values())
+    assert chosen.best.val["balanced_accuracy"] == max(chosen.lr_search.values())
 
 
 def test_majority_baseline_uses_train_labels(federation: Federation) -> None:
@@ -246,7 +255,8 @@ def test_dp_round_sends_the_clipped_noised_delta_with_every_row(
     run_round(plain, federation, 1)
     run_round(private, federation, 1)
     assert DP.dp is not None
-    n_params = sum(v.numel() for v in plain.global_state().values())
+    noised = {k: v for k, v in plain.global_state().items() if not is_statistic(k)}
+    n_params = sum(v.numel() for v in noised.values())
     for site_index, (clean, noisy) in enumerate(zip(sent_plain, sent_private, strict=True)):
         assert clean["omit_rows"] is not None and noisy["omit_rows"] is None
         generator = torch.Generator().manual_seed(noise_seed(DP.seed, site_index, 1))
@@ -257,6 +267,8 @@ def test_dp_round_sends_the_clipped_noised_delta_with_every_row(
             assert not torch.allclose(noisy["delta"][name], clean["delta"][name])
         noise_norm = DP.dp.noise_std * math.sqrt(n_params)
         assert update_norm(noisy["delta"]) == pytest.approx(noise_norm, rel=0.05)
+        # The class statistics are not sent under DP: zero, noise-free.
+        assert all(not noisy["delta"][k].any() for k in noisy["delta"] if is_statistic(k))
 
 
 def test_dp_run_accounts_every_round_and_reports_epsilon(
