@@ -125,8 +125,8 @@ def markdown_report(result: SimulationResult) -> str:
         f"- learnable prototypes: {config.learn_prototypes}, calibration: {config.calibrate}, "
         f"adaptive KD: {config.adaptive_kd}",
         _dp_line(result),
-        "- each method is reported at the round with the best mean **validation** balanced accuracy; "
-        "test metrics are means over sites at that round",
+        "- each method is reported at the round with the best mean **validation** balanced "
+        "accuracy; test metrics are means over sites at that round",
         "",
         "| method | round | test acc | balanced acc | macro-F1 | ECE | up KB/client/round "
         "| down KB/client/round | time s |",
