@@ -35,6 +35,8 @@ class Prediction:
     alpha: float
     fam: BranchPrediction
     head: BranchPrediction
+    statistics: BranchPrediction | None = None
+    """The federated class statistics' discriminant; None when the global model has none."""
     embedding: torch.Tensor | None = field(default=None, repr=False, compare=False)
     """The backbone embedding (CPU), kept for drift monitoring; never sent or logged."""
 
@@ -79,6 +81,11 @@ def forward(model: LoadedModel, pixels: torch.Tensor) -> list[Prediction]:
                 alpha=float(out.alpha[i]),
                 fam=_branch(names, out.fam_probabilities[i]),
                 head=_branch(names, out.head_probabilities[i]),
+                statistics=(
+                    None
+                    if out.stats_probabilities is None
+                    else _branch(names, out.stats_probabilities[i])
+                ),
                 embedding=features[i].detach().float().cpu(),
             )
         )

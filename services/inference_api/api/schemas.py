@@ -41,7 +41,10 @@ class PredictionOut(BaseModel):
     label: str
     probabilities: dict[str, float]
     alpha: float = Field(description="Weight of the private head in the ensemble (0..1).")
-    branches: dict[str, BranchOut] = Field(description="'fam' and 'head' predictions.")
+    branches: dict[str, BranchOut] = Field(
+        description="'fam' and 'head' predictions, and 'statistics' (the federated class "
+        "statistics' discriminant) when the global model holds them."
+    )
     input_sha256: str
     model: ModelRef
     latency_ms: float
@@ -54,7 +57,8 @@ class PredictionOut(BaseModel):
             label=p.label,
             probabilities=p.probabilities,
             alpha=p.alpha,
-            branches={"fam": BranchOut.of(p.fam), "head": BranchOut.of(p.head)},
+            branches={"fam": BranchOut.of(p.fam), "head": BranchOut.of(p.head)}
+            | ({} if p.statistics is None else {"statistics": BranchOut.of(p.statistics)}),
             input_sha256=answer.input_sha256,
             model=ModelRef.of(model),
             latency_ms=latency_ms,

@@ -122,3 +122,34 @@ def test_an_empty_validation_split_keeps_the_default():
     empty = torch.empty(0, 3)
     choice = choose_combination(empty, empty, torch.empty(0, dtype=torch.long))
     assert choice.combination == Combination()
+
+
+def test_head_statistics_needs_a_weight_and_the_statistics_branch() -> None:
+    with pytest.raises(ValidationError):
+        Combination(kind="head_statistics")
+    with pytest.raises(ValidationError):
+        Combination(kind="statistics", head_weight=0.5)
+    fam, head = torch.zeros(2, 3), torch.tensor([[4.0, 0.0, 0.0], [4.0, 0.0, 0.0]])
+    stats = torch.tensor([[0.0, 0.0, 4.0], [0.0, 0.0, 4.0]])
+    mixed = Combination(kind="head_statistics", head_weight=0.3).apply(
+        fam, head, stats_logits=stats
+    )
+    expected = 0.3 * torch.softmax(head, -1) + 0.7 * torch.softmax(stats, -1)
+    assert torch.allclose(mixed.probabilities, expected)
+    assert mixed.stats_probabilities is not None
+    with pytest.raises(ValueError, match="class statistics"):
+        Combination(kind="statistics").apply(fam, head)
+
+
+def test_with_statistics_the_choice_is_among_head_and_statistics() -> None:
+    torch.manual_seed(0)
+    labels = torch.arange(3).repeat(20)
+    fam = torch.randn(60, 3)
+    head = torch.randn(60, 3)
+    stats = torch.full((60, 3), -3.0)
+    stats[torch.arange(60), labels] = 3.0  # the statistics know every class
+    choice = choose_combination(fam, head, labels, stats_logits=stats)
+    assert choice.combination.uses_statistics
+    assert "statistics" in choice.scores and "entropy" not in choice.scores
+    # Without statistics the paper's candidates are the ones scored.
+    assert "entropy" in choose_combination(fam, head, labels).scores
