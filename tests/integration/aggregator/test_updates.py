@@ -60,7 +60,7 @@ def _corrupt(body: bytes) -> bytes:
         (lambda: b"", 400, "empty"),
         (lambda: b"not an update at all", 400, "bad magic"),
         (_nan_update, 400, "NaN"),
-        (lambda: b"\0" * (4 * 1024 * 1024 + 1), 413, "limit of 4194304 bytes"),
+        (lambda: b"\0" * (8 * 1024 * 1024 + 1), 413, "limit of 8388608 bytes"),
     ],
     ids=["wrong-base", "truncated", "corrupt", "empty", "garbage", "nan", "oversized"],
 )

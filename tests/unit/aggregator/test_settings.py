@@ -41,7 +41,7 @@ def test_defaults_give_an_embedded_sqlite_hub(monkeypatch: pytest.MonkeyPatch, t
     expected = tmp_path.resolve() / "var" / "aggregator" / "aggregator.db"
     assert settings.resolved_database_url() == f"sqlite:///{expected}"
     assert settings.admin_token_value() is None
-    assert settings.max_upload_bytes == 4194304 and settings.default_deadline_seconds == 600
+    assert settings.max_upload_bytes == 8388608 and settings.default_deadline_seconds == 600
     assert settings.auto_migrate is False and settings.log_json is False
 
 
