@@ -238,7 +238,7 @@ def read_header(data: bytes) -> dict:
     except ValidationError as exc:
         problems = "; ".join(_field_problem(e) for e in exc.errors()[:5])
         raise CodecError(f"update header is invalid: {problems}") from exc
-    fields = header.model_dump()
+    fields = header.model_dump(exclude_unset=True)  # as written: no per-tensor None
     fields["quantization"] = _quantization(fields["quantization"])
     return fields | {"_body_offset": _PREFIX.size + header_len}
 

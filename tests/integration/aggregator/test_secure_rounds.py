@@ -14,6 +14,7 @@ import torch
 from sqlalchemy import create_engine, select
 
 from fedmedclip.aggregation import clip_update
+from fedmedclip.class_statistics import drop_statistics, is_statistic
 from fedmedclip.enums import RoundState
 from fedmedclip.model_store import decode_blob
 from fedmedclip.privacy import (
@@ -360,8 +361,16 @@ def test_distributed_dp_carries_the_central_noise_and_is_accounted(
         assert info.state is RoundState.published, info.reason
         # The mean is unweighted; what is left besides the clipped updates is the central
         # noise of the survivors' shares: sigma * sqrt(k / n) on the sum, over k sites.
-        signal = np.mean([flatten_delta(clipped[n], SHAPES) for n in uploaders], axis=0)
+        # The class statistics are sent as zeros, without noise, under DP.
+        signal = np.mean(
+            [flatten_delta(drop_statistics(clipped[n]), SHAPES) for n in uploaders], axis=0
+        )
         residual = _published_delta(federation, round_id) - signal
+        statistics = flatten_delta(
+            {k: torch.full(v, float(is_statistic(k))) for k, v in SHAPES.items()}, SHAPES
+        ).astype(bool)
+        assert not residual[statistics].any()
+        residual = residual[~statistics]
         k = len(uploaders)
         expected_std = central.noise_std * (k / len(SITES)) ** 0.5 / k
         assert 0.97 < residual.std() / expected_std < 1.03, round_number

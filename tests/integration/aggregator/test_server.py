@@ -40,7 +40,7 @@ def test_updates_over_real_http_including_a_streamed_oversized_body(settings) ->
         }
 
         def too_much():
-            for _ in range(80):
+            for _ in range(144):  # 9 MiB in all, more than the 8 MiB cap
                 yield b"\0" * 65536
 
         oversized = http.post(

@@ -80,8 +80,8 @@ def test_bad_payloads_are_refused_and_nothing_is_stored(
 
 def test_oversized_stream_without_length_is_cut_off(hub, node, round_id) -> None:
     def chunks():
-        for _ in range(80):
-            yield b"\0" * 65536  # 5 MiB in all, more than the 4 MiB cap
+        for _ in range(144):
+            yield b"\0" * 65536  # 9 MiB in all, more than the 8 MiB cap
 
     response = hub.client.post(
         f"/api/v1/rounds/{round_id}/updates",

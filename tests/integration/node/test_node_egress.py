@@ -42,7 +42,10 @@ def test_only_fam_tensors_leave_the_site(hub, federation, make_settings, run_nod
     shapes = expected_shapes(task.adapter_config())
     decoded = decode_update(update.body, expected_shapes=shapes, base_version=0)
     assert set(decoded.delta) == set(shapes)
-    assert all(name.startswith(("fam.", "prototype_offset")) for name in decoded.delta)
+    # The FAM, the prototype offset, and the class statistics (docs/method.md) only.
+    assert all(
+        name.startswith(("fam.", "prototype_offset", "class_stats.")) for name in decoded.delta
+    )
     header = read_header(update.body)
     assert header["quantization"] == task.fam.quantization
     assert set(header) == {
@@ -54,7 +57,9 @@ def test_only_fam_tensors_leave_the_site(hub, federation, make_settings, run_nod
         "body_sha256",
         "_body_offset",
     }, "no extra fields ride along in the header"
-    assert all(set(entry) == {"name", "shape", "rows_kept"} for entry in header["tensors"])
+    for entry in header["tensors"]:  # a statistics tensor names its own (finer) encoding
+        extra = {"quantization"} if entry["name"].startswith("class_stats.") else set()
+        assert set(entry) == {"name", "shape", "rows_kept"} | extra, entry
 
     head = ModelStore(node.settings.model_store_dir).load_head(job["head_version"])
     assert not set(head.tensors) & set(decoded.delta), "head tensor names never appear"

@@ -6,8 +6,11 @@ node B runs jobs in-process and joins the round by itself (auto-join agent).
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
+from fedmedclip.ensemble import CombinationKind
 from fedmedclip.model_store import ModelStore
 from tests.support.processes import wait_until
 
@@ -61,7 +64,7 @@ def test_two_nodes_complete_a_round(
         assert head.meta.global_version == 0 and head.meta.round_id == round_info["id"]
         assert head.meta.class_names == federation.class_names
         # The site's choice of how to combine its branches is recorded for the inference API.
-        assert head.meta.combination.kind in {"entropy", "head", "fam", "weighted"}
+        assert head.meta.combination.kind in get_args(CombinationKind)
         assert served["head"]["sha256"] == head.sha256
 
     # The agent follows the federation: a promoted version lands in node B's store.
