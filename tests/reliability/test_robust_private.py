@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fedmedclip.class_statistics import is_statistic
 from fedmedclip.codec import encode_update, update_norm
 from fedmedclip.privacy import DPConfig, PrivacyAccountant, epsilon_per_round, privatize_delta
 from tests.reliability.support import threaded_hub
@@ -112,7 +113,8 @@ def test_dp_update_passes_the_hub_when_its_bound_allows_and_budget_is_reported(
 ):
     honest, _ = _deltas()
     config = DPConfig(clip_norm=0.05, noise_multiplier=8.0, delta=1e-5)
-    dimension = sum(math.prod(s) for s in SHAPES.values())
+    # Noise goes on the trained tensors only; the class statistics are sent as zeros.
+    dimension = sum(math.prod(s) for k, s in SHAPES.items() if not is_statistic(k))
     noise_norm = config.noise_std * math.sqrt(dimension)
     accountant = PrivacyAccountant()
     epsilons = []
