@@ -36,7 +36,9 @@ from fedmedclip.simulator.runner import majority_baseline
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
 VARIANTS = {
     "FedMedCLIP (defaults)": {},
-    "no class statistics (the previous defaults)": {"class_statistics": False},
+    "no local head as the incumbent": {"local_head": False},
+    "no class statistics": {"class_statistics": False},
+    "neither (the previous defaults)": {"local_head": False, "class_statistics": False},
     "previous defaults: no per-site standardisation and plain loss": {
         "standardise_inputs": False,
         "balanced_loss": False,

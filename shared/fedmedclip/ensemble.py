@@ -16,13 +16,15 @@ from fedmedclip.losses import entropy_from_logits
 @dataclass(frozen=True)
 class EnsembleOutput:
     """Probabilities of the ensemble and of each branch, and the head weight ``alpha``
-    (``stats_probabilities`` None when the global model holds no class statistics)."""
+    (``stats_probabilities`` None when the global model holds no class statistics,
+    ``local_probabilities`` None when the site has no local head)."""
 
     probabilities: torch.Tensor
     fam_probabilities: torch.Tensor
     head_probabilities: torch.Tensor
     alpha: torch.Tensor
     stats_probabilities: torch.Tensor | None = None
+    local_probabilities: torch.Tensor | None = None
 
 
 def ensemble(
@@ -79,7 +81,9 @@ def fit_temperature(
     return float(grid[int(torch.tensor(losses).argmin())])
 
 
-CombinationKind = Literal["entropy", "head", "fam", "weighted", "statistics", "head_statistics"]
+CombinationKind = Literal[
+    "entropy", "head", "fam", "weighted", "statistics", "head_statistics", "local"
+]
 WEIGHT_GRID = tuple(round(0.1 * i, 1) for i in range(1, 10))
 """Head weights a fitted mixture is chosen from (0 and 1 are the branches alone)."""
 
@@ -95,8 +99,10 @@ class Combination(BaseModel):
     alone. ``weighted``: a fixed head weight ``head_weight`` against the FAM branch.
     ``statistics``: the federated class statistics' discriminant alone
     (:mod:`fedmedclip.class_statistics`); ``head_statistics``: the head at ``head_weight``
-    against it. Stored with the head (JSON), so the inference API combines the branches
-    exactly as the site validated them.
+    against it. ``local``: the site's local head, trained alone on the frozen version-0 FAM
+    (what the site would have without the federation; ``fedmedclip.trainer.LocalHead``).
+    Stored with the head (JSON), so the inference API combines the branches exactly as the
+    site validated them.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -123,14 +129,28 @@ class Combination(BaseModel):
         head_logits: torch.Tensor,
         *,
         stats_logits: torch.Tensor | None = None,
+        local_logits: torch.Tensor | None = None,
         fam_temperature: float = 1.0,
         head_temperature: float = 1.0,
     ) -> EnsembleOutput:
         """Probabilities under this combination; ``alpha`` is the head's weight per sample.
 
-        Raises ValueError when the combination needs the statistics branch and
-        ``stats_logits`` is None (a global model without class statistics).
+        Raises ValueError when the combination needs a branch that is not given: the
+        statistics (a global model without them) or the local head (none stored).
         """
+        if self.kind == "local":
+            if local_logits is None:
+                raise ValueError("combination 'local' needs the site's local head")
+            p_local = torch.softmax(local_logits, dim=-1)
+            alpha = torch.ones(p_local.shape[:1], dtype=p_local.dtype, device=p_local.device)
+            return EnsembleOutput(
+                p_local,
+                torch.softmax(fam_logits / fam_temperature, dim=-1),
+                torch.softmax(head_logits / head_temperature, dim=-1),
+                alpha,
+                _softmax(stats_logits),
+                p_local,
+            )
         if self.kind == "entropy":
             out = ensemble(
                 fam_logits,
@@ -138,7 +158,11 @@ class Combination(BaseModel):
                 fam_temperature=fam_temperature,
                 head_temperature=head_temperature,
             )
-            return dataclasses.replace(out, stats_probabilities=_softmax(stats_logits))
+            return dataclasses.replace(
+                out,
+                stats_probabilities=_softmax(stats_logits),
+                local_probabilities=_softmax(local_logits),
+            )
         p_fam = torch.softmax(fam_logits / fam_temperature, dim=-1)
         p_head = torch.softmax(head_logits / head_temperature, dim=-1)
         p_stats = _softmax(stats_logits)
@@ -154,7 +178,12 @@ class Combination(BaseModel):
             other = p_stats
         alpha = torch.full(p_fam.shape[:1], weight, dtype=p_fam.dtype, device=p_fam.device)
         return EnsembleOutput(
-            (1.0 - weight) * other + weight * p_head, p_fam, p_head, alpha, p_stats
+            (1.0 - weight) * other + weight * p_head,
+            p_fam,
+            p_head,
+            alpha,
+            p_stats,
+            _softmax(local_logits),
         )
 
 
@@ -207,6 +236,7 @@ def choose_combination(
     labels: torch.Tensor,
     *,
     stats_logits: torch.Tensor | None = None,
+    local_logits: torch.Tensor | None = None,
     fam_temperature: float = 1.0,
     head_temperature: float = 1.0,
     z: float = NOISE_Z,
@@ -225,6 +255,11 @@ def choose_combination(
     count moves in steps of a whole image and chose worse than the default; the
     log-likelihood sees how far each answer was from right. Why class-balanced: with label
     skew a plain mean rewards ignoring the rare classes, which is where sharing helps.
+
+    With ``local_logits`` (the site's local head) that head is the first incumbent: a
+    federated option is kept only where it beats training alone by more than the noise,
+    so a site that federation does not help keeps what it would have had alone, and one
+    it helps takes the gain (docs/method.md, The local head).
     """
     if len(labels) == 0:
         return CombinationChoice(Combination(), {}, 0.0)
@@ -234,7 +269,7 @@ def choose_combination(
 
     def log_likelihood(combination: Combination) -> torch.Tensor:
         predicted = combination.apply(
-            fam_logits, head_logits, stats_logits=stats_logits, **temps
+            fam_logits, head_logits, stats_logits=stats_logits, local_logits=local_logits, **temps
         ).probabilities
         return predicted[rows, labels].double().clamp_min(LOG_FLOOR).log()
 
@@ -244,6 +279,8 @@ def choose_combination(
     else:
         simple = [Combination(kind="head"), Combination(kind="statistics")]
         fitted = [Combination(kind="head_statistics", head_weight=w) for w in WEIGHT_GRID]
+    if local_logits is not None:
+        simple.insert(0, Combination(kind="local"))
     per_sample = {c: log_likelihood(c) for c in simple + fitted}
     scores = {_label(c): float((weights * s).sum()) for c, s in per_sample.items()}
     order = [*simple, max(fitted, key=lambda c: scores[_label(c)])]

@@ -319,6 +319,49 @@ def statistics_logits(
     return None if out is None else out.cpu()
 
 
+@dataclass
+class LocalHead:
+    """The site's local head: what it would have without the federation.
+
+    A second private head, trained alone on the frozen version-0 FAM (``train_local`` with
+    ``train_adapter=False``, exactly the ``local`` baseline of the simulator). It never
+    sees the global FAM nor distils from it, so it is a true "training alone" candidate
+    of the site's combination choice, the one a federated option must beat. Nothing of
+    it is sent; version 0 is rebuilt from the task's seed wherever the head is used.
+    """
+
+    adapter: SharedAdapter
+    head: PrivateHead
+
+    def train(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        text_prototypes: torch.Tensor,
+        config: TrainConfig,
+        progress: ProgressFn | None = None,
+    ) -> TrainResult:
+        """One local round of the head, then its normalisation statistics refreshed."""
+        result = train_local(
+            self.adapter,
+            self.head,
+            features,
+            labels,
+            text_prototypes,
+            config,
+            train_adapter=False,
+            progress=progress,
+        )
+        refresh_head_statistics(self.adapter, self.head, features)
+        return result
+
+    def logits(self, features: torch.Tensor, text_prototypes: torch.Tensor) -> torch.Tensor:
+        """The local head's logits for embeddings (N x D)."""
+        logits = branch_logits(self.adapter, self.head, features, text_prototypes)[1]
+        assert logits is not None  # a head was given
+        return logits
+
+
 @dataclass(frozen=True)
 class Temperatures:
     """Per-branch temperatures applied before the entropy weighting (1 = uncalibrated)."""
@@ -347,8 +390,10 @@ def choose(
     labels: torch.Tensor,
     text_prototypes: torch.Tensor,
     temperatures: Temperatures = Temperatures(),
+    local: LocalHead | None = None,
 ) -> CombinationChoice:
-    """The site's combination of its branches, chosen on its validation split."""
+    """The site's combination of its branches (and its local head, when given), chosen on
+    its validation split."""
     fam_logits, head_logits = branch_logits(adapter, head, features, text_prototypes)
     assert head_logits is not None
     return choose_combination(
@@ -356,6 +401,7 @@ def choose(
         head_logits,
         labels,
         stats_logits=statistics_logits(adapter, head, features),
+        local_logits=None if local is None else local.logits(features, text_prototypes),
         fam_temperature=temperatures.fam,
         head_temperature=temperatures.head,
     )
@@ -368,6 +414,7 @@ def predict(
     text_prototypes: torch.Tensor,
     temperatures: Temperatures = Temperatures(),
     combination: Combination = Combination(),
+    local: LocalHead | None = None,
 ) -> EnsembleOutput:
     """Prediction for embeddings (N x D): the branches under ``combination``."""
     fam_logits, head_logits = branch_logits(adapter, head, features, text_prototypes)
@@ -376,6 +423,7 @@ def predict(
         fam_logits,
         head_logits,
         stats_logits=statistics_logits(adapter, head, features),
+        local_logits=None if local is None else local.logits(features, text_prototypes),
         fam_temperature=temperatures.fam,
         head_temperature=temperatures.head,
     )

@@ -28,6 +28,10 @@ class SimulationConfig:
     ``class_statistics``: FedMedCLIP's sites share class statistics with their update and
     may choose the discriminant built from them (:mod:`fedmedclip.class_statistics`).
 
+    ``local_head`` (used with ``combination="choose"`` only): each FedMedCLIP site also trains its
+    local head, alone on the version-0 FAM, and keeps a federated option only where it
+    beats that head on validation by more than the noise (``fedmedclip.trainer.LocalHead``).
+
     ``dp_clip_norm`` and ``dp_noise_multiplier`` (set both or neither) turn on client-side
     differential privacy: each site clips and noises its delta before upload (see
     :mod:`fedmedclip.privacy` and ``docs/privacy.md``); ``dp_delta`` is the delta the
@@ -71,6 +75,7 @@ class SimulationConfig:
     dp_noise_multiplier: float | None = None
     dp_delta: float = 1e-5
     combination: str = "choose"
+    local_head: bool = True
     settings: str = "ours"
     dp_mode: DPMode = DPMode.local
     server_lr: float = 1.0

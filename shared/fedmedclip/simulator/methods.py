@@ -37,6 +37,7 @@ from fedmedclip.simulator.fedavg import EncoderFedAvg
 from fedmedclip.simulator.federation import Federation
 from fedmedclip.simulator.transport import CodecTransport
 from fedmedclip.trainer import (
+    LocalHead,
     Temperatures,
     TrainConfig,
     branch_logits,
@@ -104,8 +105,8 @@ class AdapterMethod(Method):
         self.adapter.load_state_dict(self._global)
         return self.adapter
 
-    def train_site(self, site_index: int, round_index: int) -> LocalUpdate:
-        site = self.federation.sites[site_index]
+    def train_config(self, site_index: int, round_index: int) -> TrainConfig:
+        """The local round's hyper-parameters for this site and round."""
         config = self.config
         common = {
             "kd_weight": config.kd_weight,
@@ -117,11 +118,14 @@ class AdapterMethod(Method):
             "device": config.device,
         }
         if config.settings == "reference":
-            train_config = TrainConfig.reference(round_index, **common)
-        else:
-            train_config = TrainConfig(
-                epochs=config.local_epochs, batch_size=config.batch_size, lr=config.lr, **common
-            )
+            return TrainConfig.reference(round_index, **common)
+        return TrainConfig(
+            epochs=config.local_epochs, batch_size=config.batch_size, lr=config.lr, **common
+        )
+
+    def train_site(self, site_index: int, round_index: int) -> LocalUpdate:
+        site = self.federation.sites[site_index]
+        train_config = self.train_config(site_index, round_index)
         result = train_local(
             self._global_adapter(),
             self.heads[site_index] if self.uses_head else None,
@@ -138,13 +142,47 @@ class AdapterMethod(Method):
 
 
 class FedMedClip(AdapterMethod):
-    """Shared FAM + private head; entropy-weighted ensemble of the two branches."""
+    """Shared FAM + private head, combined as each site chose on validation.
+
+    With ``local_head`` each site also trains its local head (``LocalHead``: the ``local``
+    baseline's head, same seeds) beside the federated one, as the incumbent of its choice.
+    """
 
     name = SimulationMethod.fedmedclip
     federated = True
     uses_head = True
     trains_adapter = True
     learns_prototypes = True
+
+    def __init__(self, federation: Federation, config: SimulationConfig) -> None:
+        super().__init__(federation, config)
+        self.local_heads: list[LocalHead] = []
+        if config.local_head and config.combination == "choose":
+            initial = build_adapter(self.adapter_config, seed=config.seed).to(self.device)
+            self.local_heads = [
+                LocalHead(
+                    initial,
+                    build_head(self.adapter_config, seed=local_seed(config.seed, 0, i)).to(
+                        self.device
+                    ),
+                )
+                for i in range(len(federation.sites))
+            ]
+
+    def train_site(self, site_index: int, round_index: int) -> LocalUpdate:
+        update = super().train_site(site_index, round_index)
+        if self.local_heads:
+            train = self.federation.sites[site_index].train
+            self.local_heads[site_index].train(
+                train.features,
+                train.labels,
+                self.federation.text_prototypes,
+                self.train_config(site_index, round_index),
+            )
+        return update
+
+    def _local_head(self, site_index: int) -> LocalHead | None:
+        return self.local_heads[site_index] if self.local_heads else None
 
     def options(self) -> dict:
         return {
@@ -155,6 +193,7 @@ class FedMedClip(AdapterMethod):
             "codec": self.config.codec,
             "error_feedback": self.transport.error_feedback,
             "combination": self.config.combination,
+            "local_head": bool(self.local_heads),
         }
 
     def combination(self, site_index: int, temperatures: Temperatures) -> Combination:
@@ -165,7 +204,13 @@ class FedMedClip(AdapterMethod):
         adapter, head = self._global_adapter(), self.heads[site_index]
         text = self.federation.text_prototypes
         return choose(
-            adapter, head, site.val.features, site.val.labels, text, temperatures
+            adapter,
+            head,
+            site.val.features,
+            site.val.labels,
+            text,
+            temperatures,
+            self._local_head(site_index),
         ).combination
 
     def predict(self, site_index: int, split: str) -> torch.Tensor:
@@ -179,7 +224,9 @@ class FedMedClip(AdapterMethod):
         )
         combination = self.combination(site_index, temperatures)
         features = site.split(split).features
-        return predict(adapter, head, features, text, temperatures, combination).probabilities
+        return predict(
+            adapter, head, features, text, temperatures, combination, self._local_head(site_index)
+        ).probabilities
 
 
 class FedClip(AdapterMethod):
