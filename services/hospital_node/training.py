@@ -34,20 +34,29 @@ from fedmedclip.data.splits import split_records
 from fedmedclip.ensemble import Combination
 from fedmedclip.feature_cache import FeatureCache
 from fedmedclip.metrics import classification_metrics
-from fedmedclip.model import PrivateHead, SharedAdapter, build_head, expected_shapes
+from fedmedclip.model import (
+    PrivateHead,
+    SharedAdapter,
+    build_adapter,
+    build_head,
+    expected_shapes,
+)
 from fedmedclip.model_store import HeadMetadata, ModelStore, StoredModel
 from fedmedclip.privacy import DPConfig, noise_share, privatize_delta
 from fedmedclip.schemas import RoundInfo, RoundState, TaskSpec, TrainingHints
 from fedmedclip.secagg.vectors import flatten_delta
 from fedmedclip.trainer import (
+    LocalHead,
     Temperatures,
     TrainConfig,
     calibrate,
     choose,
+    pack_heads,
     pairing_sample,
     predict,
     refresh_head_statistics,
     train_local,
+    unpack_heads,
 )
 from services.common.hub_client import HubClient, HubError, HubRejected, ensure_global
 from services.hospital_node.datasets import DatasetSource, load_site_records
@@ -152,15 +161,16 @@ def _labels(records: Sequence[ImageRecord], index: ClassIndex) -> torch.Tensor:
     return torch.tensor([index.index(r.label) for r in records], dtype=torch.long)
 
 
-def _previous_head(store: ModelStore, task: TaskSpec, backbone: Backbone) -> PrivateHead | None:
-    """The site's latest head, if it was trained for this task and backbone."""
+def _previous_heads(
+    store: ModelStore, task: TaskSpec, backbone: Backbone
+) -> tuple[PrivateHead | None, LocalHead | None]:
+    """The site's latest federated and local heads, if trained for this task and backbone
+    (a head stored before local heads existed has none)."""
     for version in reversed(store.head_versions()):
         stored = store.load_head(version)
         if stored.meta.class_names == task.class_names and stored.meta.backbone_id == backbone.id:
-            head = build_head(task.adapter_config())
-            head.load_state_dict(stored.tensors)
-            return head
-    return None
+            return unpack_heads(stored.tensors, task.adapter_config(), task.fam.seed)
+    return None, None
 
 
 def _train_config(hints: TrainingHints, device: str) -> TrainConfig:
@@ -229,12 +239,14 @@ def evaluate(
     data: SiteFeatures,
     *,
     calibrate_on_val: bool,
+    local: LocalHead | None = None,
 ) -> tuple[Temperatures, Combination, dict[str, float]]:
     """Score the site's model on val and test.
 
     On the validation split it first calibrates (when the round asks) and then chooses how
-    to combine the FAM branch and the head (``fedmedclip.ensemble.choose_combination``);
-    the scores are those of that combination, which the inference API then applies.
+    to combine its branches, the local head the incumbent when given
+    (``fedmedclip.ensemble.choose_combination``); the scores are those of that
+    combination, which the inference API then applies.
     """
     has_val = len(data.y_val) > 0
     temperatures = (
@@ -243,14 +255,14 @@ def evaluate(
         else Temperatures()
     )
     combination = (
-        choose(adapter, head, data.x_val, data.y_val, text, temperatures).combination
+        choose(adapter, head, data.x_val, data.y_val, text, temperatures, local).combination
         if has_val
         else Combination()
     )
     metrics: dict[str, float] = {}
     for split, x, y in (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test)):
         if len(y):
-            out = predict(adapter, head, x, text, temperatures, combination)
+            out = predict(adapter, head, x, text, temperatures, combination, local)
             scores = classification_metrics(out.probabilities.numpy(), y.numpy(), len(text))
             metrics |= {f"{split}_{name}": value for name, value in scores.items()}
     return temperatures, combination, _finite(metrics)
@@ -359,7 +371,11 @@ def run_training(
     config = task.adapter_config()
     adapter = SharedAdapter(config)
     adapter.load_state_dict(base.tensors)
-    head = _previous_head(store, task, backbone) or build_head(config, seed=round_id)
+    head, local = _previous_heads(store, task, backbone)
+    head = head or build_head(config, seed=round_id)
+    local = local or LocalHead(
+        build_adapter(config, seed=task.fam.seed), build_head(config, seed=round_id)
+    )
     text = backbone.text_prototypes(task.class_names, task.prompt_template)
     progress.phase("training", TRAIN_SPAN[0])
 
@@ -378,12 +394,15 @@ def run_training(
             _train_config(round_info.hints, device),
             progress=after_epoch,
         )
+    # The local head: trained alone on version 0, the incumbent of the choice below.
+    progress.phase("training the local head", TRAIN_SPAN[1])
+    local.train(data.x_train, data.y_train, text, _train_config(round_info.hints, device))
     # Running statistics lag a short local round: evaluate with fresh ones (under the local
     # FAM; the inference API re-pairs the head with the FAM it serves, see pairing_sample).
     refresh_head_statistics(adapter, head, data.x_train)
     progress.phase("evaluating", TRAIN_SPAN[1])
     temperatures, combination, metrics = evaluate(
-        adapter, head, text, data, calibrate_on_val=round_info.hints.calibrate
+        adapter, head, text, data, calibrate_on_val=round_info.hints.calibrate, local=local
     )
     metrics = _finite({"train_loss": result.epoch_losses[-1]}) | metrics
 
@@ -407,7 +426,7 @@ def run_training(
         _upload(hub, round_id, payload, result.n_samples, metrics, idempotency_key)
         sent = (len(payload), payload_sha256(payload))
     head_version = store.save_head(
-        {k: v.detach().cpu().clone() for k, v in head.state_dict().items()},
+        pack_heads(head, local),
         HeadMetadata(
             global_version=round_info.base_version,
             round_id=round_id,

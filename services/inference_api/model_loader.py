@@ -33,10 +33,10 @@ from pydantic import ValidationError
 
 from fedmedclip.backbone import Backbone, BackboneError, cached_backbone
 from fedmedclip.ensemble import Combination
-from fedmedclip.model import PrivateHead, SharedAdapter, build_head
+from fedmedclip.model import PrivateHead, SharedAdapter
 from fedmedclip.model_store import ModelBlobError, ModelStore, StoredHead, StoredModel
 from fedmedclip.schemas import TaskSpec
-from fedmedclip.trainer import Temperatures, refresh_head_statistics
+from fedmedclip.trainer import LocalHead, Temperatures, refresh_head_statistics, unpack_heads
 from services.common.hub_client import HubError
 from services.inference_api.hub import HubFollower
 from services.inference_api.metrics import InferenceMetrics
@@ -73,6 +73,8 @@ class LoadedModel:
     backbone: Backbone
     adapter: SharedAdapter
     head: PrivateHead
+    local: LocalHead | None
+    """The site's local head (trained alone on version 0), when the node stored one."""
     temperatures: Temperatures
     combination: Combination
     text_prototypes: torch.Tensor
@@ -295,18 +297,22 @@ class ModelManager:
             raise ModelLoadError(str(exc)) from exc
         config = task.adapter_config()
         adapter = SharedAdapter(config)
-        head = build_head(config)
         try:
             adapter.load_state_dict(stored_global.tensors)
         except RuntimeError as exc:
             raise ModelLoadError(f"global v{global_version} does not fit its task: {exc}") from exc
         try:
-            head.load_state_dict(stored_head.tensors)
+            head, local = unpack_heads(stored_head.tensors, config, task.fam.seed)
         except RuntimeError as exc:
             raise ModelLoadError(
                 f"head h{head_version} does not fit the task of global v{global_version}: {exc}"
             ) from exc
+        if stored_head.meta.combination.kind == "local" and local is None:
+            raise ModelLoadError(
+                f"head h{head_version} records the combination 'local' but holds no local head"
+            )
         adapter, head = adapter.to(backbone.device).eval(), head.to(backbone.device).eval()
+        local = None if local is None else local.to(backbone.device)
         features = self._pairing_features(head_version)
         if features is not None:
             refresh_head_statistics(adapter, head, features)
@@ -317,6 +323,7 @@ class ModelManager:
             backbone=backbone,
             adapter=adapter,
             head=head,
+            local=local,
             temperatures=stored_head.meta.temperatures,
             combination=stored_head.meta.combination,
             text_prototypes=self._text_prototypes(task, backbone, previous),

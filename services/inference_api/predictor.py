@@ -37,6 +37,8 @@ class Prediction:
     head: BranchPrediction
     statistics: BranchPrediction | None = None
     """The federated class statistics' discriminant; None when the global model has none."""
+    local: BranchPrediction | None = None
+    """The site's local head (trained alone); None when the node stored none."""
     embedding: torch.Tensor | None = field(default=None, repr=False, compare=False)
     """The backbone embedding (CPU), kept for drift monitoring; never sent or logged."""
 
@@ -69,6 +71,7 @@ def forward(model: LoadedModel, pixels: torch.Tensor) -> list[Prediction]:
         model.text_prototypes,
         model.temperatures,
         model.combination,
+        model.local,
     )
     names = model.class_names
     predictions = []
@@ -85,6 +88,11 @@ def forward(model: LoadedModel, pixels: torch.Tensor) -> list[Prediction]:
                     None
                     if out.stats_probabilities is None
                     else _branch(names, out.stats_probabilities[i])
+                ),
+                local=(
+                    None
+                    if out.local_probabilities is None
+                    else _branch(names, out.local_probabilities[i])
                 ),
                 embedding=features[i].detach().float().cpu(),
             )

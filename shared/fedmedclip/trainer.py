@@ -20,7 +20,14 @@ from fedmedclip.ensemble import (
     fit_temperature,
 )
 from fedmedclip.losses import adaptive_distillation_loss, prototype_contrastive_loss
-from fedmedclip.model import PrivateHead, SharedAdapter, adapter_state
+from fedmedclip.model import (
+    AdapterConfig,
+    PrivateHead,
+    SharedAdapter,
+    adapter_state,
+    build_adapter,
+    build_head,
+)
 
 DEFAULT_PRUNE_WEIGHT = 0.1
 """Pruning pressure on the row thresholds: prunes about an eighth of the FAM's rows over ten
@@ -355,11 +362,53 @@ class LocalHead:
         refresh_head_statistics(self.adapter, self.head, features)
         return result
 
+    def to(self, device: torch.device | str) -> LocalHead:
+        """Move both parts to ``device`` (in place) and return self."""
+        self.adapter.to(device)
+        self.head.to(device)
+        return self
+
     def logits(self, features: torch.Tensor, text_prototypes: torch.Tensor) -> torch.Tensor:
         """The local head's logits for embeddings (N x D)."""
         logits = branch_logits(self.adapter, self.head, features, text_prototypes)[1]
         assert logits is not None  # a head was given
         return logits
+
+
+LOCAL_HEAD_PREFIX = "local."
+"""Name prefix of the local head's tensors in a stored head (beside the federated head's)."""
+
+
+def pack_heads(head: PrivateHead, local: LocalHead | None) -> dict[str, torch.Tensor]:
+    """The tensors a site stores for its heads: the federated head's, then the local
+    head's under :data:`LOCAL_HEAD_PREFIX` (CPU copies)."""
+    tensors = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
+    if local is not None:
+        for name, value in local.head.state_dict().items():
+            tensors[LOCAL_HEAD_PREFIX + name] = value.detach().cpu().clone()
+    return tensors
+
+
+def unpack_heads(
+    tensors: dict[str, torch.Tensor], config: AdapterConfig, seed: int
+) -> tuple[PrivateHead, LocalHead | None]:
+    """The federated head and, when stored, the local head paired with the version-0
+    adapter built from ``seed`` (the task's). Raises RuntimeError when a head does not
+    fit ``config`` (``load_state_dict``'s error)."""
+    own = {k: v for k, v in tensors.items() if not k.startswith(LOCAL_HEAD_PREFIX)}
+    alone = {
+        k.removeprefix(LOCAL_HEAD_PREFIX): v
+        for k, v in tensors.items()
+        if k.startswith(LOCAL_HEAD_PREFIX)
+    }
+    head = build_head(config)
+    head.load_state_dict(own)
+    if not alone:
+        return head, None
+    local = LocalHead(build_adapter(config, seed=seed).eval(), build_head(config))
+    local.head.load_state_dict(alone)
+    local.head.eval()
+    return head, local
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,9 @@ class PredictionOut(BaseModel):
     probabilities: dict[str, float]
     alpha: float = Field(description="Weight of the private head in the ensemble (0..1).")
     branches: dict[str, BranchOut] = Field(
-        description="'fam' and 'head' predictions, and 'statistics' (the federated class "
-        "statistics' discriminant) when the global model holds them."
+        description="'fam' and 'head' predictions; 'statistics' (the federated class "
+        "statistics' discriminant) when the global model holds them; 'local' (the site's "
+        "head trained alone) when the node stored it."
     )
     input_sha256: str
     model: ModelRef
@@ -57,8 +58,16 @@ class PredictionOut(BaseModel):
             label=p.label,
             probabilities=p.probabilities,
             alpha=p.alpha,
-            branches={"fam": BranchOut.of(p.fam), "head": BranchOut.of(p.head)}
-            | ({} if p.statistics is None else {"statistics": BranchOut.of(p.statistics)}),
+            branches={
+                name: BranchOut.of(branch)
+                for name, branch in (
+                    ("fam", p.fam),
+                    ("head", p.head),
+                    ("statistics", p.statistics),
+                    ("local", p.local),
+                )
+                if branch is not None
+            },
             input_sha256=answer.input_sha256,
             model=ModelRef.of(model),
             latency_ms=latency_ms,

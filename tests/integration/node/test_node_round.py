@@ -9,9 +9,12 @@ from __future__ import annotations
 from typing import get_args
 
 import pytest
+import torch
 
 from fedmedclip.ensemble import CombinationKind
 from fedmedclip.model_store import ModelStore
+from fedmedclip.schemas import TaskSpec
+from fedmedclip.trainer import unpack_heads
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.integration
@@ -65,6 +68,12 @@ def test_two_nodes_complete_a_round(
         assert head.meta.class_names == federation.class_names
         # The site's choice of how to combine its branches is recorded for the inference API.
         assert head.meta.combination.kind in get_args(CombinationKind)
+        # Beside the federated head the site keeps its local head (trained alone), which
+        # loads back with the version-0 FAM.
+        task = TaskSpec.model_validate(hub.call("GET", "/api/v1/task"))
+        federated, local = unpack_heads(head.tensors, task.adapter_config(), task.fam.seed)
+        assert local is not None
+        assert not torch.equal(local.head.out.weight, federated.out.weight)
         assert served["head"]["sha256"] == head.sha256
 
     # The agent follows the federation: a promoted version lands in node B's store.

@@ -153,3 +153,46 @@ def test_with_statistics_the_choice_is_among_head_and_statistics() -> None:
     assert "statistics" in choice.scores and "entropy" not in choice.scores
     # Without statistics the paper's candidates are the ones scored.
     assert "entropy" in choose_combination(fam, head, labels).scores
+
+
+def test_a_site_whose_federated_branches_are_useless_gets_its_local_head():
+    """Both federated branches are right a third of the time, the local head always."""
+    labels = torch.arange(60) % 3
+    useless = _logits(labels, 3, torch.arange(60) % 3 == 0)
+    local = _logits(labels, 3, torch.ones(60, dtype=torch.bool))
+    choice = choose_combination(useless, useless, labels, local_logits=local)
+    assert choice.combination == Combination(kind="local")
+    predicted = choice.combination.apply(useless, useless, local_logits=local).probabilities
+    assert torch.equal(predicted.argmax(-1), labels)
+    # Without the candidate the same site keeps a federated option.
+    assert choose_combination(useless, useless, labels).combination.kind != "local"
+
+
+def test_a_federated_gain_within_the_noise_keeps_the_local_head():
+    """The local head is the incumbent: one image out of twelve is not evidence enough."""
+    labels = torch.arange(12) % 3
+    federated = _logits(labels, 3, torch.ones(12, dtype=torch.bool), margin=2.0)
+    local = _logits(labels, 3, torch.arange(12) != 0, margin=3.0)  # surer, but one miss
+    choice = choose_combination(federated, federated, labels, local_logits=local)
+    assert choice.scores["entropy"] > choice.scores["local"]  # a gain, but within the noise
+    assert choice.combination == Combination(kind="local")
+    # Without the noise rule the same split would have taken the federated option.
+    kept = choose_combination(federated, federated, labels, local_logits=local, z=0.0)
+    assert kept.combination.kind != "local"
+
+
+def test_a_clearly_better_federated_choice_replaces_the_local_head():
+    labels = torch.arange(60) % 3
+    federated = _logits(labels, 3, torch.ones(60, dtype=torch.bool))
+    local = _logits(labels, 3, torch.arange(60) % 3 == 0)  # right a third of the time
+    stats = _logits(labels, 3, torch.ones(60, dtype=torch.bool))
+    for kwargs in ({}, {"stats_logits": stats}):
+        choice = choose_combination(federated, federated, labels, local_logits=local, **kwargs)
+        assert choice.combination.kind != "local"
+
+
+def test_the_local_combination_needs_the_local_logits():
+    logits = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="local head"):
+        Combination(kind="local").apply(logits, logits)
+    assert Combination.model_validate_json('{"kind": "local"}') == Combination(kind="local")

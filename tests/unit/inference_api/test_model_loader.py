@@ -217,6 +217,25 @@ def test_the_predictor_applies_the_heads_recorded_combination(tmp_path, site, tr
         expected = (1 - alpha) * fam + alpha * head
         assert torch.allclose(torch.tensor(list(prediction.probabilities.values())), expected)
 
+    # The local head: served from the head's own tensors, on the version-0 FAM.
+    config = TaskSpec.model_validate(store.load_global(1).meta["task"]).adapter_config()
+    local_head = build_head(config, seed=7)
+    local_tensors = {f"local.{k}": v for k, v in local_head.state_dict().items()}
+    meta = stored.meta.model_copy(update={"combination": Combination(kind="local")})
+    store.set_current(1, store.save_head(stored.tensors | local_tensors, meta))
+    model = _manager(store)[0].refresh()
+    assert model is not None and model.local is not None
+    prediction = predict_bytes(model, image, max_pixels=10**6)
+    assert prediction.local is not None
+    assert prediction.probabilities == pytest.approx(prediction.local.probabilities)
+    assert prediction.probabilities != pytest.approx(prediction.head.probabilities)
+    # A head recording 'local' without a local head is refused, not served half-way.
+    store.set_current(1, store.save_head(stored.tensors, meta))
+    manager, _ = _manager(store)
+    assert manager.refresh() is None
+    with pytest.raises(ModelUnavailable, match="no local head"):
+        manager.require()
+
     # Written by hand, as a damaged node could have: a combination this code does not know.
     raw = stored.meta.model_dump(mode="json") | {"combination": {"kind": "vote"}}
     broken = max(store.head_versions()) + 1
