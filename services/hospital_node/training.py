@@ -27,7 +27,7 @@ import torch
 
 from fedmedclip.aggregation import clip_update
 from fedmedclip.backbone import Backbone, cached_backbone, resolve_device
-from fedmedclip.class_statistics import drop_statistics
+from fedmedclip.class_statistics import drop_statistics, statistics_of
 from fedmedclip.codec import encode_update, payload_sha256, state_delta
 from fedmedclip.data.datasets import ClassIndex, ImageRecord
 from fedmedclip.data.splits import split_records
@@ -397,6 +397,11 @@ def run_training(
     # The local head: trained alone on version 0, the incumbent of the choice below.
     progress.phase("training the local head", TRAIN_SPAN[1])
     local.train(data.x_train, data.y_train, text, _train_config(round_info.hints, device))
+    if adapter.class_stats is not None:
+        # Score the statistics branch with the federation's statistics (the base version's),
+        # as they will be served; the site's own, filled for its update, would make it a
+        # purely local discriminant and mislead the choice. The update is already taken.
+        adapter.class_stats.load_state_dict(statistics_of(base.tensors))
     # Running statistics lag a short local round: evaluate with fresh ones (under the local
     # FAM; the inference API re-pairs the head with the FAM it serves, see pairing_sample).
     refresh_head_statistics(adapter, head, data.x_train)

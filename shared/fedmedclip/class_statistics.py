@@ -114,6 +114,11 @@ def is_statistic(name: str) -> bool:
     return name.startswith(PREFIX)
 
 
+def statistics_of(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The statistics tensors of a shared state, named as in :class:`ClassStatistics`."""
+    return {k.removeprefix(PREFIX): v for k, v in state.items() if is_statistic(k)}
+
+
 def drop_statistics(delta: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``delta`` with the statistics zeroed: what a site sends when they must not be shared
     (under differential privacy, whose noise and clipping cover the trained tensors only)."""

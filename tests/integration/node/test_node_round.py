@@ -68,6 +68,9 @@ def test_two_nodes_complete_a_round(
         assert head.meta.class_names == federation.class_names
         # The site's choice of how to combine its branches is recorded for the inference API.
         assert head.meta.combination.kind in get_args(CombinationKind)
+        # Scored with the base version's class statistics, as served: version 0 has none, so
+        # the site's own (sent in its update) cannot make the choice.
+        assert not head.meta.combination.uses_statistics
         # Beside the federated head the site keeps its local head (trained alone), which
         # loads back with the version-0 FAM.
         task = TaskSpec.model_validate(hub.call("GET", "/api/v1/task"))
