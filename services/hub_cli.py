@@ -232,6 +232,7 @@ def _task_table(task: TaskSpec) -> Table:
             ("backbone", task.backbone),
             ("weights id", task.weights_id),
             ("learn prototypes", task.fam.learn_prototypes),
+            ("class statistics", task.fam.class_statistics),
             ("margin", task.fam.margin),
             ("quantization", task.fam.quantization.value),
             ("seed", task.fam.seed),
@@ -277,6 +278,14 @@ def task_set(
     backbone: Annotated[str | None, typer.Option(help="open_clip architecture.")] = None,
     weights_id: Annotated[str | None, typer.Option(help="The CLIP weights sites use.")] = None,
     learn_prototypes: Annotated[bool | None, typer.Option(show_default=False)] = None,
+    class_statistics: Annotated[
+        bool | None,
+        typer.Option(
+            show_default=False,
+            help="Sites send class statistics with their updates (on by default for a new "
+            "task; docs/method.md, Class statistics).",
+        ),
+    ] = None,
     margin: Annotated[float | None, typer.Option(help="Row pruning margin.")] = None,
     quantization: Annotated[Quantization | None, typer.Option(help="Update encoding.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the version-0 weights.")] = None,
@@ -295,6 +304,7 @@ def task_set(
     body |= {key: value for key, value in given.items() if value is not None}
     fam = {
         "learn_prototypes": learn_prototypes,
+        "class_statistics": class_statistics,
         "margin": margin,
         "quantization": quantization,
         "seed": seed,

@@ -160,12 +160,22 @@ def simulate(
     lr_search: str = typer.Option(
         "",
         help="Comma-separated factors of the learning rate to try (e.g. 0.3,1,3); "
-        "the run with the best validation accuracy is kept.",
+        "the run with the best validation balanced accuracy is kept.",
         rich_help_panel=METHOD,
     ),
     learn_prototypes: bool = typer.Option(
         True,
         help="FedMedCLIP: learn class prototypes, federated with the FAM.",
+        rich_help_panel=METHOD,
+    ),
+    class_statistics: bool = typer.Option(
+        True,
+        help="FedMedCLIP: sites share class statistics and may choose their discriminant.",
+        rich_help_panel=METHOD,
+    ),
+    local_head: bool = typer.Option(
+        True,
+        help="FedMedCLIP: each site also trains a head alone, the incumbent of its choice.",
         rich_help_panel=METHOD,
     ),
     combination: SimulationCombination = typer.Option(
@@ -306,6 +316,8 @@ def simulate(
             error_feedback=error_feedback,
             aggregation_rule=aggregation,
             learn_prototypes=learn_prototypes,
+            class_statistics=class_statistics,
+            local_head=local_head,
             combination=combination,
             settings=settings,
             prune_weight=prune_weight,

@@ -23,7 +23,7 @@ class SimulationConfig:
     ``lr`` drives the adapter methods; ``fedavg_lr`` the encoder fine-tuning (fine-tuning a
     transformer needs a far smaller step). ``lr_factors`` turns on a learning-rate search:
     every trained method runs once per factor times its base rate and the run with the best
-    mean validation accuracy is kept, so the test split never picks a hyper-parameter.
+    mean validation balanced accuracy is kept, so the test split never picks a hyper-parameter.
 
     ``class_statistics``: FedMedCLIP's sites share class statistics with their update and
     may choose the discriminant built from them (:mod:`fedmedclip.class_statistics`).
