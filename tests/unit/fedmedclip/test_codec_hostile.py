@@ -69,6 +69,18 @@ def test_float_and_boolean_shape_entries_are_refused() -> None:
         _decode(_with_header(json.dumps(header)))
 
 
+def test_a_tensor_encoding_the_body_does_not_hold_is_refused_before_decoding() -> None:
+    """A tensor may name its own encoding (the class statistics do); naming one its body
+    was not written in changes the size the shapes imply, which is checked first."""
+    header = _header_of(VALID["int8"])
+    header["tensors"][0]["quantization"] = "int4"
+    with pytest.raises(CodecError, match="shapes imply"):
+        _decode(_with_header(json.dumps(header)))
+    header["tensors"][0]["quantization"] = "int2"
+    with pytest.raises(CodecError, match="quantization"):
+        _decode(_with_header(json.dumps(header)))
+
+
 def test_unknown_header_fields_are_refused() -> None:
     header = _header_of(VALID["int8"]) | {"note": "hello"}
     with pytest.raises(CodecError, match="note: Extra inputs are not permitted"):
@@ -139,7 +151,7 @@ JSON_VALUES = st.recursive(
         ["base_version", "quantization", "tensors", "raw_body_bytes", "body_sha256", "x"]
     ),
     value=JSON_VALUES,
-    tensor_field=st.sampled_from(["name", "shape", "rows_kept", "y"]),
+    tensor_field=st.sampled_from(["name", "shape", "rows_kept", "quantization", "y"]),
     tensor_value=JSON_VALUES,
 )
 def test_mutated_headers_raise_only_codec_errors(field, value, tensor_field, tensor_value) -> None:
