@@ -346,7 +346,6 @@ class LocalHead:
         labels: torch.Tensor,
         text_prototypes: torch.Tensor,
         config: TrainConfig,
-        progress: ProgressFn | None = None,
     ) -> TrainResult:
         """One local round of the head, then its normalisation statistics refreshed."""
         result = train_local(
@@ -357,7 +356,6 @@ class LocalHead:
             text_prototypes,
             config,
             train_adapter=False,
-            progress=progress,
         )
         refresh_head_statistics(self.adapter, self.head, features)
         return result
