@@ -82,7 +82,8 @@ class ClassStatistics(nn.Module):
 
     @torch.no_grad()
     def logits(self, standardised: torch.Tensor) -> torch.Tensor | None:
-        """Linear-discriminant logits of standardised embeddings (N x C); None if unavailable.
+        """Linear-discriminant logits of standardised embeddings (N x C); None if unavailable
+        or if the statistics do not describe a covariance (a prediction never fails on them).
 
         Equal class priors: the score is the class-conditional log-likelihood up to a shared
         constant, so, like the balanced loss of the other branches, it predicts the
@@ -95,11 +96,18 @@ class ClassStatistics(nn.Module):
         means = self.sums.to(torch.float64)[present] / counts[present, None]
         weights = counts[present] / counts[present].sum()
         within = self.moment.to(torch.float64) / counts.sum() - (means.T * weights) @ means
+        variance = within.diagonal().mean()
+        if not variance > 0:  # not a covariance: statistics a hostile sender shaped
+            return None
         dim = within.shape[0]
-        target = torch.eye(dim, dtype=torch.float64, device=within.device)
-        target *= within.diagonal().mean().clamp_min(1e-6)
+        target = variance * torch.eye(dim, dtype=torch.float64, device=within.device)
         shrunk = (1.0 - SHRINKAGE) * within + SHRINKAGE * target
-        solved = torch.linalg.solve(shrunk, means.T)  # D x C', the discriminant directions
+        try:
+            solved = torch.linalg.solve(shrunk, means.T)  # D x C', the discriminant directions
+        except torch.linalg.LinAlgError:
+            return None
+        if not torch.isfinite(solved).all():
+            return None
         x = standardised.to(within.device, torch.float64)
         scores = x @ solved - 0.5 * (means.T * solved).sum(dim=0)
         out = torch.full(

@@ -136,3 +136,13 @@ def test_a_global_model_without_statistics_loads_them_as_unavailable() -> None:
     adapter = SharedAdapter(AdapterConfig(dim=DIM, n_classes=CLASSES, class_statistics=True))
     adapter.load_state_dict(old)
     assert adapter.class_stats is not None and not adapter.class_stats.available()
+
+
+def test_statistics_that_describe_no_covariance_are_unavailable_not_an_error() -> None:
+    """Pooled statistics a hostile sender shaped (a moment smaller than the class means
+    imply) switch the branch off; a prediction never fails on them."""
+    stats = _filled(*_gaussian_site([20, 20, 20], 8))
+    stats.moment.zero_()
+    assert stats.logits(torch.randn(4, DIM)) is None
+    stats.moment.fill_(float("inf"))
+    assert not stats.available() and stats.logits(torch.randn(4, DIM)) is None
