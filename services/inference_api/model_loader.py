@@ -311,6 +311,14 @@ class ModelManager:
             raise ModelLoadError(
                 f"head h{head_version} records the combination 'local' but holds no local head"
             )
+        if stored_head.meta.combination.uses_statistics and (
+            adapter.class_stats is None or adapter.class_stats.discriminant() is None
+        ):
+            raise ModelLoadError(
+                f"head h{head_version} records the combination "
+                f"{stored_head.meta.combination.kind!r} but global v{global_version} holds no "
+                "usable class statistics"
+            )
         adapter, head = adapter.to(backbone.device).eval(), head.to(backbone.device).eval()
         local = None if local is None else local.to(backbone.device)
         features = self._pairing_features(head_version)

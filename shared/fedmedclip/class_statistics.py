@@ -31,6 +31,7 @@ federation's sums. Under differential privacy the statistics are not sent at all
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -81,9 +82,10 @@ class ClassStatistics(nn.Module):
         return int((self.counts > 0).sum()) >= 2 and bool(torch.isfinite(self.moment).all())
 
     @torch.no_grad()
-    def logits(self, standardised: torch.Tensor) -> torch.Tensor | None:
-        """Linear-discriminant logits of standardised embeddings (N x C); None if unavailable
-        or if the statistics do not describe a covariance (a prediction never fails on them).
+    def discriminant(self) -> Discriminant | None:
+        """The linear discriminant the statistics define; None when they are unavailable or
+        do not describe a covariance (statistics a hostile sender shaped), so that no
+        prediction ever fails on them.
 
         Equal class priors: the score is the class-conditional log-likelihood up to a shared
         constant, so, like the balanced loss of the other branches, it predicts the
@@ -97,23 +99,39 @@ class ClassStatistics(nn.Module):
         weights = counts[present] / counts[present].sum()
         within = self.moment.to(torch.float64) / counts.sum() - (means.T * weights) @ means
         variance = within.diagonal().mean()
-        if not variance > 0:  # not a covariance: statistics a hostile sender shaped
+        if not variance > 0:
             return None
-        dim = within.shape[0]
-        target = variance * torch.eye(dim, dtype=torch.float64, device=within.device)
+        target = variance * torch.eye(within.shape[0], dtype=torch.float64, device=within.device)
         shrunk = (1.0 - SHRINKAGE) * within + SHRINKAGE * target
         try:
-            solved = torch.linalg.solve(shrunk, means.T)  # D x C', the discriminant directions
+            directions = torch.linalg.solve(shrunk, means.T)  # D x C'
         except torch.linalg.LinAlgError:
             return None
-        if not torch.isfinite(solved).all():
+        if not torch.isfinite(directions).all():
             return None
-        x = standardised.to(within.device, torch.float64)
-        scores = x @ solved - 0.5 * (means.T * solved).sum(dim=0)
+        return Discriminant(directions, -0.5 * (means.T * directions).sum(dim=0), present)
+
+    @torch.no_grad()
+    def logits(self, standardised: torch.Tensor) -> torch.Tensor | None:
+        """Discriminant logits of standardised embeddings (N x C); None without one."""
+        found = self.discriminant()
+        return None if found is None else found.logits(standardised)
+
+
+@dataclass(frozen=True)
+class Discriminant:
+    """Directions (D x C') and offsets (C') of the classes some site reported (``present``)."""
+
+    directions: torch.Tensor
+    offsets: torch.Tensor
+    present: torch.Tensor
+
+    def logits(self, standardised: torch.Tensor) -> torch.Tensor:
+        x = standardised.to(self.directions.device, torch.float64)
         out = torch.full(
-            (len(x), counts.numel()), ABSENT_LOGIT, dtype=torch.float64, device=x.device
+            (len(x), self.present.numel()), ABSENT_LOGIT, dtype=torch.float64, device=x.device
         )
-        out[:, present] = scores
+        out[:, self.present] = x @ self.directions + self.offsets
         return out.to(torch.float32)
 
 

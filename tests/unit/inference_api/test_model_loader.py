@@ -236,6 +236,23 @@ def test_the_predictor_applies_the_heads_recorded_combination(tmp_path, site, tr
     with pytest.raises(ModelUnavailable, match="no local head"):
         manager.require()
 
+    # A statistics combination with a global model whose statistics are unusable (here
+    # zeroed: unavailable) is refused the same way.
+    served = store.load_global(1)
+    zeroed = {
+        k: torch.zeros_like(v) if k.startswith("class_stats.") else v
+        for k, v in served.tensors.items()
+    }
+    store.save_global_blob(2, encode_blob(zeroed, served.meta | {"version": 2}))
+    meta = stored.meta.model_copy(update={"combination": Combination(kind="statistics")})
+    store.set_current(1, store.save_head(stored.tensors, meta))
+    assert _manager(store)[0].refresh() is not None  # v1's statistics serve it
+    store.set_current(2, store.save_head(stored.tensors, meta))
+    manager, _ = _manager(store)
+    assert manager.refresh() is None
+    with pytest.raises(ModelUnavailable, match="no usable class statistics"):
+        manager.require()
+
     # Written by hand, as a damaged node could have: a combination this code does not know.
     raw = stored.meta.model_dump(mode="json") | {"combination": {"kind": "vote"}}
     broken = max(store.head_versions()) + 1
