@@ -146,3 +146,14 @@ def test_statistics_that_describe_no_covariance_are_unavailable_not_an_error() -
     assert stats.logits(torch.randn(4, DIM)) is None
     stats.moment.fill_(float("inf"))
     assert not stats.available() and stats.logits(torch.randn(4, DIM)) is None
+
+
+def test_the_cached_discriminant_follows_every_change_of_the_statistics() -> None:
+    x, y = _gaussian_site([20, 20, 20], 9)
+    stats = _filled(x, y)
+    first = stats.logits(x)
+    assert first is not None and torch.equal(stats.logits(x), first)  # cached, same answer
+    stats.fill(x[:30], y[:30])  # a new round's statistics
+    assert not torch.allclose(stats.logits(x), first)
+    stats.load_state_dict({k: torch.zeros_like(v) for k, v in stats.state_dict().items()})
+    assert stats.logits(x) is None  # a model without statistics loaded over them
