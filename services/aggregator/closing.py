@@ -1,8 +1,8 @@
 """Closing a round: claim it, aggregate its updates, publish a new version or fail.
 
-This is the one aggregation path: the close route, the deadline watcher and the benchmark
-all call :meth:`RoundCloser.close`. Three short transactions, so no lock is held while
-updates are decoded:
+This is the one aggregation path: the close route, the console, the deadline watcher, the
+secure protocol's last message and the benchmark all call :meth:`RoundCloser.close`.
+Three short transactions, so no lock is held while updates are decoded:
 
 1. claim: ``UPDATE rounds SET state='aggregating' ... WHERE state='open'`` (or an
    aggregating round whose lease ran out, whose owner is a dead process of this host, or
@@ -38,7 +38,7 @@ from fedmedclip.schemas import RoundState
 from fedmedclip.secagg import RoundFailed
 from fedmedclip.secagg.messages import Phase
 from fedmedclip.secagg.vectors import unflatten_delta
-from services.aggregator import audit, lease_owner, models_registry, rounds, secure, tasks
+from services.aggregator import audit, lease_owner, models_registry, round_rows, secure, tasks
 from services.aggregator.db.models import Node, Round, Update, utcnow
 from services.common.db import Database
 from services.common.problems import Conflict
@@ -273,8 +273,8 @@ class RoundCloser:
             if before is not None and before.state == RoundState.aggregating.value:
                 details["previous_owner"] = before.lease_owner
                 details["previous_lease_until"] = str(before.lease_until)
-            audit.record(session, actor, action, rounds.target(round_id), **details)
-            row = rounds.get_row(session, round_id)
+            audit.record(session, actor, action, round_rows.target(round_id), **details)
+            row = round_rows.get_row(session, round_id)
             session.expunge(row)
         return token, row
 
@@ -323,7 +323,7 @@ class RoundCloser:
                     session,
                     result.state,
                     version=version,
-                    parent_version=rounds.get_row(session, round_id).base_version,
+                    parent_version=round_rows.get_row(session, round_id).base_version,
                     task=tasks.require_task(session),
                     round_id=round_id,
                     contributors=result.contributors,
@@ -337,7 +337,11 @@ class RoundCloser:
                     "applied_clip_norm": result.clip_norm,
                 }
             audit.record(
-                session, audit.SYSTEM, f"round.{state.value}", rounds.target(round_id), **details
+                session,
+                audit.SYSTEM,
+                f"round.{state.value}",
+                round_rows.target(round_id),
+                **details,
             )
         return True
 
@@ -346,15 +350,24 @@ class RoundCloser:
     ) -> RoundState:
         """Close ``round_id`` now; return the state it ended in.
 
-        With ``dead_owner``, take over an aggregation whose owner (that exact lease owner)
-        is known to be dead instead. Raises :class:`NotFound` for an unknown round and
-        :class:`Conflict` when the round is not open (already closed, cancelled, or being
-        aggregated by someone else).
+        The one way to close a round now: the close route, the console and the deadline
+        watcher all call it. A secure round still in its key, share or upload phase has
+        that phase ended instead, as its deadline would end it (the sites that sent go on
+        without the others), and stays open; from its unmask phase on it is closed like
+        any round. With ``dead_owner``, take over an aggregation whose owner (that exact
+        lease owner) is known to be dead instead. Raises :class:`NotFound` for an unknown
+        round and :class:`Conflict` when the round is not open (already closed, cancelled,
+        or being aggregated by someone else).
         """
+        if dead_owner is None:
+            with self.db.session() as session:
+                phase_ended = secure.end_phase_early(session, round_id, actor=actor, cause=cause)
+            if phase_ended is not None:
+                return phase_ended
         claimed = self._claim(round_id, actor, cause, dead_owner=dead_owner)
         if claimed is None:
             with self.db.sessions() as session:
-                state = rounds.describe_state(rounds.get_row(session, round_id))
+                state = round_rows.describe_state(round_rows.get_row(session, round_id))
             raise Conflict(f"round {round_id} is {state}; only an open round can be closed")
         return self._aggregate(round_id, *claimed, cause=cause)
 
@@ -368,7 +381,7 @@ class RoundCloser:
         claimed = self._claim(round_id, actor, RECOVERED_BY_ADMIN, recover=True)
         if claimed is None:
             with self.db.sessions() as session:
-                state = rounds.get_row(session, round_id).state
+                state = round_rows.get_row(session, round_id).state
             raise Conflict(
                 f"round {round_id} is {state}; only an aggregating round can be recovered"
             )

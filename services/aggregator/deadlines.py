@@ -68,14 +68,6 @@ def sweep(closer: RoundCloser) -> dict[int, RoundState]:
     return closed
 
 
-def end_secure_phase(closer: RoundCloser, round_id: int, *, actor: str, cause: str) -> None:
-    """End a secure round's current phase now; after the unmask phase, close the round."""
-    with closer.db.session() as session:
-        finish = secure.end_phase(session, round_id, actor=actor, cause=cause)
-    if finish:
-        closer.close(round_id, actor=actor, cause=cause)
-
-
 def sweep_secure(closer: RoundCloser, now: datetime) -> dict[int, RoundState]:
     """End the phases of secure rounds whose phase deadline passed."""
     with closer.db.sessions() as session:
@@ -83,12 +75,10 @@ def sweep_secure(closer: RoundCloser, now: datetime) -> dict[int, RoundState]:
     ended: dict[int, RoundState] = {}
     for round_id in due:
         try:
-            end_secure_phase(closer, round_id, actor=audit.SYSTEM, cause=PHASE_DEADLINE_PASSED)
+            state = closer.close(round_id, actor=audit.SYSTEM, cause=PHASE_DEADLINE_PASSED)
         except ServiceError as exc:  # another instance got there first
             log.info("round %s not advanced by this sweep: %s", round_id, exc.detail)
             continue
-        with closer.db.sessions() as session:
-            state = RoundState(session.scalar(select(Round.state).where(Round.id == round_id)))
         if state is not RoundState.open:
             ended[round_id] = state
     return ended

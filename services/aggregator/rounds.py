@@ -19,13 +19,8 @@ from fedmedclip.schemas import RoundCreate, RoundInfo, TrainingHints
 from fedmedclip.secagg.messages import Phase
 from services.aggregator import audit, models_registry, secure, tasks
 from services.aggregator.db.models import Round, Update, utcnow
-from services.common.problems import Conflict, NotFound, Unprocessable
-
-ACTIVE_STATES = (RoundState.open.value, RoundState.aggregating.value)
-
-
-def target(round_id: int) -> str:
-    return f"round:{round_id}"
+from services.aggregator.round_rows import ACTIVE_STATES, describe_state, get_row, target
+from services.common.problems import Conflict, Unprocessable
 
 
 def _counts(session: Session, round_ids: list[int]) -> dict[int, int]:
@@ -77,25 +72,6 @@ def _secure_fields(row: Round) -> dict:
         "dp_epsilon": row.dp_epsilon,
         "dp_epsilon_total": row.dp_epsilon_total,
     }
-
-
-def describe_state(row: Round) -> str:
-    """``open``, or ``aggregating (leased by <owner> until <time>)`` for 409 answers."""
-    if row.state != RoundState.aggregating.value:
-        return row.state
-    until = row.lease_until.isoformat() if row.lease_until else "?"
-    return (
-        f"aggregating (leased by {row.lease_owner or 'an unknown instance'} until {until}; "
-        f"if that process is dead, POST /api/v1/rounds/{row.id}/recover takes over)"
-    )
-
-
-def get_row(session: Session, round_id: int, *, lock: bool = False) -> Round:
-    """The round, optionally locked FOR UPDATE (PostgreSQL) until the transaction ends."""
-    row = session.get(Round, round_id, with_for_update=lock, populate_existing=lock)
-    if row is None:
-        raise NotFound(f"round {round_id} does not exist")
-    return row
 
 
 def lease_report(session: Session) -> str:

@@ -12,11 +12,12 @@ What the hub stores of a site's update is its masked vector, which is uniform in
 whatever the update; the only unmasked value it ever computes is the survivors' sum
 (:func:`weighted_mean`), which becomes the new version and is never stored or logged alone.
 
-Phases advance when every site expected in a phase has sent (the intake does it) or when
-the phase's deadline passes (the deadline watcher, or an admin's close, calls
-:func:`end_phase`). The upload phase lasts until the round's deadline, since sites train
-during it. After the unmask phase the round is closed through the usual
-:class:`~services.aggregator.closing.RoundCloser` path (claim, finite check, publish).
+Phases advance when every site expected in a phase has sent (the intake does it), or when
+the phase's deadline passes or an admin closes the round: both go through
+:meth:`~services.aggregator.closing.RoundCloser.close`, the one way to close a round now,
+which ends the current phase early (:func:`end_phase_early`) and, after the unmask phase,
+closes the round the usual way (claim, finite check, publish). The upload phase lasts until
+the round's deadline, since sites train during it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from fedmedclip.secagg.messages import (
 )
 from fedmedclip.secagg.params import MIN_CLIENTS
 from fedmedclip.secagg.vectors import dimension
-from services.aggregator import audit, rounds, tasks
+from services.aggregator import audit, round_rows, tasks
 from services.aggregator.db.models import Node, Round, SecAggMessage, utcnow
 from services.common.problems import Conflict, Forbidden, Unprocessable
 
@@ -246,7 +247,7 @@ def _fail(session: Session, row: Round, reason: str, actor: str) -> None:
     row.closed_at = utcnow()
     row.secagg_phase = Phase.failed.value
     row.secagg_phase_until = None
-    audit.record(session, actor, "round.failed", rounds.target(row.id), reason=row.reason)
+    audit.record(session, actor, "round.failed", round_rows.target(row.id), reason=row.reason)
 
 
 def _advance(session: Session, row: Round, state: HubState, actor: str, cause: str) -> None:
@@ -267,7 +268,7 @@ def _advance(session: Session, row: Round, state: HubState, actor: str, cause: s
         session,
         actor,
         "round.secagg_phase",
-        rounds.target(row.id),
+        round_rows.target(row.id),
         phase=following.value,
         previous=phase.value,
         cause=cause,
@@ -276,27 +277,29 @@ def _advance(session: Session, row: Round, state: HubState, actor: str, cause: s
 
 
 def _locked_secure_row(session: Session, round_id: int) -> Round:
-    row = rounds.get_row(session, round_id, lock=True)
+    row = round_rows.get_row(session, round_id, lock=True)
     params_of(row)
     return row
 
 
-def end_phase(session: Session, round_id: int, *, actor: str, cause: str) -> bool:
-    """End the current phase now (deadline passed, or an admin's close).
+def end_phase_early(
+    session: Session, round_id: int, *, actor: str, cause: str
+) -> RoundState | None:
+    """End an open secure round's key, share or upload phase now, as its deadline would.
 
-    Returns True when the round is in its unmask phase and must now be closed through
-    the round closer (which needs its own transactions); False otherwise.
+    Returns the round's state afterwards (open, or failed when too few sites are left), or
+    None when there is no such phase to end (a plain round, a round that is not open, or a
+    secure round in its unmask phase): then the round itself is to be closed.
+    Part of :meth:`~services.aggregator.closing.RoundCloser.close`, the one way to close
+    a round now; the row stays locked until the caller's transaction ends.
     """
-    row = _locked_secure_row(session, round_id)
-    if row.state != RoundState.open.value:
-        raise Conflict(
-            f"round {round_id} is {rounds.describe_state(row)}; only an open round can be closed"
-        )
-    phase = Phase(row.secagg_phase)
-    if phase is Phase.unmask:
-        return True
+    row = round_rows.get_row(session, round_id, lock=True)
+    if not row.secure_aggregation or row.state != RoundState.open.value:
+        return None
+    if Phase(row.secagg_phase) is Phase.unmask:
+        return None
     _advance(session, row, rebuild(session, row), actor, cause)
-    return False
+    return RoundState(row.state)
 
 
 def due_rounds(session: Session, now: datetime) -> list[int]:
@@ -398,7 +401,7 @@ def receive(session: Session, round_id: int, node_name: str, phase: Phase, body:
 
 def status(session: Session, round_id: int, node_name: str) -> SecAggStatus:
     """What ``node_name`` needs now; only messages addressed to it (and the public ones)."""
-    row = rounds.get_row(session, round_id)
+    row = round_rows.get_row(session, round_id)
     params = params_of(row)
     if node_name not in params.clients:
         raise Forbidden(

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from fedmedclip.bounded_json import JsonLimitError, loads_bounded
 from fedmedclip.codec import CodecError, decode_update, payload_sha256
 from fedmedclip.schemas import RoundState, UpdateReceipt
-from services.aggregator import audit, rounds, tasks
+from services.aggregator import audit, round_rows, tasks
 from services.aggregator.db.models import Node, Update, utcnow
 from services.common.problems import (
     Conflict,
@@ -111,7 +111,7 @@ def receive_update(session: Session, sub: Submission, *, max_upload_bytes: int) 
     """Validate and store ``sub``, or raise a :class:`ServiceError` naming the problem."""
     if len(sub.body) > max_upload_bytes:
         raise PayloadTooLarge(f"update is larger than the cap of {max_upload_bytes} bytes")
-    row = rounds.get_row(session, sub.round_id, lock=True)
+    row = round_rows.get_row(session, sub.round_id, lock=True)
     digest = payload_sha256(sub.body)
     previous = session.scalars(
         select(Update).where(Update.round_id == row.id, Update.node_id == sub.node_id)
@@ -160,7 +160,7 @@ def receive_update(session: Session, sub: Submission, *, max_upload_bytes: int) 
         session,
         audit.node_actor(sub.node_name),
         "update.accepted",
-        rounds.target(row.id),
+        round_rows.target(row.id),
         sha256=decoded.sha256,
         bytes=len(sub.body),
         sample_count=sub.sample_count,

@@ -11,7 +11,6 @@ from fedmedclip.schemas import RoundCreate, RoundInfo, RoundState
 from services.aggregator import rounds
 from services.aggregator.api.deps import AdminDep, CallerDep, ContextDep, SessionDep
 from services.aggregator.closing import CLOSED_BY_ADMIN
-from services.aggregator.deadlines import end_secure_phase
 
 router = APIRouter(prefix="/api/v1/rounds", tags=["rounds"])
 
@@ -54,14 +53,7 @@ def close_round(
     For a secure round this ends its current phase now, as its deadline would: after the
     unmask phase the round is published (or failed); before, the next phase starts.
     """
-    # A read session: the request's own must stay unused until closing (which locks the
-    # round in sessions of its own) is done.
-    with context.db.read_sessions() as reading:
-        secure_round = rounds.get_row(reading, round_id).secure_aggregation
-    if secure_round:
-        end_secure_phase(context.closer, round_id, actor=admin.actor, cause=CLOSED_BY_ADMIN)
-    else:
-        context.closer.close(round_id, actor=admin.actor, cause=CLOSED_BY_ADMIN)
+    context.closer.close(round_id, actor=admin.actor, cause=CLOSED_BY_ADMIN)
     return rounds.get_info(session, round_id)
 
 

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 
 from fedmedclip.ids import DbId
 from fedmedclip.schemas import UpdateReceipt
-from services.aggregator import audit, rounds, updates
+from services.aggregator import audit, round_rows, updates
 from services.aggregator.api.deps import ContextDep, NodeDep, SessionDep
 from services.aggregator.context import AppContext
 from services.aggregator.metrics import AggregatorMetrics
@@ -48,7 +48,7 @@ async def _record_rejection(
         audit.record_rejection,
         context.db.sessions,
         actor,
-        rounds.target(round_id),
+        round_rows.target(round_id),
         reason=reason,
         detail=detail,
     )

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 
 from fedmedclip.ids import DbId, VersionNumber
 from fedmedclip.schemas import NodeCreate, RoundCreate, RoundInfo
-from services.aggregator import audit, models_registry, nodes, rounds, tasks, updates
+from services.aggregator import audit, models_registry, nodes, round_rows, rounds, tasks, updates
 from services.aggregator.audit import ADMIN
 from services.aggregator.closing import CLOSED_BY_ADMIN
 from services.aggregator.context import AppContext
@@ -82,7 +82,7 @@ def _open_round(db_session, form: dict[str, str], settings, actor: str) -> str:
 
 def _active_round(db_session) -> tuple[RoundInfo | None, list[updates.UpdateSummary]]:
     for info in rounds.list_infos(db_session, None, 1):
-        if info.state.value in rounds.ACTIVE_STATES:
+        if info.state.value in round_rows.ACTIVE_STATES:
             return info, updates.summaries(db_session, info.id)
     return None, []
 
@@ -339,7 +339,7 @@ def _history(ctx: AppContext) -> dict:
     with ctx.db.read_session() as db:
         infos = rounds.list_infos(db, None, 100)
         sizes = updates.bytes_by_round(db, [i.id for i in infos])
-    live = any(i.state.value in rounds.ACTIVE_STATES for i in infos)
+    live = any(i.state.value in round_rows.ACTIVE_STATES for i in infos)
     return {"rounds": infos, "sizes": sizes, "live": live}
 
 
@@ -350,7 +350,7 @@ def _round(ctx: AppContext, round_id: int) -> dict:
     return {
         "round": info,
         "arrived": arrived,
-        "live": info.state.value in rounds.ACTIVE_STATES,
+        "live": info.state.value in round_rows.ACTIVE_STATES,
         "total_bytes": sum(u.size_bytes for u in arrived),
     }
 

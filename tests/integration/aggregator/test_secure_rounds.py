@@ -4,6 +4,7 @@ the real hub app served on loopback (SQLite; the dropout test also on PostgreSQL
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -414,6 +415,67 @@ def test_a_phase_ends_at_its_deadline_without_the_missing_site(federation: Feder
     )
     assert (excluded.status_code, excluded.code) == (409, "secagg_excluded")
     sites.share(SITES[:4])  # the four go on: a share message needs only their keys
+
+
+def _close_from_the_api(federation: Federation, round_id: int) -> None:
+    federation.admin.close_round(round_id)
+
+
+def _close_from_the_console(federation: Federation, round_id: int) -> None:
+    """Sign in to the hub's console with the admin token and press "Aggregate now"."""
+    csrf = re.compile(r'name="csrf_token" value="([^"]+)"')
+    with httpx.Client(base_url=federation.url, follow_redirects=True) as browser:
+        token = csrf.search(browser.get("/console/signin").text).group(1)
+        signed_in = browser.post(
+            "/console/signin", data={"token": ADMIN_TOKEN, "csrf_token": token}
+        )
+        assert signed_in.status_code == 200, signed_in.text
+        page = browser.get(f"/console/rounds/{round_id}/close")
+        closed = browser.post(
+            f"/console/rounds/{round_id}/close",
+            data={"csrf_token": csrf.search(page.text).group(1)},
+        )
+        assert closed.status_code == 200 and f"Round {round_id} is open" in closed.text
+
+
+def _close_by_the_deadline(federation: Federation, round_id: int) -> None:
+    wait_until(
+        lambda: federation.admin.get_round(round_id).secagg_phase is not Phase.advertise,
+        timeout=30,
+        what="the deadline watcher ends the key phase",
+    )
+
+
+@pytest.mark.parametrize(
+    ("close", "phase_seconds", "actor"),
+    [
+        (_close_from_the_api, 600, "admin"),
+        (_close_from_the_console, 600, "admin"),
+        (_close_by_the_deadline, 5, "system"),
+    ],
+    ids=["api", "console", "deadline"],
+)
+def test_closing_a_secure_round_early_ends_its_phase_the_same_way_from_everywhere(
+    federation: Federation, close, phase_seconds: int, actor: str
+) -> None:
+    """The close route, the console and the deadline watcher share one close: each ends
+    the key phase without the missing site, and the round publishes the others' mean."""
+    round_id = _open(federation, secagg_phase_seconds=phase_seconds)
+    sites, updates, present = Sites(federation, round_id), _updates(), SITES[:4]
+    sites.advertise(present)
+    close(federation, round_id)
+    info = federation.admin.get_round(round_id)
+    assert (info.state, info.secagg_phase) == (RoundState.open, Phase.share), info.reason
+    (event,) = federation.admin.audit(action="round.secagg_phase")
+    assert event.actor.startswith(actor) and event.details["sites"] == 4
+    sites.share(present)
+    sites.upload(updates, present)
+    sites.unmask(present)
+    info = federation.admin.get_round(round_id)
+    assert info.state is RoundState.published, info.reason
+    assert federation.admin.model_info(info.result_version).contributors == list(present)
+    published = _published_delta(federation, round_id)
+    np.testing.assert_allclose(published, _weighted_mean(updates, present), atol=2e-6)
 
 
 def test_two_hub_replicas_on_one_database_share_the_round(tmp_path) -> None:
