@@ -156,6 +156,7 @@ class SimulationConfig:
         "Run every federated round through the secure-aggregation protocol "
         "(fedmedclip.secagg): the hub learns only the weighted mean.",
         topic=PRIVACY,
+        flag="--secure-aggregation",
     )
 
     def __post_init__(self) -> None:

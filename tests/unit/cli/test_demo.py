@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from fedmedclip.weights_notice import RANDOM_WEIGHTS_ANNOUNCED_ENV
 from services.cli import app
-from services.demo import MIN_LEFT_PER_CLASS, ProcessGroup, _hold_out
+from services.commands.demo.processes import ProcessGroup
+from services.commands.demo.run import MIN_LEFT_PER_CLASS, _hold_out
 
 
 def _environ(pid: int) -> dict[str, str]:

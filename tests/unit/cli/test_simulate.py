@@ -154,7 +154,10 @@ def test_simulate_names_a_missing_data_folder(tmp_path: Path) -> None:
 
 def test_research_commands_import_nothing_heavy() -> None:
     """``fedmedclip --help`` must stay quick: torch loads only inside the commands."""
-    code = "import sys, services.research_cli; print('torch' in sys.modules)"
+    code = (
+        "import sys, typer.main, services.cli; typer.main.get_command(services.cli.app); "
+        "print('torch' in sys.modules)"
+    )
     output = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
