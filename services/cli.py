@@ -1,6 +1,8 @@
 """The ``fedmedclip`` command: one Typer app composed of each component's commands.
 
-Heavy imports (torch, open_clip) happen inside the commands so that ``--help`` is quick.
+The services bring their own (``aggregator``, ``node``, ``inference``); the commands on top
+of them live in :mod:`services.commands`, one module or package per group. Heavy imports
+(torch, open_clip) happen inside the commands so that ``--help`` is quick.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import typer
 
 import fedmedclip
 from services.aggregator.cli import app as aggregator_app
+from services.commands.data import app as data_app
+from services.commands.demo.command import demo
+from services.commands.hub import app as hub_app
+from services.commands.pki import app as pki_app
+from services.commands.simulate import simulate
 from services.hospital_node.cli import app as node_app
-from services.hub_cli import app as hub_app
 from services.inference_api.cli import app as inference_app
-from services.pki_cli import app as pki_app
-from services.research_cli import data_app, demo, simulate
 
 app = typer.Typer(
     name="fedmedclip",

@@ -8,6 +8,7 @@ Heavy modules (torch, open_clip, Celery) are imported inside the commands so tha
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -27,8 +28,8 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 @app.command()
 def serve(
-    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-    port: int = typer.Option(8200, help="Port of the node API."),
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the node API.")] = 8200,
     ssl_certfile: SslCertfile = None,
     ssl_keyfile: SslKeyfile = None,
 ) -> None:
@@ -48,7 +49,7 @@ def serve(
 
 @app.command()
 def worker(
-    loglevel: str = typer.Option("INFO", help="Celery log level."),
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
     """Run one Celery worker (concurrency 1) for training jobs; needs FEDMEDCLIP_NODE_BROKER_URL."""
     from services.hospital_node.settings import NodeSettings
@@ -75,7 +76,7 @@ def backup(output_dir: BackupDir = Path("."), keep: BackupKeep = 0) -> None:
 
 @app.command()
 def restore(
-    archive: Path = typer.Argument(..., help="A backup archive of the node."),
+    archive: Annotated[Path, typer.Argument(help="A backup archive of the node.")],
     force: RestoreForce = False,
 ) -> None:
     """Restore a backup archive into the configured database and model store (stop the

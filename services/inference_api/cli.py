@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -24,8 +25,10 @@ def inference() -> None:
 
 @app.command()
 def serve(
-    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 in containers)."),
-    port: int = typer.Option(8300, help="TCP port."),
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on (0.0.0.0 in containers).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8300,
     ssl_certfile: SslCertfile = None,
     ssl_keyfile: SslKeyfile = None,
 ) -> None:
@@ -45,17 +48,23 @@ def serve(
 
 @app.command()
 def report(
-    out: Path = typer.Option(Path("monitoring-report"), help="Folder for the HTML and PNG."),
-    url: str = typer.Option(
-        "http://127.0.0.1:8300", help="The inference API to read GET /monitoring from."
+    out: Annotated[Path, typer.Option(help="Folder for the HTML and PNG.")] = Path(
+        "monitoring-report"
     ),
-    token_env: str = typer.Option(
-        "FEDMEDCLIP_INFERENCE_REPORT_TOKEN",
-        help="Environment variable holding a clinician or admin token (never on the command line).",
-    ),
-    from_file: Path | None = typer.Option(
-        None, "--from-file", help="Read a saved GET /monitoring JSON instead of the API."
-    ),
+    url: Annotated[
+        str, typer.Option(help="The inference API to read GET /monitoring from.")
+    ] = "http://127.0.0.1:8300",
+    token_env: Annotated[
+        str,
+        typer.Option(
+            help="Environment variable holding a clinician or admin token (never on the "
+            "command line)."
+        ),
+    ] = "FEDMEDCLIP_INFERENCE_REPORT_TOKEN",
+    from_file: Annotated[
+        Path | None,
+        typer.Option("--from-file", help="Read a saved GET /monitoring JSON instead of the API."),
+    ] = None,
 ) -> None:
     """Write the site monitoring (drift, histograms, feedback metrics) as HTML + PNG."""
     import httpx

@@ -18,9 +18,9 @@ from fedmedclip.data.datasets import normalize_class_name
 from fedmedclip.enums import AggregationRule, Quantization, RoundState
 from fedmedclip.ids import VersionNumber
 from fedmedclip.model import AdapterConfig
+from fedmedclip.pruning import DEFAULT_PRUNE_WEIGHT
 from fedmedclip.secagg.messages import KeyDirectory, Phase, ShareInbox, UnmaskRequest
 from fedmedclip.secagg.params import RoundParams
-from fedmedclip.trainer import DEFAULT_PRUNE_WEIGHT
 
 
 class FamSettings(BaseModel):

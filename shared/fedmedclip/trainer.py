@@ -28,11 +28,7 @@ from fedmedclip.model import (
     build_adapter,
     build_head,
 )
-
-DEFAULT_PRUNE_WEIGHT = 0.1
-"""Pruning pressure on the row thresholds: prunes about an eighth of the FAM's rows over ten
-rounds at no measurable accuracy cost; ten times more prunes four fifths and costs points
-(bench/README.md, Update bytes)."""
+from fedmedclip.pruning import DEFAULT_PRUNE_WEIGHT
 
 
 @dataclass(frozen=True)

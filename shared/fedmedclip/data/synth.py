@@ -109,7 +109,7 @@ def synthesize_federation(
     plain brown (above 1: classes easier to tell apart). Both default to 1, which gives
     exactly the images of earlier versions; the demo raises the cue and lowers the shift
     so that features of a random-weight backbone separate the classes (see
-    ``services/demo.py``).
+    ``services/commands/demo/config.py``).
 
     ``rare=(k, m)`` replaces the Dirichlet mix by the rare-class scenario: hospital i holds
     only ``m`` images of each of the ``k`` classes ``i, i+1, ... (mod classes)`` and splits

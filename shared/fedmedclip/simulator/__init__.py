@@ -8,31 +8,36 @@ through the same library code the services use (``train_local``, the update code
     federation = load_federation(root, backbone, cache_dir=root / ".cache")
     result = run_simulation(federation, list(SimulationMethod), SimulationConfig(rounds=10))
     write_report(result, out)
+
+The names below are loaded on first use: ``fedmedclip simulate --help`` reads
+:mod:`fedmedclip.simulator.config` to build its options, and importing this package must not
+load torch for it.
 """
 
-from fedmedclip.simulator.config import SimulationConfig
-from fedmedclip.simulator.federation import Federation, Site, SplitData, load_federation
-from fedmedclip.simulator.report import write_report
-from fedmedclip.simulator.runner import (
-    MethodResult,
-    RoundRecord,
-    SimulationResult,
-    majority_baseline,
-    run_method,
-    run_simulation,
-)
+from __future__ import annotations
 
-__all__ = [
-    "Federation",
-    "MethodResult",
-    "RoundRecord",
-    "SimulationConfig",
-    "SimulationResult",
-    "Site",
-    "SplitData",
-    "load_federation",
-    "majority_baseline",
-    "run_method",
-    "run_simulation",
-    "write_report",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "SimulationConfig": "config",
+    "Federation": "federation",
+    "Site": "federation",
+    "SplitData": "federation",
+    "load_federation": "federation",
+    "write_report": "report",
+    "MethodResult": "runner",
+    "RoundRecord": "runner",
+    "SimulationResult": "runner",
+    "majority_baseline": "runner",
+    "run_method": "runner",
+    "run_simulation": "runner",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module the first time it is asked for."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from fedmedclip.weights_notice import RANDOM_WEIGHTS_ANNOUNCED_ENV
 from services.cli import app
-from services.demo import MIN_LEFT_PER_CLASS, ProcessGroup, _hold_out
+from services.commands.demo import run
+from services.commands.demo.config import DemoConfig
+from services.commands.demo.processes import ProcessGroup
+from services.commands.demo.run import MIN_LEFT_PER_CLASS, _hold_out
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -56,3 +60,19 @@ def test_secure_demo_needs_three_hospitals(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "at least 3 hospitals" in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_the_options_are_the_configs_fields_with_its_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Declared once, in DemoConfig: a run without options runs the config's defaults, and
+    a given option reaches the run under its field's name."""
+    runs: list[DemoConfig] = []
+    monkeypatch.setattr(run, "run_demo", lambda **options: runs.append(DemoConfig(**options)))
+    assert CliRunner().invoke(app, ["demo"]).exit_code == 0
+    given = ["demo", "--rounds", "2", "--redis-url", "redis://r", "--out", "elsewhere"]
+    assert CliRunner().invoke(app, given).exit_code == 0
+    assert runs == [
+        DemoConfig(),
+        DemoConfig(rounds=2, redis_url="redis://r", out=Path("elsewhere")),
+    ]

@@ -8,7 +8,7 @@ import re
 from rich.console import Console
 
 from fedmedclip.enums import RoundState
-from services.demo_view import (
+from services.commands.demo.view import (
     MAX_COLUMNS,
     HeldOutResult,
     RoundRecord,

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
+from fedmedclip.simulator.config import SimulationConfig
 from services.cli import app
+from services.commands import simulate as simulate_command
 
 runner = CliRunner()
 
@@ -66,6 +71,32 @@ def test_simulate_help_groups_its_options_in_panels() -> None:
     assert panel_of["--dp-delta"] == "Privacy"
     assert panel_of["--out"] == "Output and run"
     assert "Options" not in {panel_of[o] for o in ("--data", "--rounds", "--seed")}
+
+
+def test_every_config_field_is_an_option_with_the_configs_default(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settings are declared once, in SimulationConfig: each field is an option, and a
+    run without options builds the config's defaults (the device aside: the command's
+    ``auto`` picks the GPU when there is one)."""
+    command = typer.main.get_command(app).commands["simulate"]  # type: ignore[attr-defined]
+    options = {param.name: param for param in command.params}
+    for field in dataclasses.fields(SimulationConfig):
+        option = options.get(field.name)
+        assert option is not None and option.param_type_name == "option", field.name
+
+    built: list[SimulationConfig] = []
+    config_from = simulate_command.config_from
+
+    def build_and_stop(config_class: type, settings: dict[str, Any], **values: Any) -> None:
+        assert settings["device"] == simulate_command.AUTO_DEVICE
+        built.append(config_from(config_class, settings, device="cpu"))
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(simulate_command, "config_from", build_and_stop)
+    result = runner.invoke(app, ["simulate", "--data", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    assert built == [SimulationConfig()]
 
 
 def test_simulate_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
@@ -154,7 +185,10 @@ def test_simulate_names_a_missing_data_folder(tmp_path: Path) -> None:
 
 def test_research_commands_import_nothing_heavy() -> None:
     """``fedmedclip --help`` must stay quick: torch loads only inside the commands."""
-    code = "import sys, services.research_cli; print('torch' in sys.modules)"
+    code = (
+        "import sys, typer.main, services.cli; typer.main.get_command(services.cli.app); "
+        "print('torch' in sys.modules)"
+    )
     output = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout

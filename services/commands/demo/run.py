@@ -18,18 +18,12 @@ Every process it started is stopped on exit, also on Ctrl-C.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -39,8 +33,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from fedmedclip.enums import TERMINAL_JOB_STATES, TERMINAL_ROUND_STATES, JobState
 from fedmedclip.schemas import RoundCreate, TaskSpec, TrainingHints
 from fedmedclip.weights_notice import RANDOM_WEIGHTS_ANNOUNCED_ENV
-from services.common.hub_client import HubAdminClient, HubError
-from services.demo_view import (
+from services.commands.demo.config import DemoConfig
+from services.commands.demo.processes import ProcessGroup, free_port, wait_for
+from services.commands.demo.view import (
     MAX_COLUMNS,
     ROUND_METRICS,
     HeldOutResult,
@@ -48,102 +43,11 @@ from services.demo_view import (
     RoundsView,
     improvement_sentence,
 )
+from services.common.hub_client import HubAdminClient
 from services.hospital_node.api.schemas import JobOut
 
 # Everything the demo prints fits 80 columns, also on a wider terminal.
 console = Console(width=min(Console().width, MAX_COLUMNS))
-_T = TypeVar("_T")
-
-
-@dataclass
-class DemoConfig:
-    """Options of one demo run.
-
-    The synthetic preset (``alpha``, ``domain_shift``, ``class_cue``) and the training
-    settings were chosen by measuring random ViT-S-32 features: with the generator's
-    defaults (alpha 0.5, full camera shift, mild class cues) sites hold one or two classes
-    and predict the majority class; with this preset every site holds every class, a
-    linear probe on the features reaches about 0.8, and five local epochs per round at
-    lr 3e-3 leave room to improve from round to round.
-    """
-
-    rounds: int = 3
-    hospitals: int = 3
-    classes: int = 4
-    per_hospital: int = 160
-    alpha: float = 5.0  # Dirichlet label skew: moderate, every site has every class
-    domain_shift: float = 0.3  # a third of the default per-hospital camera shift
-    class_cue: float = 5.0  # class tints and textures five times as distinct
-    local_epochs: int = 5
-    lr: float = 3e-3
-    held_out_per_class: int = 8
-    backbone: str = "ViT-S-32"
-    pretrained: str = "none"
-    out: Path = Path("demo-out")
-    redis_url: str = ""
-    seed: int = 0
-    secure_aggregation: bool = False  # the hub learns only the sum (needs 3+ hospitals)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ProcessGroup:
-    """Child processes that are always stopped together (SIGTERM, then SIGKILL)."""
-
-    def __init__(self, log_dir: Path, env: dict[str, str] | None = None) -> None:
-        self.log_dir = log_dir
-        self.env = env or {}  # given to every child, under its own ``env``
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
-        log = (self.log_dir / f"{name}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", *args],
-            env={**os.environ, **self.env, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches us only; we stop the children ourselves
-        )
-        self.procs.append((name, proc))
-        return proc
-
-    def stop(self) -> None:
-        for _, proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for _, proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"{name} exited with code {proc.returncode}; see {self.log_dir / name}.log"
-                )
-
-
-def _wait(what: str, predicate: Callable[[], _T | None], group: ProcessGroup, timeout: float) -> _T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        group.check_alive()
-        try:
-            if value := predicate():
-                return value
-        except (httpx.HTTPError, HubError):
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def _ok(response: httpx.Response) -> httpx.Response:
@@ -249,7 +153,7 @@ def _run_federation(
     admin_token = secrets.token_urlsafe(16)
     site_admin = secrets.token_urlsafe(16)
     clinician = secrets.token_urlsafe(16)
-    agg_port = _free_port()
+    agg_port = free_port()
     hub = f"http://127.0.0.1:{agg_port}"
     group.start(
         "aggregator",
@@ -260,7 +164,7 @@ def _run_federation(
         },
     )
     admin = HubAdminClient(hub, admin_token, timeout_seconds=60)
-    _wait("the aggregator", admin.healthy, group, 60)
+    wait_for("the aggregator", admin.healthy, group, 60)
     admin.set_task(
         TaskSpec(
             class_names=class_names,
@@ -274,7 +178,7 @@ def _run_federation(
     for i in range(config.hospitals):
         name = f"hospital_{i}"
         node = admin.add_node(name)
-        port = _free_port()
+        port = free_port()
         site_dir = out / "sites" / name
         env = {
             "FEDMEDCLIP_NODE_AGGREGATOR_URL": hub,
@@ -308,7 +212,7 @@ def _run_federation(
             }
         )
     for site in sites:
-        _wait(
+        wait_for(
             f"{site['name']} node", lambda s=site: s["client"].get("/health").is_success, group, 60
         )
         report = _ok(
@@ -400,7 +304,7 @@ def _run_round(
         # Every site has sent its update: aggregate now rather than wait for the deadline.
         # (A secure round publishes by itself once every site has answered the unmasking.)
         admin.close_round(opened.id)
-    closed = _wait(
+    closed = wait_for(
         "the round to be published",
         lambda: r if (r := admin.get_round(opened.id)).state in TERMINAL_ROUND_STATES else None,
         group,
@@ -432,7 +336,7 @@ def _predict(
     final: int,
     group: ProcessGroup,
 ) -> list[dict]:
-    port = _free_port()
+    port = free_port()
     group.start(
         "inference",
         ["inference", "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -450,7 +354,7 @@ def _predict(
         timeout=60,
         headers={"Authorization": f"Bearer {clinician}"},
     )
-    _wait(
+    wait_for(
         "the inference API to serve the production model",
         lambda: (
             api.get("/ready").is_success and api.get("/model").json().get("global_version") == final

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from services.commands.errors import USAGE, fail, report
 from services.common.pki import (
     DEFAULT_CA_DAYS,
     DEFAULT_LEAF_DAYS,
@@ -37,7 +38,7 @@ Days = Annotated[int, typer.Option(min=1, max=3650, help="Lifetime in days.")]
 OutDir = Annotated[Path | None, typer.Option("--out", help="Where to write (default: --dir).")]
 
 
-def _report(issued: Issued) -> None:
+def _show(issued: Issued) -> None:
     info = inspect_certificate(issued.cert)
     typer.echo(f"certificate {issued.cert}")
     typer.echo(f"private key {issued.key} (mode 0600)")
@@ -50,9 +51,8 @@ def _issue(make: Callable[[], Issued]) -> None:
     try:
         issued = make()
     except PkiError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    _report(issued)
+        fail(str(exc))
+    _show(issued)
 
 
 @app.command()
@@ -100,7 +100,7 @@ def inspect(
         try:
             info = inspect_certificate(path)
         except PkiError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            report(str(exc))
             failed = True
             continue
         state = "EXPIRED" if info.days_left < 0 else f"{info.days_left:.0f} days left"
@@ -111,4 +111,4 @@ def inspect(
         typer.echo(f"  expires     {info.not_after:%Y-%m-%d %H:%M} UTC ({state})")
         typer.echo(f"  sha256      {info.fingerprint_sha256}")
     if failed:
-        raise typer.Exit(2)
+        raise typer.Exit(USAGE)

@@ -1,9 +1,9 @@
 """What ``fedmedclip demo`` shows: the rounds table, the held-out check, the improvement line.
 
-Kept apart from the process orchestration in ``services.demo`` so that what a first-time
-user reads can be tested without starting a federation: every line fits 80 columns, the
-table is one live view on a terminal and plain rows (each printed once) in a log, and the
-sentence about improvement is computed from the same numbers the table shows.
+Kept apart from the process orchestration in ``services.commands.demo.run`` so that what a
+first-time user reads can be tested without starting a federation: every line fits 80
+columns, the table is one live view on a terminal and plain rows (each printed once) in a
+log, and the sentence about improvement is computed from the same numbers the table shows.
 """
 
 from __future__ import annotations
