@@ -12,7 +12,8 @@ Code gets a session from a :class:`Database` in one of two scopes, and in no oth
 * ``with db.read() as session:`` the reading scope. It never commits, and its transaction
   starts with a plain ``BEGIN``, so on SQLite it never takes the write lock and others
   keep writing meanwhile; long reads (streaming updates into an aggregate, a backup) use
-  it. Writing in it is refused at once, not silently rolled back.
+  it. An INSERT, UPDATE or DELETE there, or a flush of changed objects, raises
+  :class:`ReadScopeWrite` at once instead of vanishing when the scope ends.
 
 Domain functions take the :class:`~sqlalchemy.orm.Session` of the scope their caller
 opened (a route's per-request ``SessionDep``, a console action, a worker task); only
@@ -140,8 +141,8 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """The writing scope: commits on success, rolls back on any error (see the module
-        docstring); on SQLite it holds the write lock until it ends."""
+        """The writing scope: commits on success, rolls back on any error; on SQLite it holds
+        the write lock from its first statement until it ends (see the module docstring)."""
         with self._writer.begin() as session:
             yield session
 
