@@ -85,11 +85,18 @@ def _filled_round(db, n: int, payloads: list[bytes], seed: int) -> int:
     from services.aggregator import rounds
     from services.aggregator.auth import hash_token
     from services.aggregator.db.models import Node, Update
+    from services.aggregator.settings import AggregatorSettings
 
     rng = random.Random(seed)
     with db.write() as session:
         request = RoundCreate(min_clients=n, base_version=0)
-        info = rounds.open_round(session, request, default_deadline_seconds=3600, actor="bench")
+        info = rounds.open_round(
+            session,
+            request,
+            default_deadline_seconds=3600,
+            max_upload_bytes=AggregatorSettings().max_upload_bytes,
+            actor="bench",
+        )
         for i in range(n):
             node = Node(name=f"r{info.id}-site{i:04d}", token_hash=hash_token(f"{info.id}-{i}"))
             session.add(node)
