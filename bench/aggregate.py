@@ -64,7 +64,7 @@ def _setup(db, quantization: str) -> list[bytes]:
     from services.aggregator import tasks
 
     task = TaskSpec(class_names=[f"class{i}" for i in range(8)], backbone="ViT-B-32")
-    with db.sessions.begin() as session:
+    with db.write() as session:
         tasks.set_task(session, task, "bench")
     shapes = tasks.update_shapes(task)
     generator = torch.Generator().manual_seed(0)
@@ -85,11 +85,18 @@ def _filled_round(db, n: int, payloads: list[bytes], seed: int) -> int:
     from services.aggregator import rounds
     from services.aggregator.auth import hash_token
     from services.aggregator.db.models import Node, Update
+    from services.aggregator.settings import AggregatorSettings
 
     rng = random.Random(seed)
-    with db.sessions.begin() as session:
+    with db.write() as session:
         request = RoundCreate(min_clients=n, base_version=0)
-        info = rounds.open_round(session, request, default_deadline_seconds=3600, actor="bench")
+        info = rounds.open_round(
+            session,
+            request,
+            default_deadline_seconds=3600,
+            max_upload_bytes=AggregatorSettings().max_upload_bytes,
+            actor="bench",
+        )
         for i in range(n):
             node = Node(name=f"r{info.id}-site{i:04d}", token_hash=hash_token(f"{info.id}-{i}"))
             session.add(node)

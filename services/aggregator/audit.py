@@ -12,10 +12,11 @@ from typing import Any
 
 from pydantic import ConfigDict
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from fedmedclip.schemas import AuditEntry
 from services.aggregator.db.models import AuditEvent
+from services.common.db import Database
 
 SYSTEM = "system"
 ADMIN = "admin"
@@ -41,11 +42,10 @@ def record(
     session.add(AuditEvent(actor=actor, action=action, target=target, details=details))
 
 
-def record_rejection(
-    sessions: sessionmaker[Session], actor: str, target: str, **details: Any
-) -> None:
-    """Record a refused upload even though the request's own transaction rolled back."""
-    with sessions.begin() as session:
+def record_rejection(db: Database, actor: str, target: str, **details: Any) -> None:
+    """Record a refused upload even though the request's own transaction rolled back (so
+    it takes the ``Database`` and commits in a writing scope of its own)."""
+    with db.write() as session:
         record(session, actor, "update.rejected", target, **details)
 
 

@@ -18,12 +18,13 @@ from datetime import timedelta
 from enum import StrEnum
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from services.aggregator.audit import ADMIN, node_actor
 from services.aggregator.db.models import Node, utcnow
 from services.aggregator.settings import AggregatorSettings
 from services.common.auth import Authenticator, StaticToken, person_actor
+from services.common.db import Database
 from services.common.identity import Person
 from services.common.pki import common_name
 from services.common.problems import Forbidden, Unauthenticated, Unavailable
@@ -105,7 +106,7 @@ def check_node_certificate(node_name: str, client_cert: str | None) -> None:
 
 
 def authenticate(
-    sessions: sessionmaker[Session],
+    db: Database,
     token: str,
     auth: Authenticator,
     allowed: frozenset[Role],
@@ -120,7 +121,9 @@ def authenticate(
     token or a bad JWT; 403 for a valid caller of a role the route does not accept; 503
     for an admin-only route while neither an admin token nor single sign-on is set. With
     ``require_certificate`` (mutual TLS) a node must also present its own certificate.
-    Runs in its own short transaction so that no lock is held while a request body uploads.
+    Takes the ``Database``, not the request's session: a node's ``last_seen`` is written
+    in a short transaction of its own, committed before the route runs, so no lock is held
+    while a request body uploads.
     """
     caller = auth.identify(token)
     if caller is not None:
@@ -131,7 +134,7 @@ def authenticate(
             "admin token not configured (set FEDMEDCLIP_AGG_ADMIN_TOKEN)", code="no_admin_token"
         )
     else:
-        with sessions.begin() as session:
+        with db.write() as session:
             node = _find_node(session, token)
             if node.revoked_at is not None:
                 raise Unauthenticated(f"the token of node {node.name!r} has been revoked")

@@ -166,7 +166,7 @@ def effective_clip_norm(row: Round, norms: Sequence[float]) -> float | None:
 
 
 def _compute(db: Database, row: Round, updates: Sequence[StoredUpdate]) -> Aggregate:
-    with db.read_sessions() as session:
+    with db.read() as session:
         task = tasks.require_task(session)
         shapes = tasks.update_shapes(task)
         base_state = models_registry.load_state(session, row.base_version)
@@ -193,7 +193,7 @@ def _compute_secure(db: Database, row: Round) -> Aggregate:
     Only the sum is ever unmasked (see :mod:`services.aggregator.secure`); the sites
     clipped their own updates, so ``clip_norm`` is reported as applied by them.
     """
-    with db.read_sessions() as session:
+    with db.read() as session:
         result = secure.weighted_mean(session, row)
         task = tasks.require_task(session)
         base_state = models_registry.load_state(session, row.base_version)
@@ -224,7 +224,12 @@ def _compute_secure(db: Database, row: Round) -> Aggregate:
 
 
 class RoundCloser:
-    """Closes rounds on one database; ``on_aggregated`` receives aggregation seconds."""
+    """Closes rounds on one database; ``on_aggregated`` receives aggregation seconds.
+
+    Holds the ``Database``, not a session: a close is the three transactions of the module
+    docstring, and the long middle one is a reading scope, so no write lock is held while
+    the updates are decoded.
+    """
 
     def __init__(self, db: Database, on_aggregated: Callable[[float], None] | None = None) -> None:
         self.db = db
@@ -250,7 +255,7 @@ class RoundCloser:
             claimable = or_(
                 Round.state == RoundState.open.value, and_(aggregating, Round.lease_until < now)
             )
-        with self.db.sessions.begin() as session:
+        with self.db.write() as session:
             before = session.execute(
                 select(Round.state, Round.lease_owner, Round.lease_until).where(
                     Round.id == round_id
@@ -289,7 +294,7 @@ class RoundCloser:
         secure_round: bool = False,
     ) -> bool:
         """Move a claimed round to ``state`` (storing ``result`` as a new version)."""
-        with self.db.sessions.begin() as session:
+        with self.db.write() as session:
             version = None
             if result is not None:
                 version = (models_registry.latest_version(session) or 0) + 1
@@ -360,13 +365,13 @@ class RoundCloser:
         or being aggregated by someone else).
         """
         if dead_owner is None:
-            with self.db.session() as session:
+            with self.db.write() as session:
                 phase_ended = secure.end_phase_early(session, round_id, actor=actor, cause=cause)
             if phase_ended is not None:
                 return phase_ended
         claimed = self._claim(round_id, actor, cause, dead_owner=dead_owner)
         if claimed is None:
-            with self.db.sessions() as session:
+            with self.db.read() as session:
                 state = round_rows.describe_state(round_rows.get_row(session, round_id))
             raise Conflict(f"round {round_id} is {state}; only an open round can be closed")
         return self._aggregate(round_id, *claimed, cause=cause)
@@ -380,7 +385,7 @@ class RoundCloser:
         """
         claimed = self._claim(round_id, actor, RECOVERED_BY_ADMIN, recover=True)
         if claimed is None:
-            with self.db.sessions() as session:
+            with self.db.read() as session:
                 state = round_rows.get_row(session, round_id).state
             raise Conflict(
                 f"round {round_id} is {state}; only an aggregating round can be recovered"
@@ -390,7 +395,7 @@ class RoundCloser:
     def _aggregate(self, round_id: int, token: str, row: Round, *, cause: str) -> RoundState:
         if row.secure_aggregation:
             return self._aggregate_secure(round_id, token, row)
-        with self.db.read_sessions() as session:
+        with self.db.read() as session:
             updates = _stored_updates(session, round_id)
         if len(updates) < row.min_clients:
             reason = f"{cause} with {len(updates)} of {row.min_clients} required updates"

@@ -32,13 +32,15 @@ class AppContext:
         def after_publish(seconds: float) -> None:
             """Runs once a round is published: time it, then apply payload retention.
 
-            Retention is housekeeping: a failure is logged and retried after the next
-            publish, never turned into a failed close (the version is already stored).
+            Retention is housekeeping, in one transaction of its own: a failure is logged
+            and retried after the next publish, never turned into a failed close (the
+            version is already stored).
             """
             metrics.aggregation_seconds.observe(seconds)
             try:
-                prune_update_payloads(db, settings.keep_update_versions)
-                prune_secagg_messages(db, settings.keep_update_versions)
+                with db.write() as session:
+                    prune_update_payloads(session, settings.keep_update_versions)
+                    prune_secagg_messages(session, settings.keep_update_versions)
             except Exception:
                 log.exception("pruning old update payloads failed; retried after the next publish")
 

@@ -43,7 +43,7 @@ def sweep(closer: RoundCloser) -> dict[int, RoundState]:
         ),
         and_(Round.state == RoundState.aggregating.value, Round.lease_until < now),
     )
-    with closer.db.sessions() as session:
+    with closer.db.read() as session:
         rows = session.execute(select(Round.id, Round.state).where(due).order_by(Round.id)).all()
         leased = session.execute(
             select(Round.id, Round.lease_owner).where(
@@ -70,7 +70,7 @@ def sweep(closer: RoundCloser) -> dict[int, RoundState]:
 
 def sweep_secure(closer: RoundCloser, now: datetime) -> dict[int, RoundState]:
     """End the phases of secure rounds whose phase deadline passed."""
-    with closer.db.sessions() as session:
+    with closer.db.read() as session:
         due = secure.due_rounds(session, now)
     ended: dict[int, RoundState] = {}
     for round_id in due:

@@ -32,7 +32,7 @@ class _RoundStates(Collector):
             "fedmedclip_aggregator_rounds", "Rounds by state.", labels=["state"]
         )
         try:
-            with self.db.read_sessions() as session:
+            with self.db.read() as session:
                 stmt = select(Round.state, func.count()).group_by(Round.state)
                 counts = dict(session.execute(stmt).all())
         except SQLAlchemyError:

@@ -20,11 +20,11 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy.orm import Session
 
 from fedmedclip.enums import RoundState
 from services.aggregator import audit
 from services.aggregator.db.models import ModelVersion, Round, SecAggMessage, Update
-from services.common.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -39,34 +39,33 @@ def _old_rounds(newest: int, keep_versions: int) -> Select:
     )
 
 
-def prune_secagg_messages(db: Database, keep_versions: int) -> int:
+def prune_secagg_messages(session: Session, keep_versions: int) -> int:
     """Delete the secure-aggregation messages of the rounds whose payloads are pruned."""
     if keep_versions <= 0:
         return 0
-    with db.session() as session:
-        newest = session.scalar(select(func.max(ModelVersion.version)))
-        if newest is None:
-            return 0
-        old = SecAggMessage.round_id.in_(_old_rounds(newest, keep_versions))
-        rounds = sorted(set(session.scalars(select(SecAggMessage.round_id).where(old))))
-        if not rounds:
-            return 0
-        deleted = session.execute(delete(SecAggMessage).where(old)).rowcount
-        audit.record(
-            session,
-            audit.SYSTEM,
-            "secagg.pruned",
-            "retention",
-            messages=deleted,
-            rounds=rounds,
-            newest_version=newest,
-            keep_versions=keep_versions,
-        )
+    newest = session.scalar(select(func.max(ModelVersion.version)))
+    if newest is None:
+        return 0
+    old = SecAggMessage.round_id.in_(_old_rounds(newest, keep_versions))
+    rounds = sorted(set(session.scalars(select(SecAggMessage.round_id).where(old))))
+    if not rounds:
+        return 0
+    deleted = session.execute(delete(SecAggMessage).where(old)).rowcount
+    audit.record(
+        session,
+        audit.SYSTEM,
+        "secagg.pruned",
+        "retention",
+        messages=deleted,
+        rounds=rounds,
+        newest_version=newest,
+        keep_versions=keep_versions,
+    )
     log.info("deleted %d secure-aggregation messages of rounds %s", deleted, rounds)
     return deleted
 
 
-def prune_update_payloads(db: Database, keep_versions: int) -> int:
+def prune_update_payloads(session: Session, keep_versions: int) -> int:
     """Empty the payloads of finished rounds based on a version older than the newest
     ``keep_versions`` versions' bases; return how many were pruned (0 = keep all).
 
@@ -76,32 +75,31 @@ def prune_update_payloads(db: Database, keep_versions: int) -> int:
     """
     if keep_versions <= 0:
         return 0
-    with db.session() as session:
-        newest = session.scalar(select(func.max(ModelVersion.version)))
-        if newest is None:
-            return 0
-        old_rounds = _old_rounds(newest, keep_versions)
-        doomed = session.execute(
-            select(Update.id, Update.round_id, Update.size_bytes).where(
-                Update.round_id.in_(old_rounds), Update.payload != PRUNED
-            )
-        ).all()
-        if not doomed:
-            return 0
-        ids = [row.id for row in doomed]
-        session.execute(update(Update).where(Update.id.in_(ids)).values(payload=PRUNED))
-        freed = sum(row.size_bytes for row in doomed)
-        audit.record(
-            session,
-            audit.SYSTEM,
-            "updates.pruned",
-            "retention",
-            updates=len(ids),
-            rounds=sorted({row.round_id for row in doomed}),
-            bytes=freed,
-            newest_version=newest,
-            keep_versions=keep_versions,
+    newest = session.scalar(select(func.max(ModelVersion.version)))
+    if newest is None:
+        return 0
+    old_rounds = _old_rounds(newest, keep_versions)
+    doomed = session.execute(
+        select(Update.id, Update.round_id, Update.size_bytes).where(
+            Update.round_id.in_(old_rounds), Update.payload != PRUNED
         )
+    ).all()
+    if not doomed:
+        return 0
+    ids = [row.id for row in doomed]
+    session.execute(update(Update).where(Update.id.in_(ids)).values(payload=PRUNED))
+    freed = sum(row.size_bytes for row in doomed)
+    audit.record(
+        session,
+        audit.SYSTEM,
+        "updates.pruned",
+        "retention",
+        updates=len(ids),
+        rounds=sorted({row.round_id for row in doomed}),
+        bytes=freed,
+        newest_version=newest,
+        keep_versions=keep_versions,
+    )
     log.info(
         "pruned %d update payloads (%d bytes) older than %d versions",
         len(ids),

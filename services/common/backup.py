@@ -164,7 +164,7 @@ def _dump_tables(db: Database, staging: Path) -> tuple[str, list[dict[str, Any]]
     """Write every table to ``staging/db``; return the schema revision and the table list."""
     (staging / "db").mkdir()
     tables: list[dict[str, Any]] = []
-    with db.read_session() as session:
+    with db.read() as session:
         if db.engine.dialect.name == "postgresql":
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         connection = session.connection()

@@ -1,32 +1,39 @@
-"""Database plumbing of the hub and the node: engine, UTC column type, sessions.
+"""Database plumbing of the hub and the node: engine, UTC column type, session scopes.
 
-The same SQLAlchemy code runs on SQLite (the embedded default) and PostgreSQL (psycopg 3);
-the differences are confined here:
+Code gets a session from a :class:`Database` in one of two scopes, and in no other way:
 
-* SQLite runs in WAL mode with a busy timeout and foreign keys on, and every read-write
-  transaction starts with ``BEGIN IMMEDIATE``. SQLite otherwise takes the write lock only
-  at the first write, and a transaction that read first (say, checked that a round is open)
-  and then writes can fail or act on stale data; taking the lock up front serialises
-  writers the way row locks do on PostgreSQL. Two processes (the node API and its worker)
-  share one file this way.
-* Read-only work that may take long (streaming updates into an aggregate) uses
-  :meth:`Database.read_session`, whose transactions start with a plain ``BEGIN``, so other
-  requests keep being answered meanwhile.
-* PostgreSQL connections are pinged before use, so a restarted database costs no request.
+* ``with db.write() as session:`` the writing scope. It commits when the block ends and
+  rolls back when it raises, so a change and its audit record land together or not at all.
+  On SQLite its transaction starts with ``BEGIN IMMEDIATE``: SQLite otherwise takes the
+  write lock only at the first write, and a transaction that read first (say, checked that
+  a round is open) and then writes can fail or act on stale data; taking the lock up front
+  serialises writers the way row locks do on PostgreSQL. Two processes (the node API and
+  its worker) share one file this way. Keep it short: other writers wait for it.
+* ``with db.read() as session:`` the reading scope. It never commits, and its transaction
+  starts with a plain ``BEGIN``, so on SQLite it never takes the write lock and others
+  keep writing meanwhile; long reads (streaming updates into an aggregate, a backup) use
+  it. An INSERT, UPDATE or DELETE there, or a flush of changed objects, raises
+  :class:`ReadScopeWrite` at once instead of vanishing when the scope ends.
+
+Domain functions take the :class:`~sqlalchemy.orm.Session` of the scope their caller
+opened (a route's per-request ``SessionDep``, a console action, a worker task); only
+code that needs several transactions of its own (a round closer, a training job that
+reports progress as it runs) takes the ``Database``, and says why.
+
+PostgreSQL connections are pinged before use, so a restarted database costs no request.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 _READ_ONLY = "fedmedclip_read_only"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
@@ -97,34 +104,52 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-@dataclass(frozen=True)
-class Database:
-    """An engine with its session factories; one per process and database URL."""
+class ReadScopeWrite(RuntimeError):
+    """Something tried to write in a reading scope; open :meth:`Database.write` instead."""
 
-    engine: Engine
-    sessions: sessionmaker[Session]
-    read_sessions: sessionmaker[Session]
+
+def _refuse_writes(factory: sessionmaker[Session]) -> None:
+    """Make sessions of ``factory`` refuse ORM writes: a reading scope never commits, so a
+    write there would vanish without a word."""
+
+    def refuse(what: str) -> NoReturn:
+        raise ReadScopeWrite(f"{what} in a reading scope (Database.read); use Database.write")
+
+    @event.listens_for(factory, "before_flush")
+    def _on_flush(_session: Session, _context: Any, _instances: Any) -> None:
+        refuse("changed objects flushed")
+
+    @event.listens_for(factory, "do_orm_execute")
+    def _on_execute(state: ORMExecuteState) -> None:
+        if state.is_insert or state.is_update or state.is_delete:
+            refuse("INSERT, UPDATE or DELETE executed")
+
+
+class Database:
+    """An engine with its two session scopes; one per process and database URL."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._writer = sessionmaker(engine, expire_on_commit=False)
+        reader = engine.execution_options(**{_READ_ONLY: True})
+        self._reader = sessionmaker(reader, expire_on_commit=False)
+        _refuse_writes(self._reader)
 
     @classmethod
     def connect(cls, url: str) -> Database:
-        engine = make_engine(url)
-        reader = engine.execution_options(**{_READ_ONLY: True})
-        return cls(
-            engine=engine,
-            sessions=sessionmaker(engine, expire_on_commit=False),
-            read_sessions=sessionmaker(reader, expire_on_commit=False),
-        )
+        return cls(make_engine(url))
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A read-write session that commits on success and rolls back on any error."""
-        with self.sessions.begin() as session:
+    def write(self) -> Iterator[Session]:
+        """The writing scope: commits on success, rolls back on any error; on SQLite it holds
+        the write lock from its first statement until it ends (see the module docstring)."""
+        with self._writer.begin() as session:
             yield session
 
     @contextmanager
-    def read_session(self) -> Iterator[Session]:
-        """A session for reads only (on SQLite it does not take the write lock)."""
-        with self.read_sessions() as session:
+    def read(self) -> Iterator[Session]:
+        """The reading scope: never commits, never takes SQLite's write lock, refuses writes."""
+        with self._reader() as session:
             yield session
 
     @property

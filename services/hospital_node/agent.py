@@ -18,13 +18,11 @@ import logging
 import threading
 import time
 
-from sqlalchemy import func, select
-
 from fedmedclip.model_store import ModelStore
 from fedmedclip.schemas import RoundInfo
 from services.common.hub_client import HubClient, HubError, ensure_global
 from services.hospital_node.context import NodeContext
-from services.hospital_node.db import Dataset
+from services.hospital_node.datasets import has_datasets
 from services.hospital_node.hub_client import connect_hub
 from services.hospital_node.jobs import (
     EnqueueError,
@@ -62,7 +60,9 @@ class Agent:
     def tick(self) -> None:
         """One poll; faults are logged and counted, never fatal to the agent."""
         try:
-            for job_id in reap_stale_jobs(self.ctx.db, self.ctx.settings.job_stale_seconds):
+            with self.ctx.db.write() as session:
+                reaped = reap_stale_jobs(session, self.ctx.settings.job_stale_seconds)
+            for job_id in reaped:
                 log.warning("job %d lost its worker", job_id)
             self._resend_lost_messages()
             if self.ctx.settings.auto_join:
@@ -82,23 +82,21 @@ class Agent:
         lost its data would otherwise leave them queued forever)."""
         stale = self.ctx.settings.job_stale_seconds
         now = time.monotonic()
-        for job_id in long_queued_jobs(self.ctx.db, stale):
+        with self.ctx.db.read() as session:
+            queued = long_queued_jobs(session, stale)
+        for job_id in queued:
             if now - self._resent.get(job_id, float("-inf")) >= stale:
                 self._resent[job_id] = now
                 log.warning("job %d still queued after %g s: sending it again", job_id, stale)
                 self.ctx.runner.submit(job_id)
 
-    def _has_datasets(self) -> bool:
-        with self.ctx.db.session() as session:
-            return bool(session.scalar(select(func.count()).select_from(Dataset)))
-
     def _join_open_rounds(self, hub: HubClient) -> None:
-        rounds = [
-            r
-            for r in hub.open_rounds()
-            if not round_has_job(self.ctx.db, r.id) and self._takes_part(hub, r)
-        ]
-        if rounds and not self._has_datasets():
+        open_rounds = hub.open_rounds()
+        with self.ctx.db.read() as session:
+            new = [r for r in open_rounds if not round_has_job(session, r.id)]
+            datasets = has_datasets(session)
+        rounds = [r for r in new if self._takes_part(hub, r)]
+        if rounds and not datasets:
             log.warning("round %d is open but no dataset is registered; not joining", rounds[0].id)
             return
         for round_info in rounds:

@@ -82,7 +82,9 @@ def create_app(settings: NodeSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if isinstance(ctx.runner, ThreadRunner):
-            for job_id in recover_embedded_jobs(db):
+            with db.write() as session:
+                queued = recover_embedded_jobs(session)
+            for job_id in queued:
                 ctx.runner.submit(job_id)
         agent.start()
         try:

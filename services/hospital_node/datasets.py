@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from fedmedclip.data.datasets import (
     DatasetError,
@@ -155,7 +156,9 @@ def register_dataset(
     """Validate a dataset against the federation's classes and record it.
 
     422 listing every problem for an unusable dataset; 409 for a name or path already
-    registered, or while the federation has no task to check the classes against.
+    registered, or while the federation has no task to check the classes against. Takes
+    the ``Database``: validation reads every image and asks the hub for the classes, which
+    must not hold a transaction open (on SQLite it would stall a running job's progress).
     """
     roots = settings.data_roots
     try:
@@ -163,7 +166,7 @@ def register_dataset(
     except DatasetRejected as exc:
         raise _unusable(exc) from exc
     name = name or path.stem
-    with db.session() as session:
+    with db.read() as session:
         clash = session.scalar(
             select(Dataset).where(or_(Dataset.name == name, Dataset.path == str(path)))
         )
@@ -177,7 +180,7 @@ def register_dataset(
     except DatasetRejected as exc:
         raise _unusable(exc) from exc
     try:
-        with db.session() as session:
+        with db.write() as session:
             dataset = Dataset(name=name, path=str(path), n_images=len(records), report=report)
             session.add(dataset)
             return dataset
@@ -185,6 +188,10 @@ def register_dataset(
         raise Conflict(f"dataset {name!r} already exists", code="dataset_exists") from exc
 
 
-def list_datasets(db: Database) -> list[Dataset]:
-    with db.session() as session:
-        return list(session.scalars(select(Dataset).order_by(Dataset.id)))
+def list_datasets(session: Session) -> list[Dataset]:
+    return list(session.scalars(select(Dataset).order_by(Dataset.id)))
+
+
+def has_datasets(session: Session) -> bool:
+    """Whether any dataset is registered: without one a node has nothing to train on."""
+    return bool(session.scalar(select(func.count()).select_from(Dataset)))

@@ -7,12 +7,14 @@ service errors of :mod:`services.common.problems`, so the router only shapes ans
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from fedmedclip.enums import JobState, RoundState
 from services.common.hub_client import HubRejected, HubUnavailable
 from services.common.problems import BadGateway, Conflict, NotFound, Unavailable
-from services.hospital_node.db import Database, Dataset, Job
+from services.hospital_node.datasets import has_datasets
+from services.hospital_node.db import Database, Job
 from services.hospital_node.hub_client import connect_hub
 from services.hospital_node.jobs import EnqueueError, JobConflict, JobRunner, start_job
 from services.hospital_node.settings import NodeSettings
@@ -51,10 +53,12 @@ def request_job(
     """Record a job for ``round_id`` (default: the hub's open round) and hand it to a worker.
 
     409 without a registered dataset, for a round that is not open or already has a live
-    job; 404 for a round the hub does not know; 503 when no worker can take the job.
+    job; 404 for a round the hub does not know; 503 when no worker can take the job. Takes
+    the ``Database``: the hub is asked outside any transaction, and the job is committed
+    before a worker is handed it (:func:`~services.hospital_node.jobs.start_job`).
     """
-    with db.session() as session:
-        if not session.scalar(select(func.count()).select_from(Dataset)):
+    with db.read() as session:
+        if not has_datasets(session):
             raise Conflict(
                 "no dataset is registered; register one with POST /api/v1/datasets first",
                 code="no_dataset",
@@ -68,18 +72,16 @@ def request_job(
         raise Unavailable(str(exc), code="enqueue_failed") from exc
 
 
-def list_jobs(db: Database, *, limit: int, state: JobState | None) -> list[Job]:
+def list_jobs(session: Session, *, limit: int, state: JobState | None) -> list[Job]:
     """Jobs, newest first, optionally only those in ``state``."""
     query = select(Job).order_by(Job.id.desc()).limit(limit)
     if state:
         query = query.where(Job.state == state.value)
-    with db.session() as session:
-        return list(session.scalars(query))
+    return list(session.scalars(query))
 
 
-def get_job(db: Database, job_id: int) -> Job:
-    with db.session() as session:
-        job = session.get(Job, job_id)
+def get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
     if job is None:
         raise NotFound(f"job {job_id} does not exist")
     return job

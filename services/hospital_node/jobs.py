@@ -8,6 +8,11 @@ worker whose job was already declared lost stops instead of overwriting the verd
 A running job writes a heartbeat every few seconds from a side thread; a job whose
 heartbeat stops (its worker was killed) is marked failed by :func:`reap_stale_jobs`,
 which the API's monitor runs periodically.
+
+The functions over one job take the caller's ``Session``; three take the ``Database``
+because they need transactions of their own: :func:`start_job` (the job commits before it
+is enqueued), :class:`DatabaseProgress` and :func:`execute_job` (a job writes progress
+while it runs, each report committed at once).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from fedmedclip.backbone import BackboneError
 from fedmedclip.codec import CodecError
@@ -67,42 +73,39 @@ class JobAborted(RuntimeError):
     """The job was ended elsewhere (declared lost, or the node is shutting down)."""
 
 
-def create_job(db: Database, round_id: int, trigger: str) -> Job:
+def create_job(session: Session, round_id: int, trigger: str) -> Job:
     """Record a queued job; raise :class:`JobConflict` if the round already has a live one."""
+    job = Job(round_id=round_id, trigger=trigger, state=JobState.queued.value)
+    session.add(job)
     try:
-        with db.session() as session:
-            job = Job(round_id=round_id, trigger=trigger, state=JobState.queued.value)
-            session.add(job)
-            session.flush()
-            return job
+        session.flush()
     except IntegrityError as exc:
         raise JobConflict(f"round {round_id} already has a job that is not failed") from exc
+    return job
 
 
-def round_has_job(db: Database, round_id: int) -> bool:
-    with db.session() as session:
-        return session.scalar(select(Job.id).where(Job.round_id == round_id).limit(1)) is not None
+def round_has_job(session: Session, round_id: int) -> bool:
+    return session.scalar(select(Job.id).where(Job.round_id == round_id).limit(1)) is not None
 
 
 def _set(
-    db: Database,
+    session: Session,
     job_id: int,
     states: Iterable[JobState],
     *conditions: ColumnElement[bool],
     **values: Any,
 ) -> bool:
     """Update a job only while it is in one of ``states``; report whether it was."""
-    with db.session() as session:
-        result = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.state.in_([s.value for s in states]), *conditions)
-            .values(**values)
-        )
-        return result.rowcount == 1
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_([s.value for s in states]), *conditions)
+        .values(**values)
+    )
+    return result.rowcount == 1
 
 
 def fail_job(
-    db: Database,
+    session: Session,
     job_id: int,
     reason: str,
     states: Iterable[JobState] = ACTIVE_JOB_STATES,
@@ -110,7 +113,7 @@ def fail_job(
 ) -> bool:
     """Mark a job failed with ``reason`` if it is still in ``states``; report whether it was."""
     failed = _set(
-        db,
+        session,
         job_id,
         states,
         *conditions,
@@ -123,54 +126,54 @@ def fail_job(
     return failed
 
 
-def reap_stale_jobs(db: Database, stale_seconds: float) -> list[int]:
+def reap_stale_jobs(session: Session, stale_seconds: float) -> list[int]:
     """Fail running jobs whose heartbeat stopped: their worker process is gone."""
     cutoff = utcnow() - timedelta(seconds=stale_seconds)
-    with db.session() as session:
-        stale = session.scalars(
-            select(Job.id).where(
-                Job.state.in_([s.value for s in _RUNNING]), Job.heartbeat_at < cutoff
-            )
-        ).all()
+    stale = session.scalars(
+        select(Job.id).where(Job.state.in_([s.value for s in _RUNNING]), Job.heartbeat_at < cutoff)
+    ).all()
     reason = (
         f"worker lost: no heartbeat for more than {stale_seconds:g} s (worker killed or crashed)"
     )
     still_stale = Job.heartbeat_at < cutoff  # a beat may have come in since the query
-    return [job_id for job_id in stale if fail_job(db, job_id, reason, _RUNNING, still_stale)]
+    return [job_id for job_id in stale if fail_job(session, job_id, reason, _RUNNING, still_stale)]
 
 
-def long_queued_jobs(db: Database, older_than_seconds: float) -> list[int]:
+def long_queued_jobs(session: Session, older_than_seconds: float) -> list[int]:
     """Jobs still queued after ``older_than_seconds``: their broker message may be lost.
 
     Re-sending one is safe: a worker claims a job only while it is still queued, so a
     duplicate message does nothing.
     """
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
-    with db.session() as session:
-        return list(
-            session.scalars(
-                select(Job.id).where(Job.state == JobState.queued, Job.created_at < cutoff)
-            ).all()
-        )
-
-
-def recover_embedded_jobs(db: Database) -> list[int]:
-    """After an embedded node restarts: fail interrupted jobs, return queued ones to resubmit."""
-    with db.session() as session:
-        jobs = session.scalars(
-            select(Job).where(Job.state.in_([s.value for s in ACTIVE_JOB_STATES]))
+    return list(
+        session.scalars(
+            select(Job.id).where(Job.state == JobState.queued, Job.created_at < cutoff)
         ).all()
+    )
+
+
+def recover_embedded_jobs(session: Session) -> list[int]:
+    """After an embedded node restarts: fail interrupted jobs, return queued ones to resubmit
+    (once the caller's scope has committed)."""
+    jobs = session.scalars(
+        select(Job).where(Job.state.in_([s.value for s in ACTIVE_JOB_STATES]))
+    ).all()
     queued = []
     for job in jobs:
         if job.state == JobState.queued:
             queued.append(job.id)
         else:
-            fail_job(db, job.id, "interrupted: the node restarted while the job ran", _RUNNING)
+            fail_job(session, job.id, "interrupted: the node restarted while the job ran", _RUNNING)
     return queued
 
 
 class DatabaseProgress:
-    """Writes a job's progress and heartbeat to its row; aborts once the job is ended."""
+    """Writes a job's progress and heartbeat to its row; aborts once the job is ended.
+
+    Holds the ``Database``: each report is a writing scope of its own, committed at once,
+    so the API sees the progress and the reaper the heartbeat while the job runs.
+    """
 
     def __init__(self, db: Database, job_id: int, cancel: threading.Event | None = None) -> None:
         self.db = db
@@ -181,7 +184,9 @@ class DatabaseProgress:
     def _write(self, states: Iterable[JobState] = _RUNNING, **values: Any) -> None:
         if self.cancel.is_set():
             raise JobAborted("the node is shutting down")
-        if not _set(self.db, self.job_id, states, heartbeat_at=utcnow(), **values):
+        with self.db.write() as session:
+            running = _set(session, self.job_id, states, heartbeat_at=utcnow(), **values)
+        if not running:
             raise JobAborted("the job was ended while it ran")
 
     def phase(self, name: str, percent: float) -> None:
@@ -198,7 +203,8 @@ class DatabaseProgress:
         self._write(state=JobState.uploading.value, phase="uploading", percent=95.0)
 
     def heartbeat(self) -> None:
-        _set(self.db, self.job_id, _RUNNING, heartbeat_at=utcnow())
+        with self.db.write() as session:
+            _set(session, self.job_id, _RUNNING, heartbeat_at=utcnow())
 
 
 def _heartbeat_loop(progress: DatabaseProgress, stop: threading.Event, interval: float) -> None:
@@ -209,15 +215,14 @@ def _heartbeat_loop(progress: DatabaseProgress, stop: threading.Event, interval:
             log.exception("heartbeat of job %d failed", progress.job_id)
 
 
-def _datasets(db: Database) -> list[DatasetSource]:
-    with db.session() as session:
-        rows = session.scalars(select(Dataset).order_by(Dataset.id)).all()
-        return [DatasetSource(r.id, r.name, Path(r.path)) for r in rows]
+def _datasets(session: Session) -> list[DatasetSource]:
+    rows = session.scalars(select(Dataset).order_by(Dataset.id)).all()
+    return [DatasetSource(r.id, r.name, Path(r.path)) for r in rows]
 
 
-def _finish(db: Database, job_id: int, outcome: JobOutcome) -> None:
+def _finish(session: Session, job_id: int, outcome: JobOutcome) -> None:
     _set(
-        db,
+        session,
         job_id,
         _RUNNING,
         state=JobState.done.value,
@@ -246,7 +251,8 @@ def execute_job(
     The job is one trace: its log lines and every hub request it makes (each a new span)
     carry one trace id, which the hub logs too, so a round can be followed across sites.
     ``traceparent`` continues the trace of the request that started the job (an admin's
-    ``POST /api/v1/jobs``); a job the agent started begins a trace of its own.
+    ``POST /api/v1/jobs``); a job the agent started begins a trace of its own. Takes the
+    ``Database``: the job runs for minutes to hours in short transactions of its own.
     """
     parent = parse_traceparent(traceparent)
     with traced(parent.child() if parent else None):
@@ -257,19 +263,20 @@ def _run_job(
     settings: NodeSettings, db: Database, job_id: int, cancel: threading.Event | None
 ) -> None:
     now = utcnow()
-    claimed = _set(
-        db,
-        job_id,
-        [JobState.queued],
-        state=JobState.running.value,
-        phase="starting",
-        started_at=now,
-        heartbeat_at=now,
-    )
+    with db.write() as session:
+        claimed = _set(
+            session,
+            job_id,
+            [JobState.queued],
+            state=JobState.running.value,
+            phase="starting",
+            started_at=now,
+            heartbeat_at=now,
+        )
     if not claimed:
         log.info("job %d is not queued any more; nothing to do", job_id)
         return
-    with db.session() as session:
+    with db.read() as session:
         job = session.get_one(Job, job_id)
         round_id, key = job.round_id, job.idempotency_key
     log.info("job %d started for round %d", job_id, round_id)
@@ -284,28 +291,35 @@ def _run_job(
     beat.start()
     hub = connect_hub(settings)
     try:
+        with db.read() as session:
+            datasets = _datasets(session)
         outcome = run_training(
             job_id=job_id,
             round_id=round_id,
             idempotency_key=key,
-            datasets=_datasets(db),
+            datasets=datasets,
             settings=settings,
             hub=hub,
             progress=progress,
             ledger=PrivacyLedger(db),
         )
-        _finish(db, job_id, outcome)
-        log.info("job %d done: round %d, head v%d", job_id, round_id, outcome.head_version)
+        with db.write() as session:
+            _finish(session, job_id, outcome)
     except JobAborted as exc:
-        fail_job(db, job_id, f"aborted: {exc}", _RUNNING)
+        reason = f"aborted: {exc}"
     except EXPECTED_FAILURES as exc:
-        fail_job(db, job_id, str(exc), _RUNNING)
+        reason = str(exc)
     except Exception as exc:  # a bug must still end the job visibly, never leave it running
         log.exception("job %d crashed", job_id)
-        fail_job(db, job_id, f"internal error: {type(exc).__name__}: {exc}", _RUNNING)
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+    else:
+        log.info("job %d done: round %d, head v%d", job_id, round_id, outcome.head_version)
+        return
     finally:
         stop.set()
         hub.close()
+    with db.write() as session:
+        fail_job(session, job_id, reason, _RUNNING)
 
 
 class JobRunner(Protocol):
@@ -351,12 +365,15 @@ class EnqueueError(RuntimeError):
 
 
 def start_job(db: Database, runner: JobRunner, round_id: int, trigger: str) -> Job:
-    """Record a job, then hand it to the runner; the commit always comes first."""
-    job = create_job(db, round_id, trigger)
+    """Record a job, then hand it to the runner; the commit always comes first (so this
+    takes the ``Database``: a worker must find the job it is handed)."""
+    with db.write() as session:
+        job = create_job(session, round_id, trigger)
     try:
         runner.submit(job.id, current_traceparent())
     except Exception as exc:  # broker down or refusing: the job must not stay queued forever
         reason = f"could not enqueue the job: {type(exc).__name__}: {exc}"
-        fail_job(db, job.id, reason, [JobState.queued])
+        with db.write() as session:
+            fail_job(session, job.id, reason, [JobState.queued])
         raise EnqueueError(reason) from exc
     return job

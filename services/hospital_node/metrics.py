@@ -56,7 +56,7 @@ class _DatabaseCollector(Collector):
             "fedmedclip_node_jobs", "Training jobs by state.", labels=["state"]
         )
         datasets = GaugeMetricFamily("fedmedclip_node_datasets", "Registered datasets.")
-        with self.db.read_session() as session:
+        with self.db.read() as session:
             counts = dict(
                 session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
             )

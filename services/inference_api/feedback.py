@@ -66,7 +66,7 @@ class FeedbackStore:
         _Base.metadata.create_all(self.db.engine)
 
     def record(self, predictions: Sequence[Recorded]) -> None:
-        with self.db.session() as session:
+        with self.db.write() as session:
             session.add_all(
                 PredictionRow(
                     id=p.id,
@@ -81,7 +81,7 @@ class FeedbackStore:
 
     def confirm(self, prediction_id: str, label: str) -> dict[str, Any]:
         """Record the confirmed ``label`` of a prediction; 404 unknown id, 422 unknown class."""
-        with self.db.session() as session:
+        with self.db.write() as session:
             row = session.get(PredictionRow, prediction_id)
             if row is None:
                 raise NotFound(f"no prediction {prediction_id!r}", code="unknown_prediction")
@@ -112,7 +112,7 @@ class FeedbackStore:
             PredictionRow.feedback_label,
         ).where(PredictionRow.feedback_label.is_not(None))
         grouped: dict[tuple[int, int], list[Any]] = {}
-        with self.db.read_session() as session:
+        with self.db.read() as session:
             for row in session.execute(query):
                 grouped.setdefault((row.global_version, row.head_version), []).append(row)
         return {key: _feedback_metrics(rows) for key, rows in grouped.items()}

@@ -27,7 +27,7 @@ def get_session(context: ContextDep) -> Iterator[Session]:
     Used with ``scope="function"`` so the commit happens before the response is sent: a
     2xx means the change is durable.
     """
-    with context.db.session() as session:
+    with context.db.write() as session:
         yield session
 
 
@@ -40,7 +40,7 @@ def _caller(*roles: Role):
     def dependency(request: Request, context: ContextDep, token: BearerToken) -> Principal:
         settings = context.settings
         return authenticate(
-            context.db.sessions,
+            context.db,
             token,
             context.auth,
             allowed,

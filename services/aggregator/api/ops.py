@@ -35,7 +35,7 @@ def ready(context: ContextDep) -> JSONResponse:
     except SQLAlchemyError as exc:
         detail = f"database unreachable: {type(exc).__name__}"
         return JSONResponse({"status": "not ready", "detail": detail}, status_code=503)
-    with context.db.read_sessions() as session:
+    with context.db.read() as session:
         leases = rounds.lease_report(session)
     return JSONResponse(
         {

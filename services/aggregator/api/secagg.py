@@ -73,10 +73,10 @@ async def post_message(
 def _receive(
     context: AppContext, round_id: int, node_name: str, phase: str, body: bytes
 ) -> secure.Intake:
-    with context.db.session() as session:
+    with context.db.write() as session:
         return secure.receive(session, round_id, node_name, Phase(phase), body)
 
 
 def _status(context: AppContext, round_id: int, node_name: str) -> SecAggStatus:
-    with context.db.read_sessions() as session:
+    with context.db.read() as session:
         return secure.status(session, round_id, node_name)

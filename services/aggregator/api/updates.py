@@ -46,7 +46,7 @@ async def _record_rejection(
     await run_in_threadpool(session.rollback)  # release the write lock before auditing
     await run_in_threadpool(
         audit.record_rejection,
-        context.db.sessions,
+        context.db,
         actor,
         round_rows.target(round_id),
         reason=reason,

@@ -95,7 +95,7 @@ def build_router() -> APIRouter:
 
     @router.get("/")
     def overview(request: Request, session: SignedIn, ctx: Context) -> Response:
-        with ctx.db.read_session() as db:
+        with ctx.db.read() as db:
             task = tasks.get_task(db)
             node_list = nodes.list_nodes(db)
             active, arrived = _active_round(db)
@@ -115,7 +115,7 @@ def build_router() -> APIRouter:
 
     @router.get("/fragments/open-round")
     def open_round_fragment(request: Request, session: SignedIn, ctx: Context) -> Response:
-        with ctx.db.read_session() as db:
+        with ctx.db.read() as db:
             active, arrived = _active_round(db)
         return console(request).render(
             request, session, "open_round.html", {"active": active, "arrived": arrived}
@@ -127,7 +127,7 @@ def build_router() -> APIRouter:
     ) -> Response:
         try:
             body = parse_form(NodeCreate, {"name": form.get("name")})
-            with ctx.db.session() as db:
+            with ctx.db.write() as db:
                 created = nodes.create_node(db, body.name, _actor(session))
         except ServiceError as exc:  # refused as the API refuses it (400, 409)
             return console(request).redirect(request, session, "/console/", ("error", exc.detail))
@@ -151,7 +151,7 @@ def build_router() -> APIRouter:
         request: Request, session: SignedIn, _: CheckedForm, ctx: Context, node_id: DbId
     ) -> Response:
         def action() -> str:
-            with ctx.db.session() as db:
+            with ctx.db.write() as db:
                 node = nodes.revoke_node(db, node_id, _actor(session))
             return f"Node {node.name} revoked."
 
@@ -164,7 +164,7 @@ def build_router() -> APIRouter:
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
 
         def action() -> str:
-            with ctx.db.session() as db:
+            with ctx.db.write() as db:
                 return _open_round(db, fields, ctx.settings, _actor(session))
 
         return console(request).act(request, session, "/console/", action)
@@ -211,7 +211,7 @@ def build_router() -> APIRouter:
         request: Request, session: SignedIn, _: CheckedForm, ctx: Context, round_id: DbId
     ) -> Response:
         def action() -> str:
-            with ctx.db.session() as db:
+            with ctx.db.write() as db:
                 rounds.cancel_round(db, round_id, _actor(session))
             return f"Round {round_id} cancelled."
 
@@ -237,7 +237,7 @@ def build_router() -> APIRouter:
 
     @router.get("/models")
     def model_list(request: Request, session: SignedIn, ctx: Context) -> Response:
-        with ctx.db.read_session() as db:
+        with ctx.db.read() as db:
             infos = models_registry.list_infos(db)
         names = sorted({name for info in infos for name in info.metrics})
         charts = [
@@ -273,7 +273,7 @@ def build_router() -> APIRouter:
         request: Request, session: SignedIn, _: CheckedForm, ctx: Context, version: VersionNumber
     ) -> Response:
         def action() -> str:
-            with ctx.db.session() as db:
+            with ctx.db.write() as db:
                 models_registry.promote(db, version, _actor(session))
             return f"Version {version} is production."
 
@@ -294,7 +294,7 @@ def build_router() -> APIRouter:
     @router.post("/models/rollback")
     def rollback(request: Request, session: SignedIn, _: CheckedForm, ctx: Context) -> Response:
         def action() -> str:
-            with ctx.db.session() as db:
+            with ctx.db.write() as db:
                 info = models_registry.rollback(db, _actor(session))
             return f"Rolled back: version {info.version} is production."
 
@@ -309,7 +309,7 @@ def build_router() -> APIRouter:
         actor: Annotated[str | None, Query(max_length=120)] = None,
         before: Annotated[int | None, Query(ge=1)] = None,
     ) -> Response:
-        with ctx.db.read_session() as db:
+        with ctx.db.read() as db:
             events = audit.query(
                 db, action=action, actor=actor, before=before, limit=AUDIT_PAGE + 1
             )
@@ -336,7 +336,7 @@ def _actor(session: Session) -> str:
 
 
 def _history(ctx: AppContext) -> dict:
-    with ctx.db.read_session() as db:
+    with ctx.db.read() as db:
         infos = rounds.list_infos(db, None, 100)
         sizes = updates.bytes_by_round(db, [i.id for i in infos])
     live = any(i.state.value in round_rows.ACTIVE_STATES for i in infos)
@@ -344,7 +344,7 @@ def _history(ctx: AppContext) -> dict:
 
 
 def _round(ctx: AppContext, round_id: int) -> dict:
-    with ctx.db.read_session() as db:
+    with ctx.db.read() as db:
         info = rounds.get_info(db, round_id)
         arrived = updates.summaries(db, round_id)
     return {

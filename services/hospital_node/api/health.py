@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
 
 from services.common.metrics import metrics_response
-from services.hospital_node.api.deps import Context
+from services.hospital_node.api.deps import ContextDep
 
 router = APIRouter(tags=["health"])
 
@@ -17,7 +17,7 @@ def health() -> dict[str, str]:
 
 
 @router.get("/ready")
-def ready(ctx: Context) -> JSONResponse:
+def ready(ctx: ContextDep) -> JSONResponse:
     """Ready when the node database answers and jobs can be run (the broker, if configured)."""
     checks: dict[str, str] = {}
     try:
@@ -38,5 +38,5 @@ def ready(ctx: Context) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(ctx: Context) -> Response:
+def metrics(ctx: ContextDep) -> Response:
     return metrics_response(ctx.metrics.registry)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, status
 from fedmedclip.enums import JobState
 from fedmedclip.ids import DbId
 from services.hospital_node import job_requests
-from services.hospital_node.api.deps import AdminOnly, Context
+from services.hospital_node.api.deps import AdminOnly, ContextDep, SessionDep
 from services.hospital_node.api.schemas import JobIn, JobOut, JobProgressOut
 from services.hospital_node.db import Job
 
@@ -38,7 +38,7 @@ def job_out(job: Job) -> JobOut:
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
-def create_job(ctx: Context, body: JobIn | None = None) -> JobOut:
+def create_job(ctx: ContextDep, body: JobIn | None = None) -> JobOut:
     """Record a job for the open round (or ``round_id``) and return at once."""
     round_id = body.round_id if body else None
     return job_out(job_requests.request_job(ctx.settings, ctx.db, ctx.runner, round_id))
@@ -46,14 +46,14 @@ def create_job(ctx: Context, body: JobIn | None = None) -> JobOut:
 
 @router.get("", response_model=list[JobOut])
 def list_jobs(
-    ctx: Context,
+    session: SessionDep,
     limit: int = Query(100, ge=1, le=1000),
     state: JobState | None = None,
 ) -> list[JobOut]:
     """Jobs, newest first."""
-    return [job_out(j) for j in job_requests.list_jobs(ctx.db, limit=limit, state=state)]
+    return [job_out(j) for j in job_requests.list_jobs(session, limit=limit, state=state)]
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: DbId, ctx: Context) -> JobOut:
-    return job_out(job_requests.get_job(ctx.db, job_id))
+def get_job(job_id: DbId, session: SessionDep) -> JobOut:
+    return job_out(job_requests.get_job(session, job_id))

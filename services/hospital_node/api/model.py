@@ -6,14 +6,14 @@ from dataclasses import asdict
 
 from fastapi import APIRouter
 
-from services.hospital_node.api.deps import AdminOnly, Context
+from services.hospital_node.api.deps import AdminOnly, ContextDep
 from services.hospital_node.api.schemas import HeadOut, ModelOut
 
 router = APIRouter(prefix="/api/v1/model", tags=["model"], dependencies=AdminOnly)
 
 
 @router.get("", response_model=ModelOut)
-def current_model(ctx: Context) -> ModelOut:
+def current_model(ctx: ContextDep) -> ModelOut:
     store = ctx.store
     current = store.current()
     if current is None:

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.hospital_node.api.deps import AdminOnly, Context
+from services.hospital_node import privacy
+from services.hospital_node.api.deps import AdminOnly, ContextDep, SessionDep
 from services.hospital_node.api.schemas import PrivacyOut
-from services.hospital_node.privacy import PrivacyLedger
 
 router = APIRouter(prefix="/api/v1/privacy", tags=["privacy"], dependencies=AdminOnly)
 
 
 @router.get("", response_model=PrivacyOut)
-def privacy_budget(ctx: Context) -> PrivacyOut:
+def privacy_budget(ctx: ContextDep, session: SessionDep) -> PrivacyOut:
     """Spent epsilon, recomputed from the ledger of noised updates (also with DP now off)."""
     settings = ctx.settings
     config = settings.dp_config()
-    status = PrivacyLedger(ctx.db).status(config, settings.dp_delta)
+    status = privacy.status(session, config, settings.dp_delta)
     return PrivacyOut(
         enabled=config is not None,
         clip_norm=config.clip_norm if config else None,

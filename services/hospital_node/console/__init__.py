@@ -7,9 +7,8 @@ to the node's log with who did it (``services.common.console.app`` logs every ac
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
+from sqlalchemy.orm import Session
 
 from fedmedclip.enums import ACTIVE_JOB_STATES
 from services.common.console.app import (
@@ -23,6 +22,7 @@ from services.common.console.app import (
 )
 from services.common.settings import reveal
 from services.hospital_node import datasets, job_requests
+from services.hospital_node.api.deps import ContextDep
 from services.hospital_node.api.model import current_model
 from services.hospital_node.api.privacy import privacy_budget
 from services.hospital_node.api.schemas import DatasetIn, JobIn
@@ -36,15 +36,8 @@ NAV = (
 LIVE_JOB_STATES = {state.value for state in ACTIVE_JOB_STATES}
 
 
-def _context(request: Request) -> NodeContext:
-    return request.app.state.node
-
-
-Context = Annotated[NodeContext, Depends(_context)]
-
-
-def _jobs(ctx: NodeContext) -> dict:
-    jobs = job_requests.list_jobs(ctx.db, limit=50, state=None)
+def _jobs(db: Session) -> dict:
+    jobs = job_requests.list_jobs(db, limit=50, state=None)
     return {"jobs": jobs, "live": any(j.state in LIVE_JOB_STATES for j in jobs)}
 
 
@@ -55,22 +48,26 @@ def build_router() -> APIRouter:
         return request.app.state.console
 
     @router.get("/")
-    def overview(request: Request, session: SignedIn, ctx: Context) -> Response:
-        values = {
-            "model": current_model(ctx),
-            "privacy": privacy_budget(ctx),
-            "hub": ctx.settings.aggregator_url,
-            **_jobs(ctx),
-        }
+    def overview(request: Request, session: SignedIn, ctx: ContextDep) -> Response:
+        with ctx.db.read() as db:
+            values = {
+                "model": current_model(ctx),
+                "privacy": privacy_budget(ctx, db),
+                "hub": ctx.settings.aggregator_url,
+                **_jobs(db),
+            }
         return console(request).render(request, session, "node_overview.html", values)
 
     @router.get("/datasets")
-    def dataset_list(request: Request, session: SignedIn, ctx: Context) -> Response:
-        values = {"datasets": datasets.list_datasets(ctx.db), "roots": ctx.settings.data_roots}
+    def dataset_list(request: Request, session: SignedIn, ctx: ContextDep) -> Response:
+        with ctx.db.read() as db:
+            values = {"datasets": datasets.list_datasets(db), "roots": ctx.settings.data_roots}
         return console(request).render(request, session, "datasets.html", values)
 
     @router.post("/datasets")
-    def register(request: Request, session: SignedIn, form: CheckedForm, ctx: Context) -> Response:
+    def register(
+        request: Request, session: SignedIn, form: CheckedForm, ctx: ContextDep
+    ) -> Response:
         def action() -> str:
             body = parse_form(DatasetIn, {"path": form.get("path"), "name": form.get("name")})
             dataset = datasets.register_dataset(ctx.settings, ctx.db, body.path, body.name)
@@ -79,15 +76,21 @@ def build_router() -> APIRouter:
         return console(request).act(request, session, "/console/datasets", action)
 
     @router.get("/jobs")
-    def job_list(request: Request, session: SignedIn, ctx: Context) -> Response:
-        return console(request).render(request, session, "jobs.html", _jobs(ctx))
+    def job_list(request: Request, session: SignedIn, ctx: ContextDep) -> Response:
+        with ctx.db.read() as db:
+            values = _jobs(db)
+        return console(request).render(request, session, "jobs.html", values)
 
     @router.get("/fragments/jobs")
-    def job_fragment(request: Request, session: SignedIn, ctx: Context) -> Response:
-        return console(request).render(request, session, "jobs_table.html", _jobs(ctx))
+    def job_fragment(request: Request, session: SignedIn, ctx: ContextDep) -> Response:
+        with ctx.db.read() as db:
+            values = _jobs(db)
+        return console(request).render(request, session, "jobs_table.html", values)
 
     @router.post("/jobs")
-    def start_job(request: Request, session: SignedIn, form: CheckedForm, ctx: Context) -> Response:
+    def start_job(
+        request: Request, session: SignedIn, form: CheckedForm, ctx: ContextDep
+    ) -> Response:
         def action() -> str:
             body = parse_form(JobIn, {"round_id": form.get("round_id")})
             job = job_requests.request_job(ctx.settings, ctx.db, ctx.runner, body.round_id)

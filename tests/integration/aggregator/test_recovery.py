@@ -22,7 +22,7 @@ def _leave_aggregating(settings: AggregatorSettings, round_id: int) -> None:
     """What a hub on another host leaves behind when it dies mid-aggregation."""
     db = Database.connect(settings.resolved_database_url())
     try:
-        with db.sessions.begin() as session:
+        with db.write() as session:
             session.execute(
                 update(Round)
                 .where(Round.id == round_id)

@@ -71,7 +71,7 @@ def test_concurrent_promotions_and_rollbacks_keep_one_chain(
 
     db = Database.connect(settings.resolved_database_url())
     try:
-        with db.sessions() as session:
+        with db.read() as session:
             events = list(session.scalars(select(ProductionEvent).order_by(ProductionEvent.id)))
     finally:
         db.dispose()

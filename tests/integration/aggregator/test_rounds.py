@@ -212,7 +212,7 @@ def test_a_round_left_aggregating_by_a_crash_is_finished_after_its_lease(
     round_info = hub.open_round()
     assert hub.post_update(round_info["id"], token, encoded(1)).status_code == 201
     db = Database.connect(settings.resolved_database_url())
-    with db.sessions.begin() as session:  # what an instance that died mid-aggregation leaves
+    with db.write() as session:  # what an instance that died mid-aggregation leaves
         session.execute(
             update(Round).values(state="aggregating", claim_token="dead", lease_until=utcnow())
         )

@@ -93,7 +93,7 @@ def _make_legacy_database(url: str) -> None:
     try:
         metadata.create_all(db.engine)
         tables = metadata.tables
-        with db.session() as session:
+        with db.write() as session:
             session.execute(
                 sa.insert(tables["jobs"]).values(
                     id=1,
@@ -133,10 +133,10 @@ def test_migrations_create_exactly_the_models(database_url: str) -> None:
         assert MIGRATIONS.current(db.engine) == MIGRATIONS.head()
         _assert_schema_is_the_models(db)
         # The partial unique index: one live job per round, a failed one may be retried.
-        with db.session() as session:
+        with db.write() as session:
             session.add(Job(round_id=7, trigger="admin", state=JobState.failed.value))
             session.add(Job(round_id=7, trigger="admin", state=JobState.queued.value))
-        with pytest.raises(IntegrityError), db.session() as session:
+        with pytest.raises(IntegrityError), db.write() as session:
             session.add(Job(round_id=7, trigger="agent", state=JobState.queued.value))
     finally:
         db.dispose()
@@ -170,7 +170,7 @@ def test_a_database_made_by_create_all_is_adopted_with_its_rows(
     try:
         assert MIGRATIONS.current(db.engine) == "0001_initial" == MIGRATIONS.head()
         _assert_schema_is_the_models(db)  # what create_all made is exactly revision 0001
-        with db.read_session() as session:
+        with db.read() as session:
             stamps = session.scalars(sa.text("SELECT created_at FROM privacy_releases")).all()
         assert len(stamps) == 2
     finally:

@@ -46,42 +46,42 @@ def test_the_audit_trail_names_the_person_the_admin_token_or_the_node() -> None:
 
 def test_a_rotated_token_works_through_its_grace_period_only(db: Database) -> None:
     auth = hub_authenticator(AggregatorSettings(admin_token="hub-admin"))
-    with db.sessions.begin() as session:
+    with db.write() as session:
         node = create_node(session, "alpha", "admin")
-    with db.sessions.begin() as session:
+    with db.write() as session:
         instant = rotate_token(session, node.id, 0, "admin")
-    with db.sessions.begin() as session:
+    with db.write() as session:
         graced = rotate_token(session, node.id, 600, "admin")
     assert len({node.token, instant.token, graced.token}) == 3
-    assert authenticate(db.sessions, graced.token, auth, ANY).node_name == "alpha"
-    assert authenticate(db.sessions, instant.token, auth, ANY).node_id == node.id  # in grace
+    assert authenticate(db, graced.token, auth, ANY).node_name == "alpha"
+    assert authenticate(db, instant.token, auth, ANY).node_id == node.id  # in grace
     with pytest.raises(Unauthenticated, match="invalid token"):
-        authenticate(db.sessions, node.token, auth, ANY)  # two rotations back: forgotten
-    with db.sessions.begin() as session:
+        authenticate(db, node.token, auth, ANY)  # two rotations back: forgotten
+    with db.write() as session:
         rotate_token(session, node.id, 0, "admin")
     with pytest.raises(Unauthenticated, match="rotated") as refused:
-        authenticate(db.sessions, graced.token, auth, ANY)
+        authenticate(db, graced.token, auth, ANY)
     assert refused.value.code == "token_rotated"
 
 
 def test_only_a_live_node_can_rotate(db: Database) -> None:
-    with db.sessions.begin() as session:
+    with db.write() as session:
         node = create_node(session, "alpha", "admin")
         revoke_node(session, node.id, "admin")
-    with pytest.raises(Conflict, match="revoked"), db.sessions.begin() as session:
+    with pytest.raises(Conflict, match="revoked"), db.write() as session:
         rotate_token(session, node.id, 0, "admin")
-    with pytest.raises(NotFound), db.sessions.begin() as session:
+    with pytest.raises(NotFound), db.write() as session:
         rotate_token(session, 99, 0, "admin")
 
 
 def test_admin_routes_need_an_admin_token_or_single_sign_on(db: Database) -> None:
     bare = hub_authenticator(AggregatorSettings())
     with pytest.raises(Unavailable):
-        authenticate(db.sessions, "anything", bare, frozenset({Role.admin}))
+        authenticate(db, "anything", bare, frozenset({Role.admin}))
     auth = hub_authenticator(AggregatorSettings(admin_token="hub-admin"))
-    assert authenticate(db.sessions, "hub-admin", auth, ANY).role is Role.admin
+    assert authenticate(db, "hub-admin", auth, ANY).role is Role.admin
     with pytest.raises(Forbidden, match="node token"):
-        authenticate(db.sessions, "hub-admin", auth, frozenset({Role.node}))
+        authenticate(db, "hub-admin", auth, frozenset({Role.node}))
 
 
 def test_a_node_token_counts_only_with_that_nodes_certificate(tmp_path: Path) -> None:

@@ -42,21 +42,21 @@ def test_migrations_create_exactly_the_models(db: Database) -> None:
 
 def test_audit_events_cannot_be_changed_or_deleted(db: Database) -> None:
     prepare_schema(db.engine, auto_migrate=False)
-    with db.sessions.begin() as session:
+    with db.write() as session:
         audit.record(session, audit.ADMIN, "task.set", "task", note="first")
     for statement in ("UPDATE audit_events SET actor = 'mallory'", "DELETE FROM audit_events"):
-        with pytest.raises(DBAPIError, match="append-only"), db.sessions.begin() as session:
+        with pytest.raises(DBAPIError, match="append-only"), db.write() as session:
             session.execute(text(statement))
-    with db.sessions() as session:
+    with db.read() as session:
         assert session.scalars(select(AuditEvent.actor)).all() == ["admin"]
 
 
 def test_times_round_trip_as_aware_utc_and_naive_times_are_refused(db: Database) -> None:
     prepare_schema(db.engine, auto_migrate=False)
     seen = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-    with db.sessions.begin() as session:
+    with db.write() as session:
         session.add(Node(name="alpha", token_hash="0" * 64, last_seen=seen))
-    with db.sessions() as session:
+    with db.read() as session:
         assert session.scalars(select(Node.last_seen)).one() == seen
-    with pytest.raises(StatementError, match="naive datetime"), db.sessions.begin() as session:
+    with pytest.raises(StatementError, match="naive datetime"), db.write() as session:
         session.add(Node(name="beta", token_hash="1" * 64, last_seen=datetime(2024, 5, 1)))

@@ -29,7 +29,7 @@ def _publish_rounds(hub: Hub, count: int) -> None:
 def _payloads(settings: AggregatorSettings) -> dict[int, tuple[int, str, int, int]]:
     """round id -> (payload length, sha256, recorded size, sample count)."""
     db = Database.connect(settings.resolved_database_url())
-    with db.session() as session:
+    with db.write() as session:
         rows = session.execute(
             select(
                 Update.round_id,

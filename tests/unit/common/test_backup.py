@@ -38,7 +38,7 @@ def _site(root: Path) -> NodeSettings:
 
 def _populate(settings: NodeSettings) -> None:
     db = open_database(settings.resolved_database_url())
-    with db.session() as session:
+    with db.write() as session:
         session.add(Dataset(name="ward-7", path="/data/w7", n_images=12, report={"ok": True}))
         session.add(
             Job(
@@ -59,7 +59,7 @@ def _populate(settings: NodeSettings) -> None:
 
 def _rows(settings: NodeSettings) -> list[tuple]:
     db = open_database(settings.resolved_database_url())
-    with db.session() as session:
+    with db.write() as session:
         rows = (
             [(d.name, d.report, d.created_at) for d in session.scalars(select(Dataset))]
             + [

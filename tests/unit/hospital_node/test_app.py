@@ -135,7 +135,7 @@ def test_job_seconds_histogram_comes_from_the_jobs_in_the_database(tmp_path: Pat
     settings = _settings(tmp_path)
     db = open_database(settings.resolved_database_url())
     start = datetime(2025, 5, 1, 9, 0, tzinfo=UTC)
-    with db.session() as session:  # as a worker in another process would leave them
+    with db.write() as session:  # as a worker in another process would leave them
         for round_id, (state, seconds) in enumerate([("done", 45), ("done", 700), ("failed", 5)]):
             end = start + timedelta(seconds=seconds) if seconds is not None else None
             session.add(

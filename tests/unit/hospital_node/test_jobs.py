@@ -47,37 +47,47 @@ def db(settings: NodeSettings) -> Database:
 
 
 def _job(db: Database, job_id: int) -> Job:
-    with db.session() as session:
+    with db.read() as session:
         return session.get_one(Job, job_id)
 
 
+def _create(db: Database, round_id: int) -> Job:
+    with db.write() as session:
+        return create_job(session, round_id=round_id, trigger="api")
+
+
+def _fail(db: Database, job_id: int, reason: str) -> bool:
+    with db.write() as session:
+        return fail_job(session, job_id, reason)
+
+
 def _force(db: Database, job_id: int, **values) -> None:
-    with db.session() as session:
+    with db.write() as session:
         job = session.get_one(Job, job_id)
         for key, value in values.items():
             setattr(job, key, value)
 
 
 def test_one_live_job_per_round_but_a_failed_one_can_be_retried(db: Database) -> None:
-    first = create_job(db, round_id=7, trigger="api")
+    first = _create(db, round_id=7)
     assert first.state == "queued" and first.idempotency_key == f"job-{first.id}-round-7"
-    with pytest.raises(JobConflict, match="round 7 already has a job"):
-        create_job(db, round_id=7, trigger="agent")
-    assert fail_job(db, first.id, "boom")
-    second = create_job(db, round_id=7, trigger="api")
+    with pytest.raises(JobConflict, match="round 7 already has a job"), db.write() as session:
+        create_job(session, round_id=7, trigger="agent")
+    assert _fail(db, first.id, "boom")
+    second = _create(db, round_id=7)
     assert second.id != first.id and second.idempotency_key != first.idempotency_key
 
 
 def test_a_redelivered_job_that_already_ended_is_not_run_again(settings, db) -> None:
-    job = create_job(db, round_id=1, trigger="api")
-    fail_job(db, job.id, "worker lost")
+    job = _create(db, round_id=1)
+    _fail(db, job.id, "worker lost")
     execute_job(settings, db, job.id)
     after = _job(db, job.id)
     assert after.state == "failed" and after.error == "worker lost" and after.started_at is None
 
 
 def test_a_job_whose_hub_is_unreachable_fails_with_the_reason(settings, db) -> None:
-    job = create_job(db, round_id=1, trigger="api")
+    job = _create(db, round_id=1)
     execute_job(settings, db, job.id)
     after = _job(db, job.id)
     assert after.state == "failed"
@@ -86,34 +96,36 @@ def test_a_job_whose_hub_is_unreachable_fails_with_the_reason(settings, db) -> N
 
 
 def test_running_jobs_without_heartbeat_are_reaped(db: Database) -> None:
-    stale = create_job(db, round_id=1, trigger="api")
-    fresh = create_job(db, round_id=2, trigger="api")
-    queued = create_job(db, round_id=3, trigger="api")
+    stale = _create(db, round_id=1)
+    fresh = _create(db, round_id=2)
+    queued = _create(db, round_id=3)
     _force(db, stale.id, state="running", heartbeat_at=utcnow() - timedelta(seconds=120))
     _force(db, fresh.id, state="uploading", heartbeat_at=utcnow())
-    assert reap_stale_jobs(db, stale_seconds=60) == [stale.id]
+    with db.write() as session:
+        assert reap_stale_jobs(session, stale_seconds=60) == [stale.id]
     assert "worker lost" in _job(db, stale.id).error
     assert _job(db, fresh.id).state == "uploading" and _job(db, queued.id).state == "queued"
 
 
 def test_progress_stops_a_job_that_was_ended_elsewhere(db: Database) -> None:
-    job = create_job(db, round_id=1, trigger="api")
+    job = _create(db, round_id=1)
     _force(db, job.id, state="running")
     progress = DatabaseProgress(db, job.id)
     progress.epoch(1, 4, 0.7, 50.0)
     row = _job(db, job.id)
     assert (row.epoch, row.epochs, row.loss, row.percent) == (1, 4, 0.7, 50.0)
-    fail_job(db, job.id, "worker lost")
+    _fail(db, job.id, "worker lost")
     with pytest.raises(JobAborted):
         progress.epoch(2, 4, 0.6, 60.0)
     assert _job(db, job.id).epoch == 1
 
 
 def test_restart_of_an_embedded_node_resubmits_queued_and_fails_interrupted(db) -> None:
-    queued = create_job(db, round_id=1, trigger="api")
-    running = create_job(db, round_id=2, trigger="api")
+    queued = _create(db, round_id=1)
+    running = _create(db, round_id=2)
     _force(db, running.id, state=JobState.running.value, heartbeat_at=utcnow())
-    assert recover_embedded_jobs(db) == [queued.id]
+    with db.write() as session:
+        assert recover_embedded_jobs(session) == [queued.id]
     assert "node restarted" in _job(db, running.id).error
 
 
@@ -123,7 +135,7 @@ def test_a_job_that_cannot_be_enqueued_is_marked_failed(settings, db) -> None:
     with pytest.raises(EnqueueError, match="could not enqueue"):
         start_job(db, runner, round_id=5, trigger="api")
     runner.close()
-    with db.session() as session:
+    with db.read() as session:
         (job,) = session.query(Job).all()
     assert job.state == "failed" and "could not enqueue" in job.error
-    assert create_job(db, round_id=5, trigger="api").state == "queued"
+    assert _create(db, round_id=5).state == "queued"

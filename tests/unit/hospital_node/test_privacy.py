@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fedmedclip.privacy import DPConfig, epsilon_after, epsilon_per_round
+from services.hospital_node import privacy
 from services.hospital_node.app import create_app
 from services.hospital_node.db import open_database
 from services.hospital_node.privacy import PrivacyBudgetExhausted, PrivacyLedger
@@ -32,20 +33,23 @@ def test_cumulative_epsilon_comes_from_the_ledger_and_survives_a_reopen(tmp_path
     assert first["dp_epsilon_update"] == pytest.approx(epsilon_per_round(4.0, 1e-5))
     assert first["dp_epsilon_total"] == pytest.approx(epsilon_after(1, 4.0, 1e-5))
     assert second["dp_epsilon_total"] == pytest.approx(epsilon_after(2, 4.0, 1e-5))
-    reopened = PrivacyLedger(open_database(url)).status(CONFIG, 1e-5)
+    with open_database(url).read() as session:
+        reopened = privacy.status(session, CONFIG, 1e-5)
     assert reopened.releases == 2
     assert reopened.epsilon_spent == pytest.approx(second["dp_epsilon_total"])
     assert reopened.epsilon_after_next == pytest.approx(epsilon_after(3, 4.0, 1e-5))
 
 
 def test_the_cap_refuses_an_update_and_records_nothing(tmp_path: Path) -> None:
-    ledger = PrivacyLedger(open_database(f"sqlite:///{tmp_path / 'node.db'}"))
+    db = open_database(f"sqlite:///{tmp_path / 'node.db'}")
+    ledger = PrivacyLedger(db)
     cap = epsilon_after(2, 4.0, 1e-5) + 0.01  # room for two updates, not three
     for round_id in (1, 2):
         ledger.charge(job_id=round_id, round_id=round_id, config=CONFIG, max_epsilon=cap)
     with pytest.raises(PrivacyBudgetExhausted, match="DP_MAX_EPSILON"):
         ledger.charge(job_id=3, round_id=3, config=CONFIG, max_epsilon=cap)
-    assert ledger.history() == [4.0, 4.0]
+    with db.read() as session:
+        assert privacy.history(session) == [4.0, 4.0]
 
 
 def test_privacy_route_reports_settings_and_spend(tmp_path: Path) -> None:
