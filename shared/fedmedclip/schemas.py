@@ -20,7 +20,7 @@ from fedmedclip.ids import VersionNumber
 from fedmedclip.model import AdapterConfig
 from fedmedclip.secagg.messages import KeyDirectory, Phase, ShareInbox, UnmaskRequest
 from fedmedclip.secagg.params import RoundParams
-from fedmedclip.trainer import DEFAULT_PRUNE_WEIGHT
+from fedmedclip.training import DEFAULT_PRUNE_WEIGHT
 
 
 class FamSettings(BaseModel):

@@ -13,7 +13,7 @@ from fedmedclip.enums import (
     parse_choice,
 )
 from fedmedclip.privacy import DPConfig
-from fedmedclip.trainer import DEFAULT_PRUNE_WEIGHT
+from fedmedclip.training import DEFAULT_PRUNE_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class SimulationConfig:
 
     ``local_head`` (used with ``combination="choose"`` only): each FedMedCLIP site also trains its
     local head, alone on the version-0 FAM, and keeps a federated option only where it
-    beats that head on validation by more than the noise (``fedmedclip.trainer.LocalHead``).
+    beats that head on validation by more than the noise (``fedmedclip.heads.LocalHead``).
 
     ``dp_clip_norm`` and ``dp_noise_multiplier`` (set both or neither) turn on client-side
     differential privacy: each site clips and noises its delta before upload (see
