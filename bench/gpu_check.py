@@ -24,7 +24,8 @@ from fedmedclip.data.images import decode_image
 from fedmedclip.data.synth import synthesize_federation
 from fedmedclip.feature_cache import FeatureCache
 from fedmedclip.model import AdapterConfig, adapter_state, build_adapter, build_head
-from fedmedclip.trainer import TrainConfig, predict, train_local
+from fedmedclip.prediction import predict
+from fedmedclip.training import TrainConfig, train_local
 
 
 def _sync(device: str) -> None:

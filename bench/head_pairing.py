@@ -22,11 +22,11 @@ import statistics
 
 from common import add_data_args, embedded_federation, setup
 
+from fedmedclip.heads import refresh_head_statistics
 from fedmedclip.simulator import SimulationConfig
 from fedmedclip.simulator.base import LocalUpdate, State
 from fedmedclip.simulator.methods import FedMedClip
 from fedmedclip.simulator.runner import run_round
-from fedmedclip.trainer import refresh_head_statistics
 
 ROUNDS = 10
 SETTLED_FROM = 3  # rounds before this are the warm-up and left out of the summary

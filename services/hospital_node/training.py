@@ -2,8 +2,9 @@
 
 The steps follow the federation contract: read the task and the round from the hub,
 download the round's base model and check its sha256, embed the site's images once
-(feature cache), train the shared adapter and the private head from there, calibrate on
-the validation split if the round asks, evaluate on the test split, send only the
+(feature cache), run the site's round from there (:func:`fedmedclip.site_round.run_site_round`,
+the one the simulator runs: train the shared adapter and the private heads, calibrate on
+the validation split if the round asks, evaluate on the test split), send only the
 encoded FAM delta (clipped and noised first when the site uses differential privacy, see
 ``privacy``; a secure round gets it masked through the secure-aggregation protocol
 instead, see ``secure_upload``), then version the head in the model store next to the FAM
@@ -17,7 +18,6 @@ object, so the same code runs in a Celery worker and in the API's embedded threa
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,37 +27,18 @@ import torch
 
 from fedmedclip.aggregation import clip_update
 from fedmedclip.backbone import Backbone, cached_backbone, resolve_device
-from fedmedclip.class_statistics import drop_statistics, statistics_of
+from fedmedclip.class_statistics import drop_statistics
 from fedmedclip.codec import encode_update, payload_sha256, state_delta
 from fedmedclip.data.datasets import ClassIndex, ImageRecord
 from fedmedclip.data.splits import split_records
-from fedmedclip.ensemble import Combination
 from fedmedclip.feature_cache import FeatureCache
-from fedmedclip.metrics import classification_metrics
-from fedmedclip.model import (
-    PrivateHead,
-    SharedAdapter,
-    build_adapter,
-    build_head,
-    expected_shapes,
-)
+from fedmedclip.heads import LocalHead, new_local_head, pack_heads, pairing_sample, unpack_heads
+from fedmedclip.model import PrivateHead, build_head, expected_shapes
 from fedmedclip.model_store import HeadMetadata, ModelStore, StoredModel
 from fedmedclip.privacy import DPConfig, noise_share, privatize_delta
-from fedmedclip.schemas import RoundInfo, RoundState, TaskSpec, TrainingHints
+from fedmedclip.schemas import RoundInfo, RoundState, TaskSpec
 from fedmedclip.secagg.vectors import flatten_delta
-from fedmedclip.trainer import (
-    LocalHead,
-    Temperatures,
-    TrainConfig,
-    calibrate,
-    choose,
-    pack_heads,
-    pairing_sample,
-    predict,
-    refresh_head_statistics,
-    train_local,
-    unpack_heads,
-)
+from fedmedclip.site_round import SiteFeatures, run_site_round, train_config
 from services.common.hub_client import HubClient, HubError, HubRejected, ensure_global
 from services.hospital_node.datasets import DatasetSource, load_site_records
 from services.hospital_node.hub_client import connect_hub
@@ -173,35 +154,6 @@ def _previous_heads(
     return None, None
 
 
-def _train_config(hints: TrainingHints, device: str) -> TrainConfig:
-    return TrainConfig(
-        epochs=hints.local_epochs,
-        batch_size=hints.batch_size,
-        lr=hints.lr,
-        kd_weight=hints.kd_weight,
-        kd_temperature=hints.kd_temperature,
-        adaptive_kd=hints.adaptive_kd,
-        prune_weight=hints.prune_weight,
-        device=device,
-    )
-
-
-def _finite(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if math.isfinite(v)}
-
-
-@dataclass(frozen=True)
-class SiteFeatures:
-    """Cached embeddings and global label ids of the site's train / val / test splits."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-
-
 def site_features(
     settings: NodeSettings,
     backbone: Backbone,
@@ -230,42 +182,6 @@ def site_features(
     xs = torch.split(features, [len(part) for part in parts])
     ys = [_labels(part, index) for part in parts]
     return SiteFeatures(xs[0], ys[0], xs[1], ys[1], xs[2], ys[2])
-
-
-def evaluate(
-    adapter: SharedAdapter,
-    head: PrivateHead,
-    text: torch.Tensor,
-    data: SiteFeatures,
-    *,
-    calibrate_on_val: bool,
-    local: LocalHead | None = None,
-) -> tuple[Temperatures, Combination, dict[str, float]]:
-    """Score the site's model on val and test.
-
-    On the validation split it first calibrates (when the round asks) and then chooses how
-    to combine its branches, the local head the incumbent when given
-    (``fedmedclip.ensemble.choose_combination``); the scores are those of that
-    combination, which the inference API then applies.
-    """
-    has_val = len(data.y_val) > 0
-    temperatures = (
-        calibrate(adapter, head, data.x_val, data.y_val, text)
-        if calibrate_on_val and has_val
-        else Temperatures()
-    )
-    combination = (
-        choose(adapter, head, data.x_val, data.y_val, text, temperatures, local).combination
-        if has_val
-        else Combination()
-    )
-    metrics: dict[str, float] = {}
-    for split, x, y in (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test)):
-        if len(y):
-            out = predict(adapter, head, x, text, temperatures, combination, local)
-            scores = classification_metrics(out.probabilities.numpy(), y.numpy(), len(text))
-            metrics |= {f"{split}_{name}": value for name, value in scores.items()}
-    return temperatures, combination, _finite(metrics)
 
 
 def _upload(
@@ -369,13 +285,9 @@ def run_training(
     data = site_features(settings, backbone, task, datasets, progress=progress)
 
     config = task.adapter_config()
-    adapter = SharedAdapter(config)
-    adapter.load_state_dict(base.tensors)
     head, local = _previous_heads(store, task, backbone)
     head = head or build_head(config, seed=round_id)
-    local = local or LocalHead(
-        build_adapter(config, seed=task.fam.seed), build_head(config, seed=round_id)
-    )
+    local = local or new_local_head(config, fam_seed=task.fam.seed, seed=round_id)
     text = backbone.text_prototypes(task.class_names, task.prompt_template)
     progress.phase("training", TRAIN_SPAN[0])
 
@@ -385,36 +297,24 @@ def run_training(
 
     with connect_hub(settings, interactive=True) as quick_hub:
         watch = RoundWatch(quick_hub, round_id, settings.poll_seconds)
-        result = train_local(
-            adapter,
+        site_round = run_site_round(
+            base.tensors,
+            config,
             head,
-            data.x_train,
-            data.y_train,
+            local,
+            data,
             text,
-            _train_config(round_info.hints, device),
-            progress=after_epoch,
+            train_config(round_info.hints, device=device),
+            calibrate_on_val=round_info.hints.calibrate,
+            on_epoch=after_epoch,
+            on_phase=lambda name: progress.phase(name, TRAIN_SPAN[1]),
         )
-    # The local head: trained alone on version 0, the incumbent of the choice below.
-    progress.phase("training the local head", TRAIN_SPAN[1])
-    local.train(data.x_train, data.y_train, text, _train_config(round_info.hints, device))
-    if adapter.class_stats is not None:
-        # Score the statistics branch with the federation's statistics (the base version's),
-        # as they will be served; the site's own, filled for its update, would make it a
-        # purely local discriminant and mislead the choice. The update is already taken.
-        adapter.class_stats.load_state_dict(statistics_of(base.tensors))
-    # Running statistics lag a short local round: evaluate with fresh ones (under the local
-    # FAM; the inference API re-pairs the head with the FAM it serves, see pairing_sample).
-    refresh_head_statistics(adapter, head, data.x_train)
-    progress.phase("evaluating", TRAIN_SPAN[1])
-    temperatures, combination, metrics = evaluate(
-        adapter, head, text, data, calibrate_on_val=round_info.hints.calibrate, local=local
-    )
-    metrics = _finite({"train_loss": result.epoch_losses[-1]}) | metrics
+    result, metrics = site_round.training, site_round.metrics
 
     delta = state_delta(result.adapter_state, base.tensors)
     omit_rows = result.pruned_rows
     if dp is not None:  # the noised delta goes whole: the pruned-row bitmap is not private
-        metrics |= ledger.charge(
+        metrics = metrics | ledger.charge(
             job_id=job_id, round_id=round_id, config=dp, max_epsilon=settings.dp_max_epsilon
         )
         delta, omit_rows = privatize_delta(delta, dp), None
@@ -435,8 +335,8 @@ def run_training(
         HeadMetadata(
             global_version=round_info.base_version,
             round_id=round_id,
-            temperatures=temperatures,
-            combination=combination,
+            temperatures=site_round.temperatures,
+            combination=site_round.combination,
             metrics=metrics,
             class_names=task.class_names,
             prompt_template=task.prompt_template,

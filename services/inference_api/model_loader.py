@@ -15,7 +15,7 @@ Pairing: a head's BatchNorm statistics describe the FAM it was trained with, and
 served with another FAM version without re-estimating them lost about 16 accuracy points
 in the simulator. So when the node stored a sample of training features with the head,
 every build re-estimates the head's statistics under the FAM it will serve with
-(``fedmedclip.trainer.refresh_head_statistics``; a forward pass, nothing is trained).
+(``fedmedclip.heads.refresh_head_statistics``; a forward pass, nothing is trained).
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ from pydantic import ValidationError
 
 from fedmedclip.backbone import Backbone, BackboneError, cached_backbone
 from fedmedclip.ensemble import Combination
+from fedmedclip.heads import LocalHead, refresh_head_statistics, unpack_heads
 from fedmedclip.model import PrivateHead, SharedAdapter
 from fedmedclip.model_store import ModelBlobError, ModelStore, StoredHead, StoredModel
+from fedmedclip.prediction import Temperatures
 from fedmedclip.schemas import TaskSpec
-from fedmedclip.trainer import LocalHead, Temperatures, refresh_head_statistics, unpack_heads
 from services.common.hub_client import HubError
 from services.inference_api.hub import HubFollower
 from services.inference_api.metrics import InferenceMetrics

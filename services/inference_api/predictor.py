@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from fedmedclip.backbone import Backbone
-from fedmedclip.trainer import predict
+from fedmedclip.prediction import predict
 from services.inference_api.model_loader import LoadedModel
 
 

@@ -100,7 +100,7 @@ class Combination(BaseModel):
     ``statistics``: the federated class statistics' discriminant alone
     (:mod:`fedmedclip.class_statistics`); ``head_statistics``: the head at ``head_weight``
     against it. ``local``: the site's local head, trained alone on the frozen version-0 FAM
-    (what the site would have without the federation; ``fedmedclip.trainer.LocalHead``).
+    (what the site would have without the federation; ``fedmedclip.heads.LocalHead``).
     Stored with the head (JSON), so the inference API combines the branches exactly as the
     site validated them.
     """

@@ -74,7 +74,7 @@ class SimulationCombination(StrEnum):
 
 class OptimizerSettings(StrEnum):
     """Optimiser settings of the adapter methods: ours, or the authors' reference ones
-    (``fedmedclip.trainer.TrainConfig.reference``; docs/method.md compares them)."""
+    (``fedmedclip.training.TrainConfig.reference``; docs/method.md compares them)."""
 
     ours = "ours"
     reference = "reference"

@@ -163,6 +163,12 @@ class PrivateHead(nn.Module):
         return [m for m in self.modules() if isinstance(m, MaskedLinear)]
 
 
+def adapter_inputs(head: PrivateHead | None, features: torch.Tensor) -> torch.Tensor:
+    """What the shared adapter is given: the head's standardisation of ``features`` (the
+    raw embeddings when there is no head), the same in training and at prediction."""
+    return features if head is None else head.standardise(features)
+
+
 def build_adapter(config: AdapterConfig, seed: int = 0) -> SharedAdapter:
     """Deterministic initial adapter: every party building version 0 gets the same weights."""
     with torch.random.fork_rng(devices=[]):

@@ -38,7 +38,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from fedmedclip.ensemble import Combination
-from fedmedclip.trainer import Temperatures
+from fedmedclip.prediction import Temperatures
 
 _META_KEY = "fedmedclip"
 
@@ -192,7 +192,7 @@ class ModelStore:
     ) -> int:
         """Store a new private head version (``meta.version`` is set to it); return it.
 
-        ``pairing_features`` (site-private embeddings, see ``trainer.pairing_sample``) are
+        ``pairing_features`` (site-private embeddings, see ``fedmedclip.heads.pairing_sample``) are
         written first, so a head that has them is never visible without them.
         """
         version = (self.head_versions() or [0])[-1] + 1

@@ -1,6 +1,6 @@
 """How hard local training pushes the masked layers to drop rows.
 
-A constant of its own, apart from :mod:`fedmedclip.trainer`, so that the wire schemas and
+A constant of its own, apart from :mod:`fedmedclip.training`, so that the wire schemas and
 the simulator's config (which ``fedmedclip simulate`` reads to build its options) name the
 same default without loading torch.
 """

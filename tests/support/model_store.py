@@ -20,10 +20,12 @@ import torch
 from fedmedclip.backbone import Backbone
 from fedmedclip.data import ClassIndex, read_image_folder, synthesize_federation
 from fedmedclip.feature_cache import FeatureCache
+from fedmedclip.heads import pairing_sample
 from fedmedclip.model import build_adapter, build_head
 from fedmedclip.model_store import HeadMetadata, ModelStore, encode_blob
+from fedmedclip.prediction import calibrate
 from fedmedclip.schemas import TaskSpec
-from fedmedclip.trainer import TrainConfig, calibrate, pairing_sample, train_local
+from fedmedclip.training import TrainConfig, train_local
 
 
 @dataclass(frozen=True)

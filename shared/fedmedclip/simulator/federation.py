@@ -24,6 +24,7 @@ from fedmedclip.backbone import Backbone
 from fedmedclip.data.datasets import ClassIndex, DatasetError, ImageRecord, read_dataset
 from fedmedclip.data.splits import split_records
 from fedmedclip.feature_cache import FeatureCache
+from fedmedclip.site_round import SiteFeatures
 
 CLASSES_FILE = "classes.json"
 MANIFEST_FILE = "manifest.csv"
@@ -56,6 +57,17 @@ class Site:
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; use one of {SPLITS}")
         return getattr(self, name)
+
+    def features(self) -> SiteFeatures:
+        """The site's embeddings and labels, split by split, as a site round takes them."""
+        return SiteFeatures(
+            self.train.features,
+            self.train.labels,
+            self.val.features,
+            self.val.labels,
+            self.test.features,
+            self.test.labels,
+        )
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The methods the simulator compares, on the same cached embeddings.
 
 * ``fedmedclip``: shared FAM (federated through the update codec) + private head per site,
-  trained with contrastive + CE + adaptive KL; at prediction each site combines the branches
+  trained with contrastive + CE + adaptive KL by the very site round a hospital node runs
+  (:func:`fedmedclip.site_round.run_site_round`); at prediction each site combines the branches
   as it chose on validation (the paper's entropy ensemble by default). Options: learnable
   class prototypes and class statistics (federated with the FAM), per-branch temperature
   calibration on validation, adaptive KD on/off.
@@ -23,6 +24,7 @@ from torch.nn import functional as F
 
 from fedmedclip.ensemble import Combination
 from fedmedclip.enums import SimulationMethod, parse_choice
+from fedmedclip.heads import LocalHead, new_local_head, refresh_head_statistics
 from fedmedclip.model import (
     LOGIT_SCALE,
     AdapterConfig,
@@ -31,26 +33,20 @@ from fedmedclip.model import (
     build_head,
     expected_shapes,
 )
+from fedmedclip.prediction import Temperatures, branch_logits, calibrate, choose, predict
+from fedmedclip.schemas import TrainingHints
 from fedmedclip.simulator.base import LocalUpdate, Method, State, local_seed
 from fedmedclip.simulator.config import SimulationConfig
 from fedmedclip.simulator.fedavg import EncoderFedAvg
 from fedmedclip.simulator.federation import Federation
 from fedmedclip.simulator.transport import CodecTransport
-from fedmedclip.trainer import (
-    LocalHead,
-    Temperatures,
-    TrainConfig,
-    branch_logits,
-    calibrate,
-    choose,
-    predict,
-    refresh_head_statistics,
-    train_local,
-)
+from fedmedclip.site_round import run_site_round, train_config
+from fedmedclip.training import TrainConfig, train_local
 
 
 class AdapterMethod(Method):
-    """Methods built from the FAM and/or private heads, trained with ``train_local``."""
+    """Methods built from the FAM and/or private heads, trained with ``train_local``
+    (FedMedCLIP: with the site round a node runs, ``run_site_round``)."""
 
     uses_head: ClassVar[bool]
     trains_adapter: ClassVar[bool]
@@ -82,6 +78,16 @@ class AdapterMethod(Method):
             expected_shapes(self.adapter_config),
             error_feedback=config.error_feedback,
         )
+        # What a hub would suggest for every round of this run (the simulator plays the hub).
+        self.hints = TrainingHints(
+            local_epochs=config.local_epochs,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            kd_weight=config.kd_weight,
+            adaptive_kd=config.adaptive_kd,
+            prune_weight=config.prune_weight,
+            calibrate=config.calibrate,
+        )
 
     def global_state(self) -> State:
         return self._global
@@ -106,21 +112,17 @@ class AdapterMethod(Method):
         return self.adapter
 
     def train_config(self, site_index: int, round_index: int) -> TrainConfig:
-        """The local round's hyper-parameters for this site and round."""
+        """The local round's hyper-parameters for this site and round, built from the
+        run's hints as a node builds them from the hub's."""
         config = self.config
-        common = {
-            "kd_weight": config.kd_weight,
-            "adaptive_kd": config.adaptive_kd,
-            "prune_weight": config.prune_weight,
-            "standardise_inputs": config.standardise_inputs,
-            "balanced_loss": config.balanced_loss,
-            "seed": local_seed(config.seed, round_index, site_index),
-            "device": config.device,
-        }
-        if config.settings == "reference":
-            return TrainConfig.reference(round_index, **common)
-        return TrainConfig(
-            epochs=config.local_epochs, batch_size=config.batch_size, lr=config.lr, **common
+        return train_config(
+            self.hints,
+            device=config.device,
+            seed=local_seed(config.seed, round_index, site_index),
+            round_index=round_index,
+            settings=config.settings,
+            standardise_inputs=config.standardise_inputs,
+            balanced_loss=config.balanced_loss,
         )
 
     def train_site(self, site_index: int, round_index: int) -> LocalUpdate:
@@ -158,28 +160,27 @@ class FedMedClip(AdapterMethod):
         super().__init__(federation, config)
         self.local_heads: list[LocalHead] = []
         if config.local_head and config.combination == "choose":
-            initial = build_adapter(self.adapter_config, seed=config.seed).to(self.device)
             self.local_heads = [
-                LocalHead(
-                    initial,
-                    build_head(self.adapter_config, seed=local_seed(config.seed, 0, i)).to(
-                        self.device
-                    ),
-                )
+                new_local_head(
+                    self.adapter_config, fam_seed=config.seed, seed=local_seed(config.seed, 0, i)
+                ).to(self.device)
                 for i in range(len(federation.sites))
             ]
 
     def train_site(self, site_index: int, round_index: int) -> LocalUpdate:
-        update = super().train_site(site_index, round_index)
-        if self.local_heads:
-            train = self.federation.sites[site_index].train
-            self.local_heads[site_index].train(
-                train.features,
-                train.labels,
-                self.federation.text_prototypes,
-                self.train_config(site_index, round_index),
-            )
-        return update
+        """The site's round, run by the function a hospital node runs."""
+        site = self.federation.sites[site_index]
+        training = run_site_round(
+            self._global,
+            self.adapter_config,
+            self.heads[site_index],
+            self._local_head(site_index),
+            site.features(),
+            self.federation.text_prototypes,
+            self.train_config(site_index, round_index),
+            calibrate_on_val=self.hints.calibrate,
+        ).training
+        return LocalUpdate(training.adapter_state, training.n_samples, training.pruned_rows)
 
     def _local_head(self, site_index: int) -> LocalHead | None:
         return self.local_heads[site_index] if self.local_heads else None

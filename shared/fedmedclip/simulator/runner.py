@@ -1,12 +1,13 @@
 """The rounds loop: the same code path the services run, on one machine.
 
-Each round every site trains from the current global state (``train_local`` for the
-adapter methods); its delta goes through the method's transport (for FedMedCLIP the real
-``encode_update``/``decode_update``), and the hub step is ``aggregate(...)`` weighted by
-sample count, then ``apply_delta``. After each round every site is evaluated on its
-validation and test splits with its own head and the new global state (the head's
-normalisation statistics first re-estimated under that state on the site's own training
-features, see ``fedmedclip.trainer.refresh_head_statistics``).
+Each round every site trains from the current global state (FedMedCLIP with the site
+round a hospital node runs, ``fedmedclip.site_round.run_site_round``; the other adapter
+methods with ``train_local``); its delta goes through the method's transport (for
+FedMedCLIP the real ``encode_update``/``decode_update``), and the hub step is
+``aggregate(...)`` weighted by sample count, then ``apply_delta``. After each round every
+site is evaluated on its validation and test splits with its own head and the new global
+state (the head's normalisation statistics first re-estimated under that state on the
+site's own training features, see ``fedmedclip.heads.refresh_head_statistics``).
 
 With differential privacy on (``SimulationConfig.dp``), each site clips and noises its delta
 before the transport and sends every row (no ``omit_rows``: the pruned-row bitmap would leak

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from fedmedclip.ensemble import CombinationKind
+from fedmedclip.heads import unpack_heads
 from fedmedclip.model_store import ModelStore
 from fedmedclip.schemas import TaskSpec
-from fedmedclip.trainer import unpack_heads
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.integration

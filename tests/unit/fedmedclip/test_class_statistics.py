@@ -14,8 +14,9 @@ from fedmedclip.model import (
     build_head,
     expected_shapes,
 )
+from fedmedclip.prediction import choose, predict, statistics_logits
 from fedmedclip.privacy import DPConfig, privatize_delta
-from fedmedclip.trainer import TrainConfig, choose, predict, statistics_logits, train_local
+from fedmedclip.training import TrainConfig, train_local
 
 DIM, CLASSES = 16, 3
 

@@ -14,7 +14,7 @@ from fedmedclip.model_store import (
     decode_blob,
     encode_blob,
 )
-from fedmedclip.trainer import Temperatures
+from fedmedclip.prediction import Temperatures
 
 CONFIG = AdapterConfig(dim=32, n_classes=3)
 

@@ -13,10 +13,10 @@ import torch
 
 from fedmedclip.backbone import cached_backbone
 from fedmedclip.ensemble import Combination
+from fedmedclip.heads import pairing_sample, refresh_head_statistics
 from fedmedclip.model import SharedAdapter, build_head
 from fedmedclip.model_store import HeadMetadata, ModelStore, encode_blob
 from fedmedclip.schemas import TaskSpec
-from fedmedclip.trainer import pairing_sample, refresh_head_statistics
 from services.inference_api.hub import HubFollower
 from services.inference_api.metrics import InferenceMetrics
 from services.inference_api.model_loader import ModelManager, ModelUnavailable

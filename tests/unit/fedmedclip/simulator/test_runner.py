@@ -15,6 +15,7 @@ from fedmedclip.backbone import load_backbone
 from fedmedclip.class_statistics import is_statistic
 from fedmedclip.codec import apply_delta, decode_update, encode_update, state_delta, update_norm
 from fedmedclip.data.synth import synthesize_federation
+from fedmedclip.heads import refresh_head_statistics
 from fedmedclip.model import AdapterConfig, build_adapter, build_head, expected_shapes
 from fedmedclip.privacy import DPConfig, epsilon_after, epsilon_per_round, privatize_delta
 from fedmedclip.simulator import (
@@ -34,7 +35,6 @@ from fedmedclip.simulator.fedavg import FineTunedEncoder
 from fedmedclip.simulator.methods import build_method
 from fedmedclip.simulator.runner import run_round
 from fedmedclip.simulator.transport import CodecTransport
-from fedmedclip.trainer import refresh_head_statistics
 
 FAST = SimulationConfig(rounds=2, local_epochs=2, seed=1)
 DP = dataclasses.replace(FAST, dp_clip_norm=0.5, dp_noise_multiplier=4.0)

@@ -5,17 +5,9 @@ import torch
 from torch.nn import functional as F
 
 from fedmedclip.losses import adaptive_distillation_loss, prototype_contrastive_loss
-from fedmedclip.model import LOGIT_SCALE, AdapterConfig, adapter_state, build_adapter, build_head
-from fedmedclip.trainer import (
-    ABSENT_LOG_PRIOR,
-    TrainConfig,
-    branch_logits,
-    calibrate,
-    class_log_prior,
-    pairing_sample,
-    predict,
-    train_local,
-)
+from fedmedclip.model import AdapterConfig, adapter_state, build_adapter, build_head
+from fedmedclip.prediction import branch_logits, calibrate, predict
+from fedmedclip.training import ABSENT_LOG_PRIOR, TrainConfig, class_log_prior, train_local
 
 CONFIG = AdapterConfig(dim=32, n_classes=3)
 
@@ -65,15 +57,6 @@ def test_progress_is_reported_per_epoch():
     assert seen == [(1, 3), (2, 3), (3, 3)]
 
 
-def test_pairing_sample_is_a_deterministic_subset_of_the_features():
-    features, _, _ = _separable(n=50)
-    sample = pairing_sample(features, limit=20, seed=3)
-    assert sample.shape == (20, 32)
-    assert torch.equal(sample, pairing_sample(features, limit=20, seed=3))
-    assert {tuple(r) for r in sample.tolist()} <= {tuple(r) for r in features.tolist()}
-    assert torch.equal(pairing_sample(features, limit=100), features)
-
-
 @pytest.mark.parametrize("adaptive", [True, False])
 def test_the_round_loss_is_contrastive_plus_ce_plus_weighted_distillation(adaptive):
     """One batch, one epoch: the recorded loss is the loss at the initial weights, so it must
@@ -119,18 +102,6 @@ def test_the_reference_settings_are_the_authors():
     result = train_local(adapter, head, feats, labels, text, first)
     assert len(result.epoch_losses) == 1
     assert any(not torch.equal(before[k], v) for k, v in result.adapter_state.items())
-
-
-def test_the_prediction_uses_the_training_logit_scale():
-    """The FAM branch at prediction is softmax(100 * cos(f', prototype)), as in training."""
-    feats, labels, text = _separable(12)
-    adapter, head = build_adapter(CONFIG), build_head(CONFIG)
-    out = predict(adapter, head.eval(), feats, text)
-    adapted = adapter.adapt(feats)
-    cosine = F.normalize(adapted, dim=-1) @ F.normalize(text, dim=-1).T
-    assert LOGIT_SCALE == 100.0
-    expected = torch.softmax(100.0 * cosine, dim=-1)
-    assert torch.allclose(out.fam_probabilities, expected, atol=1e-5)
 
 
 def _two_sites(camera: float = 3.0) -> tuple[torch.Tensor, ...]:
