@@ -11,7 +11,7 @@ from services.hospital_node.context import ADMIN, NodeContext
 
 
 def get_context(request: Request) -> NodeContext:
-    return request.app.state.node
+    return request.app.state.context
 
 
 Context = Annotated[NodeContext, Depends(get_context)]

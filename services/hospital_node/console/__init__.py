@@ -37,7 +37,7 @@ LIVE_JOB_STATES = {state.value for state in ACTIVE_JOB_STATES}
 
 
 def _context(request: Request) -> NodeContext:
-    return request.app.state.node
+    return request.app.state.context
 
 
 Context = Annotated[NodeContext, Depends(_context)]
