@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -24,12 +23,6 @@ ADMIN = "admin"
 
 def node_actor(name: str) -> str:
     return f"node:{name}"
-
-
-class AuditOut(AuditEntry):
-    """The wire schema, read from the ORM row."""
-
-    model_config = ConfigDict(from_attributes=True)
 
 
 def record(
@@ -57,7 +50,7 @@ def query(
     since: datetime | None = None,
     before: int | None = None,
     limit: int = 100,
-) -> list[AuditOut]:
+) -> list[AuditEntry]:
     """Newest events first, filtered by exact action, exact actor and a start time.
 
     A ``since`` without a time zone is read as UTC, the zone every stored time is in.
@@ -74,4 +67,4 @@ def query(
     if since:
         since = since if since.tzinfo else since.replace(tzinfo=UTC)
         stmt = stmt.where(AuditEvent.at >= since)
-    return [AuditOut.model_validate(e) for e in session.scalars(stmt)]
+    return [AuditEntry.model_validate(e) for e in session.scalars(stmt)]

@@ -28,16 +28,8 @@ from services.common.problems import Conflict, NotFound
 
 
 def _info(model: ModelVersion, production: int | None) -> ModelInfo:
-    return ModelInfo(
-        version=model.version,
-        parent_version=model.parent_version,
-        round_id=model.round_id,
-        contributors=model.contributors,
-        update_hashes=model.update_hashes,
-        metrics=model.metrics,
-        blob_sha256=model.blob_sha256,
-        created_at=model.created_at,
-        is_production=model.version == production,
+    return ModelInfo.model_validate(model).model_copy(
+        update={"is_production": model.version == production}
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -13,12 +12,6 @@ from services.aggregator import audit
 from services.aggregator.db.models import Node, utcnow
 from services.common.problems import Conflict, NotFound
 from services.common.tokens import hash_token, new_token
-
-
-class NodeOut(NodeInfo):
-    """The wire schema, read from the ORM row."""
-
-    model_config = ConfigDict(from_attributes=True)
 
 
 def create_node(session: Session, name: str, actor: str) -> NodeCreated:
@@ -32,11 +25,11 @@ def create_node(session: Session, name: str, actor: str) -> NodeCreated:
     return NodeCreated(id=node.id, name=node.name, token=token)
 
 
-def list_nodes(session: Session) -> list[NodeOut]:
-    return [NodeOut.model_validate(n) for n in session.scalars(select(Node).order_by(Node.id))]
+def list_nodes(session: Session) -> list[NodeInfo]:
+    return [NodeInfo.model_validate(n) for n in session.scalars(select(Node).order_by(Node.id))]
 
 
-def revoke_node(session: Session, node_id: int, actor: str) -> NodeOut:
+def revoke_node(session: Session, node_id: int, actor: str) -> NodeInfo:
     """Revoke a node's token; revoking twice keeps the first revocation time."""
     node = session.get(Node, node_id)
     if node is None:
@@ -44,7 +37,7 @@ def revoke_node(session: Session, node_id: int, actor: str) -> NodeOut:
     if node.revoked_at is None:
         node.revoked_at = utcnow()
         audit.record(session, actor, "node.revoke", f"node:{node.id}", name=node.name)
-    return NodeOut.model_validate(node)
+    return NodeInfo.model_validate(node)
 
 
 def rotate_token(session: Session, node_id: int, grace_seconds: int, actor: str) -> NodeCreated:

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fedmedclip.enums import RoundState
-from fedmedclip.schemas import RoundCreate, RoundInfo, TrainingHints
+from fedmedclip.schemas import RoundCreate, RoundInfo
 from fedmedclip.secagg.messages import Phase
 from services.aggregator import audit, models_registry, secure, tasks
 from services.aggregator.db.models import Round, Update, utcnow
@@ -35,43 +35,15 @@ def _counts(session: Session, round_ids: list[int]) -> dict[int, int]:
 
 
 def to_info(row: Round, updates_received: int) -> RoundInfo:
-    return RoundInfo(
-        id=row.id,
-        state=RoundState(row.state),
-        base_version=row.base_version,
-        min_clients=row.min_clients,
-        deadline=row.deadline,
-        hints=TrainingHints.model_validate(row.hints),
-        aggregation_rule=row.aggregation_rule,
-        clip_norm=row.clip_norm,
-        max_update_norm=row.max_update_norm,
-        norm_bound_factor=row.norm_bound_factor,
-        applied_clip_norm=row.applied_clip_norm,
-        base_reason=row.base_reason,
-        updates_received=updates_received,
-        result_version=row.result_version,
-        reason=row.reason,
-        created_at=row.created_at,
-        closed_at=row.closed_at,
-        lease_owner=row.lease_owner,
-        lease_until=row.lease_until,
-        **_secure_fields(row),
-    )
-
-
-def _secure_fields(row: Round) -> dict:
-    """What RoundInfo shows of a secure round: phase, its deadline, the participants."""
-    if not row.secure_aggregation:
-        return {}
-    return {
-        "secure_aggregation": True,
-        "secagg_phase": row.secagg_phase,
-        "secagg_phase_deadline": row.secagg_phase_until,
-        "participants": list(secure.params_of(row).clients),
-        "dp": row.dp,
-        "dp_epsilon": row.dp_epsilon,
-        "dp_epsilon_total": row.dp_epsilon_total,
-    }
+    """The row as RoundInfo reads it, with what the row does not hold under that name: the
+    count of updates and, for a secure round, its phase deadline and participants."""
+    derived: dict[str, object] = {"updates_received": updates_received}
+    if row.secure_aggregation:
+        derived |= {
+            "secagg_phase_deadline": row.secagg_phase_until,
+            "participants": list(secure.params_of(row).clients),
+        }
+    return RoundInfo.model_validate(row).model_copy(update=derived)
 
 
 def lease_report(session: Session) -> str:

@@ -97,16 +97,6 @@ def rejection_reason(error: ServiceError) -> str:
     return "invalid"
 
 
-def _receipt(row: Update) -> UpdateReceipt:
-    return UpdateReceipt(
-        round_id=row.round_id,
-        node_id=row.node_id,
-        sha256=row.sha256,
-        sample_count=row.sample_count,
-        received_at=row.received_at,
-    )
-
-
 def receive_update(session: Session, sub: Submission, *, max_upload_bytes: int) -> IntakeResult:
     """Validate and store ``sub``, or raise a :class:`ServiceError` naming the problem."""
     if len(sub.body) > max_upload_bytes:
@@ -118,7 +108,7 @@ def receive_update(session: Session, sub: Submission, *, max_upload_bytes: int) 
     ).first()
     if previous is not None:
         if previous.idempotency_key == sub.idempotency_key and previous.sha256 == digest:
-            return IntakeResult(_receipt(previous), replayed=True)
+            return IntakeResult(UpdateReceipt.model_validate(previous), replayed=True)
         raise Conflict(
             f"node {sub.node_name!r} already sent a different update for round {row.id} "
             f"(sha256 {previous.sha256[:12]}...); one update per node and round"
@@ -166,7 +156,7 @@ def receive_update(session: Session, sub: Submission, *, max_upload_bytes: int) 
         sample_count=sub.sample_count,
         quantization=decoded.quantization,
     )
-    return IntakeResult(_receipt(stored), replayed=False)
+    return IntakeResult(UpdateReceipt.model_validate(stored), replayed=False)
 
 
 @dataclass(frozen=True)

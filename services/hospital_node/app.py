@@ -7,7 +7,6 @@ round follower with auto-join) runs in a thread for the app's lifetime.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,10 +21,8 @@ from services.common.structured_logging import configure_logging
 from services.hospital_node import console
 from services.hospital_node.agent import Agent
 from services.hospital_node.api import datasets, health, jobs, model, privacy
-from services.hospital_node.context import NodeContext, node_authenticator
-from services.hospital_node.db import Database, open_database
-from services.hospital_node.jobs import JobRunner, ThreadRunner, execute_job, recover_embedded_jobs
-from services.hospital_node.metrics import NodeMetrics
+from services.hospital_node.context import NodeContext
+from services.hospital_node.jobs import ThreadRunner, recover_embedded_jobs
 from services.hospital_node.settings import NodeSettings
 
 MAX_BODY_BYTES = 64 * 1024
@@ -51,38 +48,18 @@ def _check_settings(settings: NodeSettings) -> None:
         raise SettingsError(f"set {' and '.join(missing)} before starting the node API")
 
 
-def _runner(settings: NodeSettings, db: Database) -> JobRunner:
-    if settings.broker_url:
-        from services.hospital_node.worker import CeleryRunner
-
-        return CeleryRunner(settings)
-
-    def run(job_id: int, cancel: threading.Event, traceparent: str | None) -> None:
-        execute_job(settings, db, job_id, cancel, traceparent=traceparent)
-
-    return ThreadRunner(run)
-
-
 def create_app(settings: NodeSettings | None = None) -> FastAPI:
     """Build the node API for ``settings`` (read from the environment when omitted)."""
     settings = settings or NodeSettings()
     configure_logging(settings.log_json, settings.log_level)
     _check_settings(settings)
-    db = open_database(settings.resolved_database_url())
-    metrics = NodeMetrics(db)
-    ctx = NodeContext(
-        settings=settings,
-        db=db,
-        runner=_runner(settings, db),
-        metrics=metrics,
-        auth=node_authenticator(settings),
-    )
+    ctx = NodeContext.build(settings)
     agent = Agent(ctx)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if isinstance(ctx.runner, ThreadRunner):
-            with db.write() as session:
+            with ctx.db.write() as session:
                 queued = recover_embedded_jobs(session)
             for job_id in queued:
                 ctx.runner.submit(job_id)
@@ -92,7 +69,7 @@ def create_app(settings: NodeSettings | None = None) -> FastAPI:
         finally:
             agent.stop()
             ctx.runner.close()
-            db.dispose()
+            ctx.db.dispose()
 
     app = FastAPI(
         title="FedMedCLIP hospital node",
@@ -102,9 +79,9 @@ def create_app(settings: NodeSettings | None = None) -> FastAPI:
         max_body_size=MAX_BODY_BYTES,
     )
     install_offline_docs(app)
-    app.state.node = ctx
+    app.state.context = ctx
     install_problem_handlers(app)
-    app.add_middleware(RequestContextMiddleware, logger=__name__, observe=metrics.http.observe)
+    app.add_middleware(RequestContextMiddleware, logger=__name__, observe=ctx.metrics.http.observe)
     app.include_router(health.router)  # health, readiness, metrics: open, no input to validate
     for router in (datasets.router, jobs.router, model.router, privacy.router):
         app.include_router(router, responses=API_RESPONSES)

@@ -1,7 +1,10 @@
 """Wire schemas that more than one service speaks (pydantic v2).
 
 The aggregator serves them; the hospital node, the inference API and the demo (an admin
-client) send or read them; keeping them here means no service imports another.
+client) send or read them; keeping them here means no service imports another. The hub
+reads those that mirror one of its rows straight from it (``from_attributes``:
+``RoundInfo.model_validate(row)``), so a column added to both cannot be forgotten in a
+copy; what a row does not hold is given beside it.
 """
 
 from __future__ import annotations
@@ -130,6 +133,8 @@ class DistributedDP(BaseModel):
 class RoundInfo(BaseModel):
     """A round as the hub reports it."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     state: RoundState
     base_version: int
@@ -191,6 +196,8 @@ class SecAggStatus(BaseModel):
 class ModelInfo(BaseModel):
     """Metadata of one global model version."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     version: int
     parent_version: int | None
     round_id: int | None
@@ -204,6 +211,8 @@ class ModelInfo(BaseModel):
 
 class UpdateReceipt(BaseModel):
     """The hub's answer to an accepted update (the same for a replay of it)."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     round_id: int
     node_id: int
@@ -333,6 +342,8 @@ class NodeTokenRotate(BaseModel):
 class NodeInfo(NodeIdentity):
     """A registered node as the hub lists it: when it registered, was last seen, was revoked."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     created_at: datetime
     last_seen: datetime | None
     revoked_at: datetime | None
@@ -340,6 +351,8 @@ class NodeInfo(NodeIdentity):
 
 class AuditEntry(BaseModel):
     """One event of the hub's append-only audit trail."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     id: int
     at: datetime

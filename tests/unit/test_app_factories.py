@@ -1,4 +1,5 @@
-"""What every service's app factory does alike: logging from its settings, one version."""
+"""What every service's app factory does alike: logging from its settings, one version,
+one context object."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from fastapi import FastAPI
 
 import fedmedclip
 from services.aggregator.app import create_app as create_hub
+from services.aggregator.context import AppContext
 from services.aggregator.settings import AggregatorSettings
 from services.common.structured_logging import JsonFormatter
 from services.hospital_node.app import create_app as create_node
+from services.hospital_node.context import NodeContext
 from services.hospital_node.settings import NodeSettings
 from services.inference_api.app import create_app as create_inference
+from services.inference_api.context import InferenceContext
 from services.inference_api.settings import InferenceSettings
 
 
@@ -66,3 +70,19 @@ def test_each_app_logs_as_its_settings_say_and_reports_the_package_version(
     ours = [h for h in root_logging.handlers if h.get_name() == "fedmedclip"]
     assert [type(h.formatter) for h in ours] == [JsonFormatter]
     assert app.version == fedmedclip.__version__ == importlib.metadata.version("fedmedclip")
+
+
+@pytest.mark.parametrize(
+    ("factory", "context_type"),
+    [(_hub, AppContext), (_node, NodeContext), (_inference, InferenceContext)],
+)
+def test_each_app_keeps_what_it_built_in_one_context(
+    factory, context_type: type, tmp_path: Path, root_logging: logging.Logger
+) -> None:
+    """The routers reach settings, database, metrics and auth through ``app.state.context``
+    (``ContextDep``), never through loose attributes; the console keeps its own."""
+    app = factory(tmp_path)
+    state = vars(app.state)["_state"]
+    assert isinstance(state["context"], context_type)
+    assert set(state) - {"console"} == {"context"}
+    assert state["context"].settings.log_level == "WARNING"

@@ -7,13 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from fedmedclip.schemas import AuditEntry
 from services.aggregator import audit
 from services.aggregator.api.deps import AdminDep, SessionDep
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
 
-@router.get("", response_model=list[audit.AuditOut], summary="Audit events, newest first")
+@router.get("", response_model=list[AuditEntry], summary="Audit events, newest first")
 def list_events(
     _: AdminDep,
     session: SessionDep,
@@ -21,5 +22,5 @@ def list_events(
     actor: Annotated[str | None, Query(max_length=120, description="node:<name>")] = None,
     since: Annotated[datetime | None, Query(description="ISO time; UTC when no zone")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[audit.AuditOut]:
+) -> list[AuditEntry]:
     return audit.query(session, action=action, actor=actor, since=since, limit=limit)

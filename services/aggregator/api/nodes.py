@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from fedmedclip.ids import DbId
-from fedmedclip.schemas import NodeCreate, NodeCreated, NodeIdentity, NodeTokenRotate
+from fedmedclip.schemas import NodeCreate, NodeCreated, NodeIdentity, NodeInfo, NodeTokenRotate
 from services.aggregator import nodes
 from services.aggregator.api.deps import AdminDep, NodeDep, SessionDep
 
@@ -18,8 +18,8 @@ def create_node(body: NodeCreate, admin: AdminDep, session: SessionDep) -> NodeC
     return nodes.create_node(session, body.name, admin.actor)
 
 
-@router.get("", response_model=list[nodes.NodeOut], summary="All nodes, with last seen")
-def list_nodes(_: AdminDep, session: SessionDep) -> list[nodes.NodeOut]:
+@router.get("", response_model=list[NodeInfo], summary="All nodes, with last seen")
+def list_nodes(_: AdminDep, session: SessionDep) -> list[NodeInfo]:
     return nodes.list_nodes(session)
 
 
@@ -43,6 +43,6 @@ def rotate_token(
     return nodes.rotate_token(session, node_id, grace, admin.actor)
 
 
-@router.delete("/{node_id}", response_model=nodes.NodeOut, summary="Revoke a node's token")
-def revoke_node(node_id: DbId, admin: AdminDep, session: SessionDep) -> nodes.NodeOut:
+@router.delete("/{node_id}", response_model=NodeInfo, summary="Revoke a node's token")
+def revoke_node(node_id: DbId, admin: AdminDep, session: SessionDep) -> NodeInfo:
     return nodes.revoke_node(session, node_id, admin.actor)

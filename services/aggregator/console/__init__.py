@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 
 from fedmedclip.ids import DbId, VersionNumber
-from fedmedclip.schemas import NodeCreate, RoundCreate, RoundInfo
+from fedmedclip.schemas import NodeCreate, NodeInfo, RoundCreate, RoundInfo
 from services.aggregator import audit, models_registry, nodes, round_rows, rounds, tasks, updates
 from services.aggregator.audit import ADMIN
 from services.aggregator.closing import CLOSED_BY_ADMIN
@@ -52,7 +52,7 @@ def _context(request: Request) -> AppContext:
 Context = Annotated[AppContext, Depends(_context)]
 
 
-def node_state(node: nodes.NodeOut, now: datetime) -> str:
+def node_state(node: NodeInfo, now: datetime) -> str:
     if node.revoked_at is not None:
         return "revoked"
     if node.last_seen is None:

@@ -17,7 +17,7 @@ from services.hospital_node.context import ADMIN, NodeContext
 
 
 def get_context(request: Request) -> NodeContext:
-    return request.app.state.node
+    return request.app.state.context
 
 
 ContextDep = Annotated[NodeContext, Depends(get_context)]

@@ -52,6 +52,8 @@ class JobIn(BaseModel):
 
 
 class JobProgressOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     phase: str | None
     epoch: int
     epochs: int | None
@@ -60,6 +62,8 @@ class JobProgressOut(BaseModel):
 
 
 class JobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     round_id: int
     trigger: str

@@ -74,6 +74,12 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCTimestamp)
 
     @property
+    def progress(self) -> Job:
+        """How far the job got: its phase, epoch, epochs, percent and loss columns, which the
+        API nests under ``progress`` (``JobOut.model_validate(job)`` reads them here)."""
+        return self
+
+    @property
     def idempotency_key(self) -> str:
         """Stable across retries of this job's upload, distinct for a new job."""
         return f"job-{self.id}-round-{self.round_id}"

@@ -16,14 +16,14 @@ import time
 from typing import Annotated, Any, Literal
 
 import pydicom
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from pydicom.errors import InvalidDicomError
 from starlette.concurrency import run_in_threadpool
 
 from services.common.problems import Unprocessable, problem_responses
 from services.common.structured_logging import request_id_var
-from services.inference_api.api.deps import ClinicianDep, ServiceDep
+from services.inference_api.api.deps import ClinicianDep, PacsDep, ServiceDep
 from services.inference_api.api.schemas import ModelRef, PredictionOut
 from services.inference_api.clinical_reports import (
     InstanceResult,
@@ -31,7 +31,6 @@ from services.inference_api.clinical_reports import (
     fhir_report,
     structured_report,
 )
-from services.inference_api.dicomweb import PacsClient
 from services.inference_api.uploads import Upload
 
 router = APIRouter(
@@ -82,18 +81,12 @@ def _read(data: bytes) -> pydicom.Dataset | None:
         return None
 
 
-def _pacs(request: Request) -> PacsClient:
-    pacs: PacsClient = request.app.state.pacs
-    return pacs
-
-
 @router.post("/predict/dicomweb", response_model=DicomWebOut)
 async def predict_dicomweb(
-    body: DicomWebRequest, request: Request, caller: ClinicianDep, service: ServiceDep
+    body: DicomWebRequest, caller: ClinicianDep, service: ServiceDep, pacs: PacsDep
 ) -> DicomWebOut:
     """Predict every image instance of a study (or one series) held by the site's PACS."""
     started = time.perf_counter()
-    pacs = _pacs(request)
     study = body.study_instance_uid
     blobs = await pacs.retrieve(study, body.series_instance_uid)
     datasets = await run_in_threadpool(lambda: [_read(b) for b in blobs])

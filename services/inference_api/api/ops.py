@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from services.common.metrics import metrics_response
-from services.inference_api.api.deps import ServiceDep
+from services.inference_api.api.deps import ContextDep, ServiceDep
 
 router = APIRouter(tags=["operations"])
 
@@ -35,7 +35,7 @@ async def ready(service: ServiceDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(request: Request, service: ServiceDep) -> Response:
+async def metrics(context: ContextDep) -> Response:
     """Prometheus text format (drift and feedback gauges are refreshed first)."""
-    await run_in_threadpool(service.monitoring)
-    return metrics_response(request.app.state.metrics.registry)
+    await run_in_threadpool(context.service.monitoring)
+    return metrics_response(context.metrics.registry)

@@ -66,7 +66,7 @@ def test_privacy_route_reports_settings_and_spend(tmp_path: Path) -> None:
     with TestClient(create_app(settings)) as client:
         assert client.get("/api/v1/privacy").status_code == 401
         before = client.get("/api/v1/privacy", headers=ADMIN).json()
-        PrivacyLedger(client.app.state.node.db).charge(
+        PrivacyLedger(client.app.state.context.db).charge(
             job_id=1, round_id=1, config=CONFIG, max_epsilon=20.0
         )
         after = client.get("/api/v1/privacy", headers=ADMIN).json()

@@ -1,4 +1,6 @@
-"""The inference API answers every failure as a counted problem (no model loaded: no backbone)."""
+"""The inference API's own refusals, its upload caps, and how it counts them (what every
+service answers alike is in ``tests/unit/test_problem_details.py``); no model is loaded, so
+no backbone either."""
 
 from __future__ import annotations
 
@@ -9,38 +11,22 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.inference_api.app import create_app
-from services.inference_api.settings import InferenceSettings
 from services.inference_api.uploads import body_limit
-from tests.support.problems import assert_documents_problems, assert_problem, chunked
-
-CLINICIAN = {"Authorization": "Bearer clinician"}
-ADMIN = {"Authorization": "Bearer inference-admin"}
-MAX_UPLOAD = 16 * 1024
-MAX_FILES = 3
-
-
-def _settings(tmp_path: Path) -> InferenceSettings:
-    return InferenceSettings(
-        model_store_dir=tmp_path / "empty-store",
-        clinician_tokens=["clinician"],
-        admin_token="inference-admin",
-        audit_path=tmp_path / "audit.jsonl",
-        device="cpu",
-        aggregator_url="",
-        max_upload_bytes=MAX_UPLOAD,
-        max_files_per_request=MAX_FILES,
-    )
+from tests.support.problems import (
+    CLINICIAN,
+    INFERENCE_ADMIN,
+    INFERENCE_MAX_FILES,
+    INFERENCE_MAX_UPLOAD,
+    assert_problem,
+    chunked,
+    inference_settings,
+    serve,
+)
 
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[TestClient]:
-    app = create_app(_settings(tmp_path))
-
-    @app.get("/boom")
-    def boom() -> None:
-        raise RuntimeError("kaboom")
-
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with serve(create_app(inference_settings(tmp_path))) as client:
         yield client
 
 
@@ -53,9 +39,7 @@ def _errors(api: TestClient, code: str) -> float:
 def test_refusals_have_stable_codes_and_are_counted(api: TestClient) -> None:
     image = {"file": ("x.png", b"\x89PNG\r\n\x1a\n")}
     assert_problem(api.post("/predict", files=image), 401, "unauthenticated")
-    assert_problem(api.post("/predict", files=image, headers=ADMIN), 403, "forbidden")
-    assert_problem(api.get("/nowhere"), 404, "not_found")
-    assert_problem(api.get("/predict", headers=CLINICIAN), 405, "method_not_allowed")
+    assert_problem(api.post("/predict", files=image, headers=INFERENCE_ADMIN), 403, "forbidden")
     assert_problem(
         api.post("/predict", json={"file": "x"}, headers=CLINICIAN), 415, "unsupported_media_type"
     )
@@ -71,10 +55,11 @@ def test_refusals_have_stable_codes_and_are_counted(api: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "field", "files"), [("/predict", "file", 1), ("/predict/batch", "files", MAX_FILES)]
+    ("path", "field", "files"),
+    [("/predict", "file", 1), ("/predict/batch", "files", INFERENCE_MAX_FILES)],
 )
 def test_uploads_are_capped_declared_or_chunked(api: TestClient, path, field, files) -> None:
-    limit = body_limit(files, MAX_UPLOAD)
+    limit = body_limit(files, INFERENCE_MAX_UPLOAD)
     head = (
         f'--xyz\r\nContent-Disposition: form-data; name="{field}"; filename="big.png"\r\n'
         "Content-Type: image/png\r\n\r\n"
@@ -85,13 +70,7 @@ def test_uploads_are_capped_declared_or_chunked(api: TestClient, path, field, fi
         detail = assert_problem(refused, 413, "too_large")["detail"]
         assert detail == f"request body is larger than the limit of {limit} bytes"
     one_file_too_big = api.post(
-        path, files={field: ("big.png", b"\0" * (MAX_UPLOAD + 1))}, headers=CLINICIAN
+        path, files={field: ("big.png", b"\0" * (INFERENCE_MAX_UPLOAD + 1))}, headers=CLINICIAN
     )
     assert "cap per file" in assert_problem(one_file_too_big, 413, "too_large")["detail"]
     assert _errors(api, "too_large") == 3
-
-
-def test_openapi_declares_the_scheme_and_the_problems(tmp_path: Path) -> None:
-    schema = create_app(_settings(tmp_path)).openapi()
-    assert_documents_problems(schema, "/predict", "post", 401, 403, 413, 415, 422, 503)
-    assert_documents_problems(schema, "/model/reload", "post", 401, 403, 503)
