@@ -15,13 +15,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, field_validator
 
+from fedmedclip import training_defaults as defaults
 from fedmedclip.aggregation import DEFAULT_NORM_BOUND_FACTOR
 from fedmedclip.backbone import BackboneError, embedding_dim
 from fedmedclip.data.datasets import normalize_class_name
 from fedmedclip.enums import AggregationRule, Quantization, RoundState
 from fedmedclip.ids import VersionNumber
 from fedmedclip.model import AdapterConfig
-from fedmedclip.pruning import DEFAULT_PRUNE_WEIGHT
 from fedmedclip.secagg.messages import KeyDirectory, Phase, ShareInbox, UnmaskRequest
 from fedmedclip.secagg.params import RoundParams
 
@@ -103,15 +103,15 @@ class TrainingHints(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    local_epochs: int = Field(5, ge=1, le=200)
-    lr: float = Field(1e-3, gt=0, le=1.0)
-    batch_size: int = Field(64, ge=2, le=4096)
-    kd_weight: float = Field(0.04, ge=0, le=10)
-    kd_temperature: float = Field(2.0, gt=0, le=100)
-    adaptive_kd: bool = True
-    prune_weight: float = Field(DEFAULT_PRUNE_WEIGHT, ge=0, le=10)
+    local_epochs: int = Field(defaults.LOCAL_EPOCHS, ge=1, le=200)
+    lr: float = Field(defaults.LR, gt=0, le=1.0)
+    batch_size: int = Field(defaults.BATCH_SIZE, ge=2, le=4096)
+    kd_weight: float = Field(defaults.KD_WEIGHT, ge=0, le=10)
+    kd_temperature: float = Field(defaults.KD_TEMPERATURE, gt=0, le=100)
+    adaptive_kd: bool = defaults.ADAPTIVE_KD
+    prune_weight: float = Field(defaults.PRUNE_WEIGHT, ge=0, le=10)
     calibrate: bool = Field(
-        False,
+        defaults.CALIBRATE,
         description="Fit each branch's temperature on the site's validation split. Off by "
         "default: on small validation splits it cost accuracy in the simulator "
         "(bench/accuracy.py).",

@@ -15,9 +15,9 @@ from typing import Any, Literal
 import torch
 from torch.nn import functional as F
 
+from fedmedclip import training_defaults as defaults
 from fedmedclip.losses import adaptive_distillation_loss, prototype_contrastive_loss
 from fedmedclip.model import PrivateHead, SharedAdapter, adapter_inputs, adapter_state
-from fedmedclip.pruning import DEFAULT_PRUNE_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -36,18 +36,18 @@ class TrainConfig:
     ``head_lr`` None means the head learns at ``lr`` too.
     """
 
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 1e-3
+    epochs: int = defaults.LOCAL_EPOCHS
+    batch_size: int = defaults.BATCH_SIZE
+    lr: float = defaults.LR
     head_lr: float | None = None
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     optimizer: Literal["adamw", "adam"] = "adamw"
-    kd_weight: float = 0.04
-    kd_temperature: float = 2.0
-    adaptive_kd: bool = True
-    prune_weight: float = DEFAULT_PRUNE_WEIGHT
+    kd_weight: float = defaults.KD_WEIGHT
+    kd_temperature: float = defaults.KD_TEMPERATURE
+    adaptive_kd: bool = defaults.ADAPTIVE_KD
+    prune_weight: float = defaults.PRUNE_WEIGHT
     standardise_inputs: bool = True
     balanced_loss: bool = True
     seed: int = 0

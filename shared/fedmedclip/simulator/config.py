@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from fedmedclip import training_defaults as defaults
 from fedmedclip.config_fields import Topic, check_minimums, coerce_choices, setting
 from fedmedclip.enums import (
     AggregationRule,
@@ -18,7 +19,6 @@ from fedmedclip.enums import (
     SimulationCodec,
     SimulationCombination,
 )
-from fedmedclip.pruning import DEFAULT_PRUNE_WEIGHT
 
 if TYPE_CHECKING:
     from fedmedclip.privacy import DPConfig
@@ -41,9 +41,13 @@ class SimulationConfig:
     """
 
     rounds: int = setting(10, "Federated rounds.", topic=METHOD, minimum=1)
-    local_epochs: int = setting(5, "Local epochs per round.", topic=METHOD, minimum=1)
-    lr: float = setting(1e-3, "Learning rate of the adapter methods.", topic=METHOD, minimum=0)
-    batch_size: int = setting(64, "Local batch size.", topic=METHOD, minimum=2)
+    local_epochs: int = setting(
+        defaults.LOCAL_EPOCHS, "Local epochs per round.", topic=METHOD, minimum=1
+    )
+    lr: float = setting(
+        defaults.LR, "Learning rate of the adapter methods.", topic=METHOD, minimum=0
+    )
+    batch_size: int = setting(defaults.BATCH_SIZE, "Local batch size.", topic=METHOD, minimum=2)
     codec: SimulationCodec = setting(
         SimulationCodec.int4, "Update encoding on the wire.", topic=METHOD
     )
@@ -66,14 +70,18 @@ class SimulationConfig:
         topic=METHOD,
     )
     calibrate: bool = setting(
-        False, "Fit each branch's temperature on the validation split.", topic=METHOD
+        defaults.CALIBRATE, "Fit each branch's temperature on the validation split.", topic=METHOD
     )
-    adaptive_kd: bool = setting(True, "FedMedCLIP: entropy-weighted distillation.", topic=METHOD)
+    adaptive_kd: bool = setting(
+        defaults.ADAPTIVE_KD, "FedMedCLIP: entropy-weighted distillation.", topic=METHOD
+    )
     kd_weight: float = setting(
-        0.04, "FedMedCLIP: weight of the distillation loss (the paper's lambda).", topic=METHOD
+        defaults.KD_WEIGHT,
+        "FedMedCLIP: weight of the distillation loss (the paper's lambda).",
+        topic=METHOD,
     )
     prune_weight: float = setting(
-        DEFAULT_PRUNE_WEIGHT,
+        defaults.PRUNE_WEIGHT,
         "Pruning pressure on the masked layers' row thresholds.",
         topic=METHOD,
         minimum=0,

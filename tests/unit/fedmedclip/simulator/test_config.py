@@ -58,3 +58,23 @@ def test_the_config_loads_without_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert output.strip() == "False"
+
+
+def test_the_simulator_trains_with_the_defaults_a_hub_sends_and_a_node_uses() -> None:
+    """One table (fedmedclip.training_defaults) holds them: a benchmark run with default
+    options trains as a hospital does in a round opened with default hints."""
+    from fedmedclip.schemas import TrainingHints
+    from fedmedclip.site_round import train_config
+
+    simulation, hints = SimulationConfig(), TrainingHints()
+    shared = set(TrainingHints.model_fields) & set(SimulationConfig.__dataclass_fields__)
+    assert shared >= {"local_epochs", "lr", "batch_size", "kd_weight", "prune_weight"}
+    assert {n: getattr(simulation, n) for n in shared} == {n: getattr(hints, n) for n in shared}
+    node = train_config(hints, device="cpu")
+    assert (node.epochs, node.lr, node.batch_size, node.kd_weight, node.kd_temperature) == (
+        hints.local_epochs,
+        hints.lr,
+        hints.batch_size,
+        hints.kd_weight,
+        hints.kd_temperature,
+    )
