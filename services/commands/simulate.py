@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from fedmedclip import training_defaults as defaults
 from fedmedclip.config_fields import Topic
 from fedmedclip.enums import SimulationMethod
 from fedmedclip.simulator.config import SimulationConfig
@@ -107,7 +108,7 @@ def simulate(
             help="Share of each site held out for validation (0 < x < 1).",
             rich_help_panel=DATA,
         ),
-    ] = 0.15,
+    ] = defaults.VAL_FRACTION,
     test_fraction: Annotated[
         float,
         typer.Option(
@@ -116,10 +117,10 @@ def simulate(
             "share, below 1).",
             rich_help_panel=DATA,
         ),
-    ] = 0.2,
+    ] = defaults.TEST_FRACTION,
     prompt_template: Annotated[
         str, typer.Option(help="Class prompt template.", rich_help_panel=DATA)
-    ] = "a picture of a {}.",
+    ] = defaults.PROMPT_TEMPLATE,
 ) -> None:
     """Compare FedMedCLIP with baselines on a federation folder and write a report."""
     methods = _parse_methods(method)

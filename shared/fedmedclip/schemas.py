@@ -53,7 +53,7 @@ class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     class_names: list[str] = Field(..., min_length=2, max_length=1000)
-    prompt_template: str = Field("a picture of a {}.", max_length=200)
+    prompt_template: str = Field(defaults.PROMPT_TEMPLATE, max_length=200)
     backbone: str = Field("ViT-S-32", description="open_clip architecture name.")
     weights_id: str = Field(
         "none", max_length=200, description="Which CLIP weights the sites must use (tag or id)."

@@ -15,6 +15,8 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from fedmedclip import training_defaults as defaults
+
 from .datasets import ImageRecord
 
 T = TypeVar("T")
@@ -33,8 +35,8 @@ def split_indices(
     labels: Sequence[int],
     groups: Sequence[str | None] | None = None,
     *,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.2,
+    val_fraction: float = defaults.VAL_FRACTION,
+    test_fraction: float = defaults.TEST_FRACTION,
     seed: int = 0,
 ) -> tuple[list[int], list[int], list[int]]:
     """Split ``range(len(labels))`` into sorted (train, val, test) index lists.
@@ -70,8 +72,8 @@ def split_indices(
 def split_records(
     records: Sequence[ImageRecord],
     *,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.2,
+    val_fraction: float = defaults.VAL_FRACTION,
+    test_fraction: float = defaults.TEST_FRACTION,
     seed: int = 0,
 ) -> Splits[ImageRecord]:
     """Split records by patient (where ids exist) and by label; see :func:`split_indices`.

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from fedmedclip import training_defaults as defaults
 from fedmedclip.backbone import Backbone
 from fedmedclip.data.datasets import ClassIndex, DatasetError, ImageRecord, read_dataset
 from fedmedclip.data.splits import split_records
@@ -29,7 +30,6 @@ from fedmedclip.site_round import SiteFeatures
 CLASSES_FILE = "classes.json"
 MANIFEST_FILE = "manifest.csv"
 SPLITS = ("train", "val", "test")
-DEFAULT_PROMPT = "a picture of a {}."
 
 
 @dataclass
@@ -121,9 +121,9 @@ def load_federation(
     backbone: Backbone,
     *,
     cache_dir: Path,
-    prompt_template: str = DEFAULT_PROMPT,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.2,
+    prompt_template: str = defaults.PROMPT_TEMPLATE,
+    val_fraction: float = defaults.VAL_FRACTION,
+    test_fraction: float = defaults.TEST_FRACTION,
     split_seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> Federation:
