@@ -83,6 +83,7 @@ def _empty_database(settings: AggregatorSettings, request: pytest.FixtureRequest
     return create_database(admin_url, f"r_{uuid.uuid4().hex[:12]}")
 
 
+@pytest.mark.slow
 def test_restore_drill_serves_the_same_hub(
     settings: AggregatorSettings, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

@@ -68,6 +68,7 @@ def test_simulate_help_groups_its_options_in_panels() -> None:
     assert "Options" not in {panel_of[o] for o in ("--data", "--rounds", "--seed")}
 
 
+@pytest.mark.slow
 def test_simulate_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = ["simulate", "--data", str(data_dir), "--rounds", "2", "--local-epochs", "1"]
@@ -84,6 +85,7 @@ def test_simulate_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
     assert any((out / "feature_cache").rglob("*.npy"))
 
 
+@pytest.mark.slow
 def test_simulate_takes_a_comma_separated_method_list_and_warns_once(
     data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -102,6 +104,7 @@ def test_simulate_takes_a_comma_separated_method_list_and_warns_once(
     assert [r.levelno for r in random_records] == [logging.INFO]
 
 
+@pytest.mark.slow
 def test_simulate_with_differential_privacy_reports_epsilon(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = ["simulate", "--data", str(data_dir), "--rounds", "2", "--local-epochs", "1"]

@@ -183,6 +183,7 @@ def test_fine_tuned_encoder_split_matches_the_full_forward(federation: Federatio
     assert {"visual.proj", "visual.ln_post.weight", "classifier"} <= set(trained)
 
 
+@pytest.mark.slow
 def test_fedavg_prefix_cache_changes_cost_not_results(federation: Federation) -> None:
     one_site = dataclasses.replace(federation, sites=federation.sites[:1])  # keep it quick
     config = dataclasses.replace(FAST, rounds=1, local_epochs=1, fedavg_blocks=1)
