@@ -367,6 +367,7 @@ def _multipart_head(field: str) -> bytes:
     ).encode()
 
 
+@pytest.mark.slow
 def test_every_route_that_takes_a_body_caps_it(tmp_path: Path, trained_store: Path, figures):
     """Declared and streamed (chunked) oversized bodies are refused on every body route."""
     checked = 0

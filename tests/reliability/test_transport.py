@@ -88,6 +88,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_connections_that_never_finish_their_headers_are_closed(tmp_path: Path) -> None:
     limits = ServerLimits(header_timeout_seconds=1.0, keep_alive_seconds=30.0)
     app = _hub_app(tmp_path)

@@ -124,6 +124,7 @@ def test_restore_drill_serves_the_same_hub(
         assert _answers(hub) == before
 
 
+@pytest.mark.slow
 def test_archive_lists_every_member_with_its_checksum(settings, tmp_path: Path) -> None:
     import json
     import tarfile

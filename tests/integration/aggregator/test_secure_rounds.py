@@ -184,6 +184,7 @@ def test_a_site_dropping_after_its_upload_is_recovered(
     np.testing.assert_allclose(_published_delta(federation, round_id), expected, atol=2e-6)
 
 
+@pytest.mark.slow
 def test_a_site_dropping_before_its_upload_is_left_out(federation: Federation) -> None:
     round_id = _open(federation)
     updates = _updates()
@@ -300,6 +301,7 @@ def _byte_chi2(data: bytes) -> float:
     return float(((counts - expected) ** 2 / expected).sum())
 
 
+@pytest.mark.slow
 def test_a_stored_masked_upload_shows_nothing_of_its_update(federation: Federation) -> None:
     round_id = _open(federation)
     updates = _updates()

@@ -11,6 +11,7 @@ def _training(job: dict) -> bool:
     return job["progress"]["phase"] == "training" and job["progress"]["epoch"] >= 1
 
 
+@pytest.mark.slow
 def test_aggregator_down_fails_the_job_with_a_reason(hub, federation, make_settings, run_node):
     node = run_node(make_settings("hospital-a"))
     assert node.register(federation.hospital_dirs[0]).status_code == 201

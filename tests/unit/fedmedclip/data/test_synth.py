@@ -145,6 +145,7 @@ def _features(image_pixels: np.ndarray) -> np.ndarray:
     return np.concatenate([np.log1p(low), colour])
 
 
+@pytest.mark.slow
 def test_classes_are_learnable_from_pixels_by_a_small_model(tmp_path: Path) -> None:
     summary = synthesize_federation(
         tmp_path / "fed", hospitals=1, classes=4, per_hospital=240, alpha=1000.0, seed=3

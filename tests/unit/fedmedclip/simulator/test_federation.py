@@ -33,7 +33,6 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.mark.slow
 def test_sites_splits_and_global_labels(
     synth_root: Path, backbone: Backbone, cache_dir: Path
 ) -> None:

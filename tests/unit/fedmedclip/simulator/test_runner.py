@@ -98,6 +98,7 @@ def test_round_is_codec_then_sample_weighted_mean(federation: Federation) -> Non
     assert set(record.val) == {"accuracy", "balanced_accuracy", "macro_f1", "ece"}
 
 
+@pytest.mark.slow
 def test_codecs_trade_bytes(federation: Federation) -> None:
     sizes = {}
     for codec in ("int4", "int8", "fp16", "none"):
@@ -197,6 +198,7 @@ def test_fedavg_prefix_cache_changes_cost_not_results(federation: Federation) ->
     assert torch.allclose(cached.predict(0, "test"), plain.predict(0, "test"), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_report_files(federation: Federation, tmp_path: Path) -> None:
     config = dataclasses.replace(FAST, calibrate=True, learn_prototypes=True)
     result = run_simulation(federation, ["fedmedclip", "zeroshot"], config)
@@ -272,6 +274,7 @@ def test_dp_round_sends_the_clipped_noised_delta_with_every_row(
         assert all(not noisy["delta"][k].any() for k in noisy["delta"] if is_statistic(k))
 
 
+@pytest.mark.slow
 def test_dp_run_accounts_every_round_and_reports_epsilon(
     federation: Federation, tmp_path: Path
 ) -> None:
