@@ -40,6 +40,7 @@ def _assert_one_quiet_line(caplog: pytest.LogCaptureFixture, path: str) -> None:
     assert any("499" in r.getMessage() or "disconnected" in r.getMessage() for r in mentions)
 
 
+@pytest.mark.slow
 def test_a_dropped_update_upload_is_one_quiet_log_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -59,6 +60,7 @@ def test_a_dropped_update_upload_is_one_quiet_log_line(
         assert hub.round(round_id)["updates_received"] == 0
 
 
+@pytest.mark.slow
 def test_a_dropped_image_upload_is_one_quiet_log_line(
     tmp_path: Path, trained_store: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

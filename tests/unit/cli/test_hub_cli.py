@@ -131,6 +131,7 @@ def test_task_set_and_show(hub: str, tmp_path: Path) -> None:
     assert line.endswith("(conflict, HTTP 409)"), line
 
 
+@pytest.mark.slow
 def test_nodes_add_list_revoke(hub: str) -> None:
     with_task(hub)
     added = cli(hub, "nodes", "add", "site-a")

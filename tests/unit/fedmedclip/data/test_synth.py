@@ -166,6 +166,7 @@ def test_classes_are_learnable_from_pixels_by_a_small_model(tmp_path: Path) -> N
     assert accuracy > 0.6  # chance is about 0.25
 
 
+@pytest.mark.slow
 def test_two_hundred_images_take_well_under_five_seconds(tmp_path: Path) -> None:
     calls: list[int] = []
     # CPU time of this process, so that other jobs on a busy machine do not count.

@@ -65,6 +65,7 @@ def _unequal(federation: Federation) -> Federation:
     return dataclasses.replace(federation, sites=sites)
 
 
+@pytest.mark.slow
 def test_round_is_codec_then_sample_weighted_mean(federation: Federation) -> None:
     """The runner's round equals training, encode/decode and a hand-computed weighted mean."""
     federation = _unequal(federation)
@@ -248,6 +249,7 @@ def _record_uploads(method: Method, monkeypatch: pytest.MonkeyPatch) -> list[dic
     return calls
 
 
+@pytest.mark.slow
 def test_dp_round_sends_the_clipped_noised_delta_with_every_row(
     federation: Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
