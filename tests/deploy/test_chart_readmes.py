@@ -12,6 +12,8 @@ import yaml
 
 from tests.deploy.helpers import ROOT
 
+pytestmark = pytest.mark.slow
+
 SCRIPT = ROOT / "scripts" / "chart_values_table.py"
 CHARTS = [ROOT / "deploy" / "k8s" / name for name in ("fedmedclip-hub", "fedmedclip-site")]
 

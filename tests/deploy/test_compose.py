@@ -20,6 +20,8 @@ import yaml
 
 from tests.deploy.helpers import ROOT, service_of, settings_env_names
 
+pytestmark = pytest.mark.slow
+
 COMPOSE = ROOT / "compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"

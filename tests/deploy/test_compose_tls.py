@@ -37,6 +37,8 @@ from tests.deploy.test_compose import (
     our_services,
 )
 
+pytestmark = pytest.mark.slow
+
 OVERRIDE = ROOT / "compose.tls.yaml"
 ISSUE = ROOT / "deploy" / "compose" / "issue-certificates.sh"
 TLS_DIR = "./var/compose/secrets/tls/"

@@ -24,6 +24,8 @@ from fedmedclip.privacy import DPConfig
 from services.hospital_node.settings import NodeSettings
 from tests.deploy.helpers import ROOT, service_of, settings_env_names
 
+pytestmark = pytest.mark.slow
+
 HUB = ROOT / "deploy" / "k8s" / "fedmedclip-hub"
 SITE = ROOT / "deploy" / "k8s" / "fedmedclip-site"
 HUB_EXTERNAL_VALUES = HUB / "values-external-db.yaml"

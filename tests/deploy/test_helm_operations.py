@@ -36,6 +36,8 @@ from tests.deploy.test_helm import (
     workload,
 )
 
+pytestmark = pytest.mark.slow
+
 SERVICES = ROOT / "services"
 HOSTNAME = "kubernetes.io/hostname"
 # Exact releases (15.10, 7.4.2), never a floating major such as "15" or "7".

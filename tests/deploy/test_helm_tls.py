@@ -38,6 +38,8 @@ from tests.deploy.test_helm import (
 )
 from tests.deploy.test_helm_operations import env_of, refused, template
 
+pytestmark = pytest.mark.slow
+
 # What the charts mount where (docs/deployment.md, "Transport security").
 SERVER_CERT, SERVER_KEY = "/etc/fedmedclip/tls/tls.crt", "/etc/fedmedclip/tls/tls.key"
 

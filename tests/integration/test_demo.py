@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.integration
 def test_demo_runs_a_federation_and_predicts(tmp_path):

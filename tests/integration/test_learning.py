@@ -18,7 +18,7 @@ from fedmedclip.data.synth import synthesize_federation
 from fedmedclip.model import AdapterConfig, expected_shapes
 from fedmedclip.simulator import SimulationConfig, SimulationResult, load_federation, run_simulation
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 HOSPITALS, PER_HOSPITAL = 4, 100
 MARGIN = 0.05

@@ -24,7 +24,7 @@ from tests.reliability.support import HubProcess, threaded_hub
 from tests.support.hub import ADMIN, Hub, bearer, encoded, make_delta
 from tests.support.processes import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 NODES = [f"site-{i}" for i in range(8)]
 

@@ -28,7 +28,7 @@ from tests.reliability.support import threaded_hub
 from tests.support.hub import ADMIN, ADMIN_TOKEN, bearer, encoded
 from tests.support.processes import ThreadedServer, http_ok, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SITE_ADMIN = "site-admin-token-for-fuzzing"
 OPEN = {"GET /health", "GET /ready", "GET /metrics"}

@@ -221,6 +221,7 @@ def test_the_hub_admin_token_file_is_reread_without_a_restart(hub) -> None:
 # --- hospital node -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_node_admins_sign_in_and_the_node_token_file_rotates(tmp_path, hub, idp) -> None:
     http, _ = hub
     admin = bearer(idp.token("alice", roles=["fl-admin"]))
@@ -280,6 +281,7 @@ def _hub_answers(client: Any) -> bool:
 # --- inference API -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_clinicians_predict_with_jwts_and_the_audit_names_them(
     tmp_path, trained_store: Path, site, idp: TestIdp
 ) -> None:

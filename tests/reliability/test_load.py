@@ -20,7 +20,7 @@ from tests.integration.inference.helpers import CLINICIAN, make_settings, metric
 from tests.reliability.support import threaded_hub
 from tests.support.hub import ADMIN, bearer, encoded
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 UPLOADERS = 50
 CLINICIANS = 32

@@ -26,7 +26,7 @@ from tests.reliability.support import RedisProcess, threaded_hub
 from tests.support.hub import ADMIN, Hub, bearer
 from tests.support.processes import ThreadedServer, WorkerProcess, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SITE_ADMIN = "site-admin-token-for-faults"
 SLOW = {"local_epochs": 4, "batch_size": 2}

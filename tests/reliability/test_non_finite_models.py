@@ -75,6 +75,7 @@ def test_huge_finite_updates_never_publish_a_non_finite_model(tmp_path: Path, fi
     figures.set("poisoning.huge_finite_rounds_tried", 3)
 
 
+@pytest.mark.slow
 def test_the_default_norm_bound_clips_huge_updates_among_honest_ones(tmp_path: Path) -> None:
     honest = {f"honest-{i}": encoded(i) for i in range(3)}
     with threaded_hub(tmp_path / "hub") as (_, hub):

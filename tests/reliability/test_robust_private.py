@@ -58,6 +58,7 @@ def _run_round(hub: Hub, tokens: dict[str, str], deltas: dict[str, dict], **rule
     return closed
 
 
+@pytest.mark.slow
 def test_one_poisoned_node_cannot_move_the_robust_aggregate_far(tmp_path: Path, figures):
     honest, poisoned = _deltas()
     honest_mean = {k: torch.stack([d[k] for d in honest]).mean(0) for k in SHAPES}

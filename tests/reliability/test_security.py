@@ -269,6 +269,7 @@ def _assert_clean(text: str, secrets: tuple[str, ...], what: str) -> None:
         assert form not in text, f"image bytes ({form}) appear in the {what}"
 
 
+@pytest.mark.slow
 def test_no_token_or_image_in_logs_during_a_full_federated_round(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
 ) -> None:
@@ -366,6 +367,7 @@ def _multipart_head(field: str) -> bytes:
     ).encode()
 
 
+@pytest.mark.slow
 def test_every_route_that_takes_a_body_caps_it(tmp_path: Path, trained_store: Path, figures):
     """Declared and streamed (chunked) oversized bodies are refused on every body route."""
     checked = 0

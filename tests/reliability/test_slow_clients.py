@@ -48,6 +48,7 @@ def test_oversized_headers_are_refused_and_the_connection_closed(port: int) -> N
         assert _closed_within(sock, 5)
 
 
+@pytest.mark.slow
 def test_an_idle_keep_alive_connection_is_closed(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -40,6 +40,7 @@ def _assert_one_quiet_line(caplog: pytest.LogCaptureFixture, path: str) -> None:
     assert any("499" in r.getMessage() or "disconnected" in r.getMessage() for r in mentions)
 
 
+@pytest.mark.slow
 def test_a_dropped_update_upload_is_one_quiet_log_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -59,6 +60,7 @@ def test_a_dropped_update_upload_is_one_quiet_log_line(
         assert hub.round(round_id)["updates_received"] == 0
 
 
+@pytest.mark.slow
 def test_a_dropped_image_upload_is_one_quiet_log_line(
     tmp_path: Path, trained_store: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -88,6 +90,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_connections_that_never_finish_their_headers_are_closed(tmp_path: Path) -> None:
     limits = ServerLimits(header_timeout_seconds=1.0, keep_alive_seconds=30.0)
     app = _hub_app(tmp_path)

@@ -83,6 +83,7 @@ def _empty_database(settings: AggregatorSettings, request: pytest.FixtureRequest
     return create_database(admin_url, f"r_{uuid.uuid4().hex[:12]}")
 
 
+@pytest.mark.slow
 def test_restore_drill_serves_the_same_hub(
     settings: AggregatorSettings, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
@@ -123,6 +124,7 @@ def test_restore_drill_serves_the_same_hub(
         assert _answers(hub) == before
 
 
+@pytest.mark.slow
 def test_archive_lists_every_member_with_its_checksum(settings, tmp_path: Path) -> None:
     import json
     import tarfile

@@ -40,6 +40,7 @@ def test_migrations_create_exactly_the_models(database_url: str) -> None:
         db.dispose()
 
 
+@pytest.mark.slow
 def test_unmigrated_postgres_refuses_to_start_until_migrated(postgres_url, tmp_path) -> None:
     settings = AggregatorSettings(
         data_dir=tmp_path, database_url=postgres_url, admin_token=ADMIN_TOKEN

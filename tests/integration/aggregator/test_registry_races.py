@@ -47,6 +47,7 @@ def _assert_one_chain(events: list[ProductionEvent]) -> None:
             assert (event.version, event.previous_id) == (replaced.version, replaced.previous_id)
 
 
+@pytest.mark.slow
 def test_concurrent_promotions_and_rollbacks_keep_one_chain(
     settings: AggregatorSettings,
 ) -> None:

@@ -33,6 +33,7 @@ def test_restart_mid_round_keeps_updates_and_finishes_the_round(settings) -> Non
         assert info["contributors"] == ["alpha", "beta", "gamma"]
 
 
+@pytest.mark.slow
 def test_deadline_that_passed_while_down_is_enforced_at_start(settings) -> None:
     with running_hub(settings) as first:
         assert first.set_task().status_code == 200

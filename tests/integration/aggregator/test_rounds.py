@@ -95,6 +95,7 @@ def test_next_round_builds_on_production_unless_asked_for_latest(hub: Hub) -> No
     assert pinned["base_reason"] == "version 0, as requested"
 
 
+@pytest.mark.slow
 def test_deadline_with_too_few_updates_fails_the_round(hub: Hub) -> None:
     token = hub.add_node("alpha")
     round_info = hub.open_round(min_clients=2, deadline_seconds=4)
@@ -112,6 +113,7 @@ def test_deadline_with_too_few_updates_fails_the_round(hub: Hub) -> None:
     assert late.status_code == 409 and "no longer accepts updates" in late.json()["detail"]
 
 
+@pytest.mark.slow
 def test_deadline_with_enough_updates_publishes(hub: Hub) -> None:
     token = hub.add_node("alpha")
     round_info = hub.open_round(min_clients=1, deadline_seconds=4)

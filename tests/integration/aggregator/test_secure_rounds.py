@@ -136,6 +136,7 @@ def _weighted_mean(updates, names) -> np.ndarray:
     return sum(updates[n][0] * updates[n][1] for n in names) / total
 
 
+@pytest.mark.slow
 def test_a_secure_round_publishes_the_plain_weighted_mean(federation: Federation) -> None:
     round_id = _open(federation)
     info = federation.admin.get_round(round_id)
@@ -162,6 +163,7 @@ def test_a_secure_round_publishes_the_plain_weighted_mean(federation: Federation
     assert sorted(phases) == ["share", "unmask", "upload"]
 
 
+@pytest.mark.slow
 def test_a_site_dropping_after_its_upload_is_recovered(
     federation_on_each_db: Federation,
 ) -> None:
@@ -182,6 +184,7 @@ def test_a_site_dropping_after_its_upload_is_recovered(
     np.testing.assert_allclose(_published_delta(federation, round_id), expected, atol=2e-6)
 
 
+@pytest.mark.slow
 def test_a_site_dropping_before_its_upload_is_left_out(federation: Federation) -> None:
     round_id = _open(federation)
     updates = _updates()
@@ -214,6 +217,7 @@ def test_fewer_sites_than_the_threshold_fail_the_round_with_a_reason(
     assert refused.value.status_code == 409 and refused.value.code == "secagg_round_closed"
 
 
+@pytest.mark.slow
 def test_too_few_unmask_answers_fail_the_round(federation: Federation) -> None:
     round_id = _open(federation, secagg_threshold=4)
     sites = Sites(federation, round_id)
@@ -297,6 +301,7 @@ def _byte_chi2(data: bytes) -> float:
     return float(((counts - expected) ** 2 / expected).sum())
 
 
+@pytest.mark.slow
 def test_a_stored_masked_upload_shows_nothing_of_its_update(federation: Federation) -> None:
     round_id = _open(federation)
     updates = _updates()
@@ -339,6 +344,7 @@ def test_a_plain_update_to_a_secure_round_is_refused_and_not_stored(
     assert federation.admin.get_round(round_id).updates_received == 0
 
 
+@pytest.mark.slow
 def test_distributed_dp_carries_the_central_noise_and_is_accounted(
     federation: Federation,
 ) -> None:
@@ -392,6 +398,7 @@ def test_distributed_dp_needs_secure_aggregation(federation: Federation) -> None
     assert response.json()["code"] == "dp_needs_secure_aggregation"
 
 
+@pytest.mark.slow
 def test_a_phase_ends_at_its_deadline_without_the_missing_site(federation: Federation) -> None:
     round_id = _open(federation, secagg_phase_seconds=5)
     sites = Sites(federation, round_id)
@@ -446,6 +453,7 @@ def _close_by_the_deadline(federation: Federation, round_id: int) -> None:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("close", "phase_seconds", "actor"),
     [
@@ -478,6 +486,7 @@ def test_closing_a_secure_round_early_ends_its_phase_the_same_way_from_everywher
     np.testing.assert_allclose(published, _weighted_mean(updates, present), atol=2e-6)
 
 
+@pytest.mark.slow
 def test_two_hub_replicas_on_one_database_share_the_round(tmp_path) -> None:
     settings = AggregatorSettings(data_dir=tmp_path, admin_token=ADMIN_TOKEN)
     with contextlib.ExitStack() as stack:
@@ -503,6 +512,7 @@ def test_two_hub_replicas_on_one_database_share_the_round(tmp_path) -> None:
         )
 
 
+@pytest.mark.slow
 def test_the_messages_of_old_secure_rounds_are_deleted_after_a_publish(tmp_path) -> None:
     settings = AggregatorSettings(
         data_dir=tmp_path, admin_token=ADMIN_TOKEN, keep_update_versions=1

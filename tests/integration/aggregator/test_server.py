@@ -57,6 +57,7 @@ def test_updates_over_real_http_including_a_streamed_oversized_body(settings) ->
         assert 'fedmedclip_aggregator_updates_rejected_total{reason="too_large"} 1.0' in metrics
 
 
+@pytest.mark.slow
 def test_serve_command_runs_the_hub(tmp_path) -> None:
     port = free_port()
     env = hub_env(tmp_path, ADMIN_TOKEN, FEDMEDCLIP_AGG_LOG_JSON="true")

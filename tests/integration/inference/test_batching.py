@@ -36,6 +36,7 @@ def _burst(server, images: list[bytes]) -> tuple[list[dict], str]:
         return bodies, http.get("/metrics").text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_batch_size", [16, 1])
 def test_micro_batching_groups_concurrent_requests(store, site, tmp_path, max_batch_size):
     images = [p.read_bytes() for p in site.image_paths[:CLIENTS]]

@@ -41,6 +41,7 @@ class DecodeCounter:
                 self.active -= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("limit", [1, 3])
 def test_concurrent_decodes_never_exceed_the_setting(store, site, tmp_path, monkeypatch, limit):
     counter = DecodeCounter()

@@ -61,6 +61,7 @@ def _publish_version_1(hub: httpx.Client, node_token: str, task) -> int:
     return wait_until(result_version, timeout=60, what="round aggregated")
 
 
+@pytest.mark.slow
 def test_follows_the_production_version_of_the_hub(backbone, site, tmp_path):
     hub_settings = AggregatorSettings(data_dir=tmp_path / "hub", admin_token=HUB_ADMIN)
     with (

@@ -17,6 +17,7 @@ CLIENTS = 16
 PREDICTIONS = "fedmedclip_inference_predictions_total"
 
 
+@pytest.mark.slow
 def test_swap_under_concurrent_requests(store, backbone, site, tmp_path):
     images = [p.read_bytes() for p in site.image_paths[:CLIENTS]]
     settings = make_settings(store.root, tmp_path, batch_window_ms=10)

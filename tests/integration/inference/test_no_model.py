@@ -12,6 +12,7 @@ from tests.support.processes import wait_until
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_no_model_yet_is_503_then_the_first_model_is_picked_up(tmp_path, backbone, site):
     store_root = tmp_path / "store"
     with serve(make_settings(store_root, tmp_path), ready=False) as server, client(server) as http:

@@ -21,6 +21,7 @@ from tests.support.processes import ThreadedServer
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_only_fam_tensors_leave_the_site(hub, federation, make_settings, run_node):
     proxy = RecordingProxy(hub.url)
     with ThreadedServer(proxy) as proxy_server:

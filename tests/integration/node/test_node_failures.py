@@ -11,6 +11,7 @@ def _training(job: dict) -> bool:
     return job["progress"]["phase"] == "training" and job["progress"]["epoch"] >= 1
 
 
+@pytest.mark.slow
 def test_aggregator_down_fails_the_job_with_a_reason(hub, federation, make_settings, run_node):
     node = run_node(make_settings("hospital-a"))
     assert node.register(federation.hospital_dirs[0]).status_code == 201
@@ -27,6 +28,7 @@ def test_aggregator_down_fails_the_job_with_a_reason(hub, federation, make_setti
     assert node.http.get("/api/v1/jobs", params={"state": "failed"}).json()[0]["id"] == job["id"]
 
 
+@pytest.mark.slow
 def test_round_closed_during_training_fails_the_job(hub, federation, make_settings, run_node):
     node = run_node(make_settings("hospital-a"))
     assert node.register(federation.hospital_dirs[0]).status_code == 201
@@ -45,6 +47,7 @@ def test_round_closed_during_training_fails_the_job(hub, federation, make_settin
     assert closed.status_code == 409 and "cancelled" in closed.json()["detail"]
 
 
+@pytest.mark.slow
 def test_killed_worker_fails_the_job_visibly(
     hub, federation, make_settings, run_node, broker_url, start_worker
 ):

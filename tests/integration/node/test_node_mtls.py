@@ -64,6 +64,7 @@ def _node_client(hub: Hub, pki: Path, token: str, cert: str | None) -> HubClient
     return HubClient(hub.url, token, retries=0, verify=client_tls(pki / "ca.crt", *files))
 
 
+@pytest.mark.slow
 def test_a_node_completes_a_round_over_mutual_tls(
     mtls_hub: Hub, pki: Path, federation: SynthSummary, tmp_path: Path, feature_cache, run_node
 ) -> None:

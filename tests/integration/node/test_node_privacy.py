@@ -11,6 +11,7 @@ pytestmark = pytest.mark.integration
 Z, DELTA = 4.0, 1e-5
 
 
+@pytest.mark.slow
 def test_dp_node_reports_its_budget_and_stops_at_its_cap(
     hub, federation, make_settings, run_node
 ) -> None:

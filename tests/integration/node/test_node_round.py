@@ -20,6 +20,7 @@ from tests.support.processes import wait_until
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_two_nodes_complete_a_round(
     hub, federation, make_settings, run_node, broker_url, start_worker
 ):

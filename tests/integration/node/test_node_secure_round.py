@@ -9,6 +9,7 @@ from tests.integration.node.conftest import FAST_HINTS
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_three_nodes_complete_a_secure_round(hub, federation, make_settings, run_node):
     nodes = [run_node(make_settings(f"hospital-{c}")) for c in "abc"]
     # A fourth site follows rounds by itself but is not one of this round's sites.

@@ -33,6 +33,7 @@ def log_lines():
     root.removeHandler(handler)
 
 
+@pytest.mark.slow
 def test_a_jobs_hub_requests_and_hub_log_lines_share_one_trace(
     hub, federation, make_settings, run_node, log_lines
 ):

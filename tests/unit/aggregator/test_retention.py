@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from services.aggregator.db.models import Update
@@ -62,6 +63,7 @@ def test_payloads_behind_the_newest_versions_are_emptied_and_audited(tmp_path: P
     assert events[0]["details"]["bytes"] == payloads[2][2]
 
 
+@pytest.mark.slow
 def test_zero_keeps_every_payload(tmp_path: Path) -> None:
     settings = _settings(tmp_path, keep=0)
     with running_hub(settings) as hub:

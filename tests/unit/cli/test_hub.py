@@ -131,6 +131,7 @@ def test_task_set_and_show(hub: str, tmp_path: Path) -> None:
     assert line.endswith("(conflict, HTTP 409)"), line
 
 
+@pytest.mark.slow
 def test_nodes_add_list_revoke(hub: str) -> None:
     with_task(hub)
     added = cli(hub, "nodes", "add", "site-a")
@@ -174,6 +175,7 @@ def test_nodes_rotate_token(hub: str) -> None:
     assert "shows it only once" in cli(hub, "nodes", "rotate-token", "1").stderr
 
 
+@pytest.mark.slow
 def test_rounds_start_list_show_close_cancel(hub: str) -> None:
     with_task(hub)
     opened = parsed(
@@ -244,6 +246,7 @@ def test_rounds_start_a_secure_round_with_distributed_dp(hub: str) -> None:
     assert "(secagg_round_refused, HTTP 422)" in line
 
 
+@pytest.mark.slow
 def test_models_list_show_promote_rollback_download(hub: str, tmp_path: Path) -> None:
     with_task(hub)
     token = node_token(hub, "site-a")
@@ -290,6 +293,7 @@ def test_models_list_show_promote_rollback_download(hub: str, tmp_path: Path) ->
     assert cli(hub, "models", "show", "latest").exit_code == 2
 
 
+@pytest.mark.slow
 def test_audit(hub: str) -> None:
     with_task(hub)
     node_token(hub, "site-a")
@@ -319,6 +323,7 @@ def _once_watched(reads: RoundReads, action) -> threading.Thread:
     return thread
 
 
+@pytest.mark.slow
 def test_rounds_watch_follows_a_round_until_it_publishes(served) -> None:
     hub, reads = served
     with_task(hub)

@@ -99,6 +99,7 @@ def test_every_config_field_is_an_option_with_the_configs_default(
     assert built == [SimulationConfig()]
 
 
+@pytest.mark.slow
 def test_simulate_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = ["simulate", "--data", str(data_dir), "--rounds", "2", "--local-epochs", "1"]
@@ -115,6 +116,7 @@ def test_simulate_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
     assert any((out / "feature_cache").rglob("*.npy"))
 
 
+@pytest.mark.slow
 def test_simulate_takes_a_comma_separated_method_list_and_warns_once(
     data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -133,6 +135,7 @@ def test_simulate_takes_a_comma_separated_method_list_and_warns_once(
     assert [r.levelno for r in random_records] == [logging.INFO]
 
 
+@pytest.mark.slow
 def test_simulate_with_differential_privacy_reports_epsilon(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = ["simulate", "--data", str(data_dir), "--rounds", "2", "--local-epochs", "1"]

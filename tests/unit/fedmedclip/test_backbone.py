@@ -66,6 +66,7 @@ def test_a_normal_dicom_embeds_as_before(backbone: Backbone) -> None:
     assert _cosine(embeddings[0], embeddings[1]) > 0.9999
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_a_large_image_embeds_like_the_full_resolution_path(backbone: Backbone, fmt: str) -> None:
     data = _encode(_photo(2400, 1800), fmt)
@@ -103,6 +104,7 @@ def test_a_pickled_payload_in_a_checkpoint_is_refused_and_never_run(tmp_path: Pa
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_a_plain_state_dict_checkpoint_loads(tmp_path: Path) -> None:
     """The same loader accepts tensors only, so the refusal above is about the payload."""
     random = load_backbone("ViT-S-32", "none")

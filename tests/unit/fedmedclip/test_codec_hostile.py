@@ -115,6 +115,7 @@ def _mutate(data: bytes, edits: list[tuple[int, int]], cut: int | None, extra: b
 HOSTILE = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @HOSTILE
 @given(st.binary(max_size=2048))
 def test_random_bytes_raise_only_codec_errors(data: bytes) -> None:
@@ -122,6 +123,7 @@ def test_random_bytes_raise_only_codec_errors(data: bytes) -> None:
         _decode(data)
 
 
+@pytest.mark.slow
 @HOSTILE
 @given(
     quantization=st.sampled_from(sorted(VALID)),
@@ -145,6 +147,7 @@ JSON_VALUES = st.recursive(
 )
 
 
+@pytest.mark.slow
 @HOSTILE
 @given(
     field=st.sampled_from(

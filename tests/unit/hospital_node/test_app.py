@@ -48,6 +48,7 @@ def test_health_routes_are_open_and_report_their_checks(client: TestClient) -> N
     assert ready.json()["checks"] == {"database": "ok", "embedded": "ok"}
 
 
+@pytest.mark.slow
 def test_ready_fails_when_the_broker_is_down(tmp_path: Path) -> None:
     settings = _settings(tmp_path, broker_url=f"redis://127.0.0.1:{free_port()}/0")
     with TestClient(create_app(settings)) as c:

@@ -58,6 +58,7 @@ def test_the_class_index_does_not_depend_on_which_classes_a_site_has(
     assert {int(v) for y in labels for v in y} == {task.class_names.index(c) for c in present}
 
 
+@pytest.mark.slow
 def test_every_round_tests_the_head_on_the_same_images(tmp_path: Path) -> None:
     """The private head carries over between rounds: a split drawn anew each round would
     score it on images it trained on in an earlier round."""

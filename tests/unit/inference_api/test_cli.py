@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from services.inference_api.cli import app
@@ -48,6 +49,7 @@ def _monitoring() -> dict:
     }
 
 
+@pytest.mark.slow
 def test_report_writes_html_and_png_from_saved_monitoring(tmp_path):
     import json
 

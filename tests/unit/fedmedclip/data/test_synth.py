@@ -145,6 +145,7 @@ def _features(image_pixels: np.ndarray) -> np.ndarray:
     return np.concatenate([np.log1p(low), colour])
 
 
+@pytest.mark.slow
 def test_classes_are_learnable_from_pixels_by_a_small_model(tmp_path: Path) -> None:
     summary = synthesize_federation(
         tmp_path / "fed", hospitals=1, classes=4, per_hospital=240, alpha=1000.0, seed=3
@@ -165,6 +166,7 @@ def test_classes_are_learnable_from_pixels_by_a_small_model(tmp_path: Path) -> N
     assert accuracy > 0.6  # chance is about 0.25
 
 
+@pytest.mark.slow
 def test_two_hundred_images_take_well_under_five_seconds(tmp_path: Path) -> None:
     calls: list[int] = []
     # CPU time of this process, so that other jobs on a busy machine do not count.

@@ -65,6 +65,7 @@ def _unequal(federation: Federation) -> Federation:
     return dataclasses.replace(federation, sites=sites)
 
 
+@pytest.mark.slow
 def test_round_is_codec_then_sample_weighted_mean(federation: Federation) -> None:
     """The runner's round equals training, encode/decode and a hand-computed weighted mean."""
     federation = _unequal(federation)
@@ -98,6 +99,7 @@ def test_round_is_codec_then_sample_weighted_mean(federation: Federation) -> Non
     assert set(record.val) == {"accuracy", "balanced_accuracy", "macro_f1", "ece"}
 
 
+@pytest.mark.slow
 def test_codecs_trade_bytes(federation: Federation) -> None:
     sizes = {}
     for codec in ("int4", "int8", "fp16", "none"):
@@ -183,6 +185,7 @@ def test_fine_tuned_encoder_split_matches_the_full_forward(federation: Federatio
     assert {"visual.proj", "visual.ln_post.weight", "classifier"} <= set(trained)
 
 
+@pytest.mark.slow
 def test_fedavg_prefix_cache_changes_cost_not_results(federation: Federation) -> None:
     one_site = dataclasses.replace(federation, sites=federation.sites[:1])  # keep it quick
     config = dataclasses.replace(FAST, rounds=1, local_epochs=1, fedavg_blocks=1)
@@ -196,6 +199,7 @@ def test_fedavg_prefix_cache_changes_cost_not_results(federation: Federation) ->
     assert torch.allclose(cached.predict(0, "test"), plain.predict(0, "test"), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_report_files(federation: Federation, tmp_path: Path) -> None:
     config = dataclasses.replace(FAST, calibrate=True, learn_prototypes=True)
     result = run_simulation(federation, ["fedmedclip", "zeroshot"], config)
@@ -245,6 +249,7 @@ def _record_uploads(method: Method, monkeypatch: pytest.MonkeyPatch) -> list[dic
     return calls
 
 
+@pytest.mark.slow
 def test_dp_round_sends_the_clipped_noised_delta_with_every_row(
     federation: Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -271,6 +276,7 @@ def test_dp_round_sends_the_clipped_noised_delta_with_every_row(
         assert all(not noisy["delta"][k].any() for k in noisy["delta"] if is_statistic(k))
 
 
+@pytest.mark.slow
 def test_dp_run_accounts_every_round_and_reports_epsilon(
     federation: Federation, tmp_path: Path
 ) -> None:
