@@ -106,7 +106,14 @@ class SecAggServer:
     # -- phase 1: keys --------------------------------------------------------------------
 
     def receive_advertise(self, message: AdvertiseKeys) -> None:
+        """Take a site's keys, refusing one no neighbour could agree a key with: accepted,
+        it would fail every honest neighbour's share phase."""
         self._accept(message, Phase.advertise, self._keys, self.params.clients)
+        for name, key in (("cipher_key", message.cipher_key), ("mask_key", message.mask_key)):
+            try:
+                crypto.check_public_key(key)
+            except ValueError as exc:
+                raise ProtocolViolation(f"{name} of {message.client_id!r} {exc}") from exc
         self._keys[message.client_id] = message
 
     def close_advertise(self) -> KeyDirectory:

@@ -267,6 +267,31 @@ def test_replayed_misrouted_and_wrong_phase_messages_are_refused(
     assert hub.secagg_status(second).sent == []
 
 
+@pytest.mark.parametrize("field", ["cipher_key", "mask_key"])
+def test_a_small_order_key_is_refused_and_the_round_goes_on_without_its_site(
+    federation: Federation, field: str
+) -> None:
+    round_id = _open(federation)
+    sites, updates, honest = Sites(federation, round_id), _updates(), SITES[:4]
+    liar = federation.hubs["site_e"]
+    keys = sites.clients["site_e"].advertise().model_copy(update={field: bytes(32)})
+    refused = _refusal(lambda: liar.send_secagg(round_id, keys))
+    assert (refused.status_code, refused.code) == (422, "secagg_invalid")
+    assert f"{field} of 'site_e' is not a usable X25519 public key" in refused.detail
+    assert liar.secagg_status(round_id).sent == []  # nothing stored
+    sites.advertise(honest)
+    federation.admin.close_round(round_id)  # the key phase ends without the liar
+    assert "site_e" not in federation.hubs["site_a"].secagg_status(round_id).directory.keys
+    sites.share(honest)
+    sites.upload(updates, honest)
+    sites.unmask(honest)
+    info = federation.admin.get_round(round_id)
+    assert info.state is RoundState.published, info.reason
+    np.testing.assert_allclose(
+        _published_delta(federation, round_id), _weighted_mean(updates, honest), atol=2e-6
+    )
+
+
 @pytest.mark.parametrize(
     ("options", "problem"),
     [
