@@ -292,6 +292,35 @@ def test_a_small_order_key_is_refused_and_the_round_goes_on_without_its_site(
     )
 
 
+def test_extra_shares_at_unmask_are_refused_and_nothing_is_stored(
+    federation: Federation,
+) -> None:
+    """400 extra seed shares of one owner (a 35 KB body) once cost the hub 6-15 s of CPU
+    to rebuild; now they are refused at intake and the honest answer still counts."""
+    round_id = _open(federation)
+    sites, updates = Sites(federation, round_id), _updates()
+    sites.advertise()
+    sites.share()
+    sites.upload(updates)
+    hub = federation.hubs["site_a"]
+    honest = sites.clients["site_a"].unmask(hub.secagg_status(round_id).unmask_request)
+    (owned,) = [s for s in honest.seed_shares if s.owner == "site_b"]
+    extra = [owned.model_copy(update={"index": 10 + i}) for i in range(400)]
+    flood = honest.model_copy(update={"seed_shares": [*honest.seed_shares, *extra]})
+    assert len(flood.model_dump_json()) > 34_000
+    refused = _refusal(lambda: hub.send_secagg(round_id, flood))
+    assert (refused.status_code, refused.code) == (422, "secagg_invalid")
+    assert "'site_a' revealed 401 shares of 'site_b'" in refused.detail
+    assert Phase.unmask not in hub.secagg_status(round_id).sent  # nothing stored
+    hub.send_secagg(round_id, honest)
+    sites.unmask(SITES[1:])
+    info = federation.admin.get_round(round_id)
+    assert info.state is RoundState.published, info.reason
+    np.testing.assert_allclose(
+        _published_delta(federation, round_id), _weighted_mean(updates, SITES), atol=2e-6
+    )
+
+
 @pytest.mark.parametrize(
     ("options", "problem"),
     [

@@ -70,3 +70,100 @@ def test_an_honest_site_leaves_out_a_neighbour_whose_key_cannot_be_used(
     aggregate = server.finish()
     assert aggregate.survivors == honest
     np.testing.assert_allclose(aggregate.mean(), weighted_mean(updates, honest), atol=2**-12)
+
+
+def _at_unmask(params: RoundParams, gone: str):
+    """A round in its unmask phase where ``gone`` dropped after sharing its keys."""
+    server = SecAggServer(params)
+    clients = {s: SecAggClient(s, params) for s in params.clients}
+    for client in clients.values():
+        server.receive_advertise(client.advertise())
+    directory = server.close_advertise()
+    for client in clients.values():
+        server.receive_shares(client.share_keys(directory))
+    inboxes = server.close_shares()
+    updates = make_updates(params)
+    for site, client in clients.items():
+        masked = client.masked_input(inboxes[site], *updates[site])
+        if site != gone:
+            server.receive_masked(masked)
+    request = server.close_upload()
+    survivors = [s for s in params.clients if s != gone]
+    responses = {s: clients[s].unmask(request) for s in survivors}
+    return server, responses, weighted_mean(updates, survivors)
+
+
+def _extra_seed_shares(response, owner: str, count: int):
+    extra = [
+        share.model_copy(update={"index": 100 + i, "share": bytes([i % 256]) * 32})
+        for i, share in enumerate([s for s in response.seed_shares if s.owner == owner] * count)
+    ]
+    return {"seed_shares": [*response.seed_shares, *extra]}
+
+
+def _seed_share_of_the_dropped(response, gone: str):
+    """The dropped site's key share, moved to where its seed share would be."""
+    (key_share,) = response.key_shares
+    assert key_share.owner == gone
+    return {"seed_shares": [*response.seed_shares, key_share], "key_shares": []}
+
+
+def _key_share_of_a_survivor(response, owner: str):
+    """A survivor's seed share, moved to where a dropped site's key share would be."""
+    moved = [s for s in response.seed_shares if s.owner == owner]
+    return {
+        "seed_shares": [s for s in response.seed_shares if s.owner != owner],
+        "key_shares": [*response.key_shares, *moved],
+    }
+
+
+def _wrong_index(response, owner: str):
+    return {
+        "seed_shares": [
+            s.model_copy(update={"index": s.index % 4 + 1}) if s.owner == owner else s
+            for s in response.seed_shares
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("tamper", "problem"),
+    [
+        (lambda r: _extra_seed_shares(r, "site1", 400), "revealed 401 shares of 'site1'"),
+        (lambda r: _extra_seed_shares(r, "site1", 1), "revealed 2 shares of 'site1'"),
+        (lambda r: _seed_share_of_the_dropped(r, "site4"), "seed share of 'site4' was not asked"),
+        (lambda r: _key_share_of_a_survivor(r, "site2"), "key share of 'site2' was not asked"),
+        (lambda r: _wrong_index(r, "site3"), "seed share of 'site3' from 'site0' has index"),
+    ],
+    ids=["400 extra", "one extra", "seed of a dropout", "key of a survivor", "wrong index"],
+)
+def test_shares_the_graph_does_not_allow_are_refused_at_unmask(
+    params: RoundParams, tamper, problem: str
+) -> None:
+    server, responses, expected = _at_unmask(params, gone="site4")
+    honest = responses["site0"]
+    with pytest.raises(ProtocolViolation, match=problem):
+        server.receive_unmask(honest.model_copy(update=tamper(honest)))
+    for response in responses.values():  # nothing was kept: the honest answer still counts
+        server.receive_unmask(response)
+    np.testing.assert_allclose(server.finish().mean(), expected, atol=2**-12)
+
+
+@pytest.mark.parametrize(
+    "recipients",
+    [["site1", "site1", "site2", "site3", "site4"], ["site0", "site1", "site2", "site3"]],
+    ids=["two to one neighbour", "one to itself"],
+)
+def test_a_share_message_must_hold_one_share_per_neighbour(
+    params: RoundParams, recipients: list[str]
+) -> None:
+    server = SecAggServer(params)
+    clients = {s: SecAggClient(s, params) for s in params.clients}
+    for client in clients.values():
+        server.receive_advertise(client.advertise())
+    honest = clients["site0"].share_keys(server.close_advertise())
+    template = honest.shares[0]
+    shares = [template.model_copy(update={"recipient": r}) for r in recipients]
+    with pytest.raises(ProtocolViolation, match="exactly one share to each neighbour"):
+        server.receive_shares(honest.model_copy(update={"shares": shares}))
+    server.receive_shares(honest)
