@@ -20,7 +20,7 @@ import struct
 import numpy as np
 from cryptography.exceptions import InvalidTag
 
-from fedmedclip.secagg import crypto
+from fedmedclip.secagg import bounds, crypto
 from fedmedclip.secagg.errors import ProtocolViolation
 from fedmedclip.secagg.messages import (
     AdvertiseKeys,
@@ -155,7 +155,8 @@ class SecAggClient:
         """Keep the neighbours' shares and upload ``[weight * values, weight]`` under masks.
 
         The hub's sum is then ``(sum of weight * values, sum of weights)``: the weighted mean
-        without any site's weight in the clear.
+        without any site's weight in the clear. ``values`` and ``weight`` are first clipped
+        to the round's bounds, which the hub checks on the sum.
         """
         self._advance(2, "masked_input")
         self._check_round(inbox.round_id)
@@ -189,11 +190,13 @@ class SecAggClient:
                 f"{self.params.threshold}"
             )
         fixed = self.params.fixed_point
-        values = np.asarray(values).ravel()
+        values = np.asarray(values, dtype=np.float64).ravel()
         if values.size != self.params.dimension:
             raise ValueError(
                 f"update has {values.size} values, round expects {self.params.dimension}"
             )
+        values = bounds.clip_values(values, self.params.norm_bound)
+        weight = bounds.clip_weight(weight, self.params.max_weight)
         vector = fixed.encode(values * float(weight), weight, max_summands=len(self.params.clients))
         vector += crypto.expand_mask(self._seed, self.params.length, fixed.dtype)
         for peer in self._masked_with:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedmedclip.secagg import crypto
+from fedmedclip.secagg import bounds, crypto
 from fedmedclip.secagg.client import pairwise_sign
 from fedmedclip.secagg.errors import ProtocolViolation, RoundFailed
 from fedmedclip.secagg.messages import (
@@ -230,7 +230,8 @@ class SecAggServer:
         return combine_shares(sorted(shares))
 
     def finish(self) -> Aggregate:
-        """Remove the masks from the running sum and publish it (or fail with a reason)."""
+        """Remove the masks from the running sum and publish it, or fail with a reason: too
+        few shares, or a sum outside the round's bounds (:func:`bounds.violation`)."""
         if self.phase != Phase.unmask:
             raise ProtocolViolation(f"cannot finish in phase {self.phase}")
         started = time.process_time()
@@ -258,6 +259,9 @@ class SecAggServer:
                 else:
                     total += mask
         values, weight = fixed.decode_sum(total)
+        broken = bounds.violation(self.params, values, weight, len(self._uploaded))
+        if broken is not None:
+            raise self._fail(broken)
         self._sum = None
         self.phase = Phase.done
         self.cpu_seconds += time.process_time() - started

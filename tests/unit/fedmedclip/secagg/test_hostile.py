@@ -6,10 +6,11 @@ import pytest
 
 from fedmedclip.secagg import crypto
 from fedmedclip.secagg.client import SecAggClient
-from fedmedclip.secagg.errors import ProtocolViolation
-from fedmedclip.secagg.messages import AdvertiseKeys, KeyDirectory
+from fedmedclip.secagg.errors import ProtocolViolation, RoundFailed
+from fedmedclip.secagg.messages import AdvertiseKeys, KeyDirectory, Phase
 from fedmedclip.secagg.params import RoundParams
 from fedmedclip.secagg.server import SecAggServer
+from tests.support.secagg import shifted
 
 from .conftest import make_updates, weighted_mean
 
@@ -167,3 +168,76 @@ def test_a_share_message_must_hold_one_share_per_neighbour(
     with pytest.raises(ProtocolViolation, match="exactly one share to each neighbour"):
         server.receive_shares(honest.model_copy(update={"shares": shares}))
     server.receive_shares(honest)
+
+
+def _bounded_round(params: RoundParams, updates, shift: np.ndarray | None = None):
+    """A whole round in which ``site0`` adds ``shift`` (fixed-point units) to its upload."""
+    server = SecAggServer(params)
+    clients = {s: SecAggClient(s, params) for s in params.clients}
+    for client in clients.values():
+        server.receive_advertise(client.advertise())
+    directory = server.close_advertise()
+    for client in clients.values():
+        server.receive_shares(client.share_keys(directory))
+    inboxes = server.close_shares()
+    for site, client in clients.items():
+        masked = client.masked_input(inboxes[site], *updates[site])
+        if site == "site0" and shift is not None:
+            masked = shifted(masked, shift, params.fixed_point)
+        server.receive_masked(masked)
+    request = server.close_upload()
+    for client in clients.values():
+        server.receive_unmask(client.unmask(request))
+    return server
+
+
+@pytest.fixture
+def bounded() -> RoundParams:
+    return RoundParams.create(
+        "round-1", [f"site{i}" for i in range(5)], 64, norm_bound=1.0, max_weight=100
+    )
+
+
+def test_honest_sites_clip_to_the_round_bounds_and_the_round_publishes(
+    bounded: RoundParams,
+) -> None:
+    updates = make_updates(bounded)  # norms about 4, weights 5..500
+    aggregate = _bounded_round(bounded, updates).finish()
+    clipped = {
+        s: (v / max(1.0, float(np.linalg.norm(v))), min(w, 100)) for s, (v, w) in updates.items()
+    }
+    expected = weighted_mean(clipped, bounded.clients)
+    np.testing.assert_allclose(aggregate.mean(), expected, atol=2**-12)
+    assert aggregate.weight == sum(w for _, w in clipped.values())
+
+
+def _value_shift(params: RoundParams, value: float, weight: int) -> np.ndarray:
+    units = np.full(params.length, np.ldexp(value * weight, params.frac_bits))
+    units[-1] = 0
+    return units
+
+
+def _weight_shift(params: RoundParams, delta: int) -> np.ndarray:
+    units = np.zeros(params.length)
+    units[-1] = delta
+    return units
+
+
+@pytest.mark.parametrize(
+    ("shift", "problem"),
+    [
+        (lambda p: _value_shift(p, 1000.0, 10), r"weighted mean has norm .* above the round's"),
+        (lambda p: _weight_shift(p, 2**30 - 10), r"total weight 1073741864 is outside \[5, 500\]"),
+        (lambda p: _weight_shift(p, -49), r"total weight 1 is outside \[5, 500\]"),
+    ],
+    ids=["values of 1000", "weight 2^30", "weight -39"],
+)
+def test_an_aggregate_outside_the_bounds_fails_the_round(
+    bounded: RoundParams, shift, problem: str
+) -> None:
+    rng = np.random.default_rng(0)
+    updates = {s: (rng.normal(scale=0.01, size=bounded.dimension), 10) for s in bounded.clients}
+    server = _bounded_round(bounded, updates, shift(bounded))
+    with pytest.raises(RoundFailed, match=problem):
+        server.finish()
+    assert server.phase == Phase.failed and "no honest site sends" in (server.failure or "")
