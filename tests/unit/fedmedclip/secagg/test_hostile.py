@@ -241,3 +241,18 @@ def test_an_aggregate_outside_the_bounds_fails_the_round(
     with pytest.raises(RoundFailed, match=problem):
         server.finish()
     assert server.phase == Phase.failed and "no honest site sends" in (server.failure or "")
+
+
+def test_an_honest_site_refuses_a_weight_below_one_under_a_cap(bounded: RoundParams) -> None:
+    """The hub's lower bound (the survivors' count) holds only if every honest weight is
+    at least 1."""
+    server = SecAggServer(bounded)
+    clients = {s: SecAggClient(s, bounded) for s in bounded.clients}
+    for client in clients.values():
+        server.receive_advertise(client.advertise())
+    directory = server.close_advertise()
+    for client in clients.values():
+        server.receive_shares(client.share_keys(directory))
+    inbox = server.close_shares()["site0"]
+    with pytest.raises(ValueError, match="weight must be at least 1"):
+        clients["site0"].masked_input(inbox, np.zeros(bounded.dimension), 0)
