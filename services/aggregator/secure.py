@@ -90,6 +90,23 @@ def _participants(session: Session, requested: list[str] | None) -> list[str]:
     return sorted(requested)
 
 
+MAX_SITE_WEIGHT = 1_000_000
+"""The per-site weight cap of a secure round: a site counts at most this many samples, so the
+hub can tell a total weight no honest sites give (see ``fedmedclip.secagg.bounds``)."""
+
+
+def bound(request: RoundCreate) -> dict[str, float | int | None]:
+    """The round-wide bounds each site clips to and the hub checks on the sum.
+
+    The norm bound is the admin's ``clip_norm``; under distributed DP the sites add noise
+    after clipping, so the sum's norm is not bounded by ``clip_norm`` and only the weight
+    (1 per site, so the total is the survivors' count) is checked.
+    """
+    if request.dp is not None:
+        return {"norm_bound": None, "max_weight": 1}
+    return {"norm_bound": request.clip_norm, "max_weight": MAX_SITE_WEIGHT}
+
+
 def plan(
     session: Session, request: RoundCreate, task: TaskSpec, *, max_upload_bytes: int
 ) -> RoundParams:
@@ -119,6 +136,7 @@ def plan(
             threshold=request.secagg_threshold,
             bits=BITS,
             frac_bits=FRAC_BITS,
+            **bound(request),
         )
     except ValidationError as exc:
         message = exc.errors()[0]["msg"].removeprefix("Value error, ")

@@ -264,7 +264,7 @@ class RoundCreate(BaseModel):
         description="Pairwise-mask secure aggregation: the hub learns only the weighted sum. "
         "Needs weighted_mean, at least 3 participants and no max_update_norm; "
         "norm_bound_factor is not applied (the hub never sees one update), clip_norm is "
-        "applied by each site before masking.",
+        "applied by each site before masking and checked by the hub on the sum.",
     )
     participants: list[str] | None = Field(
         None,

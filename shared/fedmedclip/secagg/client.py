@@ -20,7 +20,7 @@ import struct
 import numpy as np
 from cryptography.exceptions import InvalidTag
 
-from fedmedclip.secagg import crypto
+from fedmedclip.secagg import bounds, crypto
 from fedmedclip.secagg.errors import ProtocolViolation
 from fedmedclip.secagg.messages import (
     AdvertiseKeys,
@@ -37,6 +37,16 @@ from fedmedclip.secagg.params import RoundParams
 from fedmedclip.secagg.shamir import SECRET_BYTES, split_secret
 
 _INDEX = struct.Struct(">H")
+
+
+def _usable(keys: AdvertiseKeys) -> bool:
+    """Whether both of a site's advertised keys can be agreed with."""
+    try:
+        crypto.check_public_key(keys.cipher_key)
+        crypto.check_public_key(keys.mask_key)
+    except ValueError:
+        return False
+    return True
 
 
 def pairwise_sign(owner: str, peer: str) -> int:
@@ -57,6 +67,7 @@ class SecAggClient:
         self._seed = os.urandom(SECRET_BYTES)
         self._directory: dict[str, AdvertiseKeys] = {}
         self._held: dict[str, tuple[int, bytes, bytes]] = {}  # owner -> (index, key, seed)
+        self._excluded: set[str] = set()  # advertised keys no agreement can use
         self._masked_with: tuple[str, ...] = ()
         self._step = 0
 
@@ -81,13 +92,19 @@ class SecAggClient:
         )
 
     def share_keys(self, directory: KeyDirectory) -> ShareKeys:
-        """Seal a share of the mask key and of the seed for each neighbour that advertised."""
+        """Seal a share of the mask key and of the seed for each neighbour that advertised.
+
+        A neighbour whose advertised key no key agreement can use (the hub should have
+        refused it) is left out, as if it had not advertised: the round goes on without it
+        as long as ``threshold`` neighbours are left.
+        """
         self._advance(1, "share_keys")
         self._check_round(directory.round_id)
         own = directory.keys.get(self.client_id)
         if own is None or own.mask_key != crypto.public_bytes(self._mask_key):
             raise ProtocolViolation("the key directory does not hold this site's own keys")
-        self._directory = dict(directory.keys)
+        self._directory = {name: keys for name, keys in directory.keys.items() if _usable(keys)}
+        self._excluded = set(directory.keys) - set(self._directory)
         peers = [v for v in self.params.neighbours[self.client_id] if v in self._directory]
         if len(peers) < self.params.threshold:
             raise ProtocolViolation(
@@ -138,7 +155,8 @@ class SecAggClient:
         """Keep the neighbours' shares and upload ``[weight * values, weight]`` under masks.
 
         The hub's sum is then ``(sum of weight * values, sum of weights)``: the weighted mean
-        without any site's weight in the clear.
+        without any site's weight in the clear. ``values`` and ``weight`` are first clipped
+        to the round's bounds, which the hub checks on the sum.
         """
         self._advance(2, "masked_input")
         self._check_round(inbox.round_id)
@@ -146,6 +164,8 @@ class SecAggClient:
             raise ProtocolViolation(f"share inbox for {inbox.recipient!r}, not this site")
         neighbours = set(self.params.neighbours[self.client_id])
         for item in inbox.shares:
+            if item.sender in self._excluded:
+                continue  # this site shared nothing with it and masks nothing with it
             if item.recipient != self.client_id or item.sender not in neighbours:
                 raise ProtocolViolation(f"unexpected share from {item.sender!r}")
             if item.sender in self._held or item.sender not in self._directory:
@@ -170,11 +190,13 @@ class SecAggClient:
                 f"{self.params.threshold}"
             )
         fixed = self.params.fixed_point
-        values = np.asarray(values).ravel()
+        values = np.asarray(values, dtype=np.float64).ravel()
         if values.size != self.params.dimension:
             raise ValueError(
                 f"update has {values.size} values, round expects {self.params.dimension}"
             )
+        values = bounds.clip_values(values, self.params.norm_bound)
+        weight = bounds.clip_weight(weight, self.params.max_weight)
         vector = fixed.encode(values * float(weight), weight, max_summands=len(self.params.clients))
         vector += crypto.expand_mask(self._seed, self.params.length, fixed.dtype)
         for peer in self._masked_with:

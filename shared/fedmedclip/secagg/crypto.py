@@ -1,7 +1,10 @@
 """The primitives the protocol composes, all from the ``cryptography`` package.
 
 - X25519 key agreement, then HKDF-SHA256 bound to the round and the pair, gives each pair of
-  sites a shared key that nobody else (the hub included) can compute.
+  sites a shared key that nobody else (the hub included) can compute. A public key of small
+  order (all zeros, or one of the other points of order 1, 2, 4 or 8 and their non-canonical
+  encodings) gives every peer the all-zero secret, which ``cryptography`` refuses; such a key
+  is refused where it arrives (:func:`check_public_key`).
 - AES-256-GCM encrypts the Shamir shares one site sends another through the hub; the round
   and both names are authenticated data, so a share cannot be replayed into another round or
   re-addressed.
@@ -46,6 +49,26 @@ def public_bytes(key: X25519PrivateKey) -> bytes:
 
 def private_from_bytes(raw: bytes) -> X25519PrivateKey:
     return X25519PrivateKey.from_private_bytes(raw)
+
+
+_PROBE = X25519PrivateKey.generate()
+"""Any scalar will do: X25519 clamps scalars to multiples of 8, so the exchange with a point
+of small order gives the all-zero secret for every private key, this one included."""
+
+
+def check_public_key(raw: bytes) -> None:
+    """Raise ``ValueError`` naming the problem if no peer can agree a key with ``raw``.
+
+    The test is the agreement itself (one scalar multiplication), so it refuses exactly the
+    keys every later :func:`pair_key` with them would fail on, whatever their encoding.
+    """
+    try:
+        _PROBE.exchange(X25519PublicKey.from_public_bytes(raw))
+    except ValueError as exc:
+        raise ValueError(
+            "is not a usable X25519 public key (a point of small order: every key agreed "
+            "with it would be all zeros)"
+        ) from exc
 
 
 def pair_key(

@@ -53,6 +53,12 @@ class RoundParams(BaseModel):
     graph_seed: bytes = Field(min_length=32, max_length=32)
     bits: Literal[32, 64] = 32
     frac_bits: int = Field(default=12, ge=0, le=40)
+    norm_bound: float | None = Field(
+        default=None, gt=0, description="L2 bound each site clips its update to (bounds.py)"
+    )
+    max_weight: int | None = Field(
+        default=None, ge=1, description="cap each site clips its weight to (bounds.py)"
+    )
 
     @classmethod
     def create(

@@ -9,18 +9,20 @@ masks from the running sum. Fewer than ``threshold`` sites at any phase, or fewe
 ``threshold`` shares for a secret it needs, fails the round with a reason.
 
 Every message is checked before use: round id (a message from another round is a replay),
-phase, sender (known, not yet heard from this phase) and consistency with what was announced.
+phase, sender (known, not yet heard from this phase) and consistency with what was announced:
+keys must be usable for key agreement, and shares are taken only as many, of the kind and at
+the index the neighbour graph allows, so no site can make the hub rebuild from extra shares.
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
-from fedmedclip.secagg import crypto
+from fedmedclip.secagg import bounds, crypto
 from fedmedclip.secagg.client import pairwise_sign
 from fedmedclip.secagg.errors import ProtocolViolation, RoundFailed
 from fedmedclip.secagg.messages import (
@@ -106,7 +108,14 @@ class SecAggServer:
     # -- phase 1: keys --------------------------------------------------------------------
 
     def receive_advertise(self, message: AdvertiseKeys) -> None:
+        """Take a site's keys, refusing one no neighbour could agree a key with: accepted,
+        it would fail every honest neighbour's share phase."""
         self._accept(message, Phase.advertise, self._keys, self.params.clients)
+        for name, key in (("cipher_key", message.cipher_key), ("mask_key", message.mask_key)):
+            try:
+                crypto.check_public_key(key)
+            except ValueError as exc:
+                raise ProtocolViolation(f"{name} of {message.client_id!r} {exc}") from exc
         self._keys[message.client_id] = message
 
     def close_advertise(self) -> KeyDirectory:
@@ -175,15 +184,36 @@ class SecAggServer:
     # -- phase 4: unmasking ---------------------------------------------------------------
 
     def receive_unmask(self, message: UnmaskResponse) -> None:
+        """Take a survivor's revealed shares, only as many as the graph lets it hold.
+
+        A holder has one share of each neighbour that shared with it, at the index the
+        graph gives it among that owner's neighbours; it may reveal the seed share of an
+        owner that uploaded and the key share of one that dropped, at most one per owner.
+        Anything beyond is refused whole: rebuilding a secret costs time quadratic in its
+        share count, so extra shares would only buy a hostile site the hub's CPU.
+        """
         self._accept(message, Phase.unmask, self._responses, tuple(self._uploaded))
-        neighbours = set(self.params.neighbours[message.client_id])
-        for item in message.seed_shares:
-            if item.owner not in self._uploaded or item.owner not in neighbours:
-                raise ProtocolViolation(f"seed share of {item.owner!r} was not asked for")
-        for item in message.key_shares:
-            if item.owner in self._uploaded or item.owner not in neighbours:
-                raise ProtocolViolation(f"key share of {item.owner!r} was not asked for")
-        self._responses[message.client_id] = message
+        holder = message.client_id
+        sharers = set(self.params.neighbours[holder]) & self._shared
+        asked = {"seed": sharers & self._uploaded, "key": sharers - self._uploaded}
+        counts = Counter(item.owner for item in (*message.seed_shares, *message.key_shares))
+        repeated = sorted(owner for owner, count in counts.items() if count > 1)
+        if repeated:
+            raise ProtocolViolation(
+                f"{holder!r} revealed {counts[repeated[0]]} shares of {repeated[0]!r}; a site "
+                "holds one share of each neighbour"
+            )
+        for kind, items in (("seed", message.seed_shares), ("key", message.key_shares)):
+            for item in items:
+                if item.owner not in asked[kind]:
+                    raise ProtocolViolation(f"{kind} share of {item.owner!r} was not asked for")
+                index = self.params.neighbours[item.owner].index(holder) + 1
+                if item.index != index:
+                    raise ProtocolViolation(
+                        f"{kind} share of {item.owner!r} from {holder!r} has index "
+                        f"{item.index}; the graph gives it {index}"
+                    )
+        self._responses[holder] = message
 
     def _rebuild(self, owner: str, kind: str) -> bytes:
         shares = {
@@ -200,7 +230,8 @@ class SecAggServer:
         return combine_shares(sorted(shares))
 
     def finish(self) -> Aggregate:
-        """Remove the masks from the running sum and publish it (or fail with a reason)."""
+        """Remove the masks from the running sum and publish it, or fail with a reason: too
+        few shares, or a sum outside the round's bounds (:func:`bounds.violation`)."""
         if self.phase != Phase.unmask:
             raise ProtocolViolation(f"cannot finish in phase {self.phase}")
         started = time.process_time()
@@ -228,6 +259,9 @@ class SecAggServer:
                 else:
                     total += mask
         values, weight = fixed.decode_sum(total)
+        broken = bounds.violation(self.params, values, weight, len(self._uploaded))
+        if broken is not None:
+            raise self._fail(broken)
         self._sum = None
         self.phase = Phase.done
         self.cpu_seconds += time.process_time() - started

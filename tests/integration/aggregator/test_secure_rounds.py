@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -26,7 +26,7 @@ from fedmedclip.privacy import (
     privatize_delta,
 )
 from fedmedclip.schemas import RoundCreate
-from fedmedclip.secagg import SecAggClient
+from fedmedclip.secagg import RoundParams, SecAggClient
 from fedmedclip.secagg.messages import AdvertiseKeys, MaskedInput, Phase, ShareKeys
 from fedmedclip.secagg.vectors import flatten_delta
 from services.aggregator.app import create_app
@@ -35,6 +35,7 @@ from services.aggregator.settings import AggregatorSettings
 from services.common.hub_client import HubAdminClient, HubClient, HubRejected
 from tests.support.hub import ADMIN_TOKEN, SHAPES, TASK, encoded, make_delta
 from tests.support.processes import ThreadedServer, wait_until
+from tests.support.secagg import shifted
 
 SITES = ("site_a", "site_b", "site_c", "site_d", "site_e")
 WEIGHTS = {"site_a": 10, "site_b": 25, "site_c": 7, "site_d": 40, "site_e": 18}
@@ -269,6 +270,115 @@ def test_replayed_misrouted_and_wrong_phase_messages_are_refused(
     misrouted = _refusal(lambda: hub.send_secagg(second, sent))  # round 1's message
     assert (misrouted.status_code, misrouted.code) == (409, "secagg_replay")
     assert hub.secagg_status(second).sent == []
+
+
+@pytest.mark.parametrize("field", ["cipher_key", "mask_key"])
+def test_a_small_order_key_is_refused_and_the_round_goes_on_without_its_site(
+    federation: Federation, field: str
+) -> None:
+    round_id = _open(federation)
+    sites, updates, honest = Sites(federation, round_id), _updates(), SITES[:4]
+    liar = federation.hubs["site_e"]
+    keys = sites.clients["site_e"].advertise().model_copy(update={field: bytes(32)})
+    refused = _refusal(lambda: liar.send_secagg(round_id, keys))
+    assert (refused.status_code, refused.code) == (422, "secagg_invalid")
+    assert f"{field} of 'site_e' is not a usable X25519 public key" in refused.detail
+    assert liar.secagg_status(round_id).sent == []  # nothing stored
+    sites.advertise(honest)
+    federation.admin.close_round(round_id)  # the key phase ends without the liar
+    assert "site_e" not in federation.hubs["site_a"].secagg_status(round_id).directory.keys
+    sites.share(honest)
+    sites.upload(updates, honest)
+    sites.unmask(honest)
+    info = federation.admin.get_round(round_id)
+    assert info.state is RoundState.published, info.reason
+    np.testing.assert_allclose(
+        _published_delta(federation, round_id), _weighted_mean(updates, honest), atol=2e-6
+    )
+
+
+def test_extra_shares_at_unmask_are_refused_and_nothing_is_stored(
+    federation: Federation,
+) -> None:
+    """400 extra seed shares of one owner (a 35 KB body) once cost the hub 6-15 s of CPU
+    to rebuild; now they are refused at intake and the honest answer still counts."""
+    round_id = _open(federation)
+    sites, updates = Sites(federation, round_id), _updates()
+    sites.advertise()
+    sites.share()
+    sites.upload(updates)
+    hub = federation.hubs["site_a"]
+    honest = sites.clients["site_a"].unmask(hub.secagg_status(round_id).unmask_request)
+    (owned,) = [s for s in honest.seed_shares if s.owner == "site_b"]
+    extra = [owned.model_copy(update={"index": 10 + i}) for i in range(400)]
+    flood = honest.model_copy(update={"seed_shares": [*honest.seed_shares, *extra]})
+    assert len(flood.model_dump_json()) > 34_000
+    refused = _refusal(lambda: hub.send_secagg(round_id, flood))
+    assert (refused.status_code, refused.code) == (422, "secagg_invalid")
+    assert "'site_a' revealed 401 shares of 'site_b'" in refused.detail
+    assert Phase.unmask not in hub.secagg_status(round_id).sent  # nothing stored
+    hub.send_secagg(round_id, honest)
+    sites.unmask(SITES[1:])
+    info = federation.admin.get_round(round_id)
+    assert info.state is RoundState.published, info.reason
+    np.testing.assert_allclose(
+        _published_delta(federation, round_id), _weighted_mean(updates, SITES), atol=2e-6
+    )
+
+
+def _values_of(value: float) -> Callable[[RoundParams, int], np.ndarray]:
+    """Fixed-point units that turn a site's values into ``value`` (at its weight)."""
+
+    def units(params: RoundParams, weight: int) -> np.ndarray:
+        shift = np.full(params.length, np.ldexp(value * weight, params.frac_bits))
+        shift[-1] = 0
+        return shift
+
+    return units
+
+
+def _weight_of(hostile: int) -> Callable[[RoundParams, int], np.ndarray]:
+    """Units that turn a site's weight ``weight`` into ``hostile``."""
+
+    def units(params: RoundParams, weight: int) -> np.ndarray:
+        shift = np.zeros(params.length)
+        shift[-1] = hostile - weight
+        return shift
+
+    return units
+
+
+@pytest.mark.parametrize(
+    ("shift", "problem"),
+    [
+        (_values_of(1000.0), "above the round's bound 1"),
+        (_weight_of(2**30), "total weight 1073741864 is outside [5, 5000000]"),
+        (_weight_of(-39), "total weight 1 is outside [5, 5000000]"),
+    ],
+    ids=["values of 1000", "weight 2^30", "weight -39"],
+)
+def test_one_site_outside_the_round_bounds_fails_the_round_and_nothing_is_published(
+    federation: Federation, shift, problem: str
+) -> None:
+    """site_e masks what no honest site sends (the mask hides it, its sum does not): values
+    of 1000 where the others send about 0.01, or a weight of 2^30 or of -39 where four
+    others weigh 10 each (then the total weight is 1 and the mean would be amplified 40x)."""
+    round_id = _open(federation, clip_norm=1.0)
+    sites = Sites(federation, round_id)
+    updates = {n: (values * 0.5, 10) for n, (values, _) in _updates().items()}
+    sites.advertise()
+    sites.share()
+    sites.upload(updates, SITES[:4])
+    hub, client = federation.hubs["site_e"], sites.clients["site_e"]
+    masked = client.masked_input(hub.secagg_status(round_id).inbox, *updates["site_e"])
+    units = shift(client.params, updates["site_e"][1])
+    hub.send_secagg(round_id, shifted(masked, units, client.params.fixed_point))
+    sites.unmask()
+    info = federation.admin.get_round(round_id)
+    assert info.state is RoundState.failed
+    assert info.reason.startswith("secure aggregation failed: ") and problem in info.reason
+    assert "no honest site sends" in info.reason
+    assert federation.admin.list_models()[-1].version == 0  # nothing published
 
 
 @pytest.mark.parametrize(
