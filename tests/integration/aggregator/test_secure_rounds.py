@@ -272,6 +272,7 @@ def test_replayed_misrouted_and_wrong_phase_messages_are_refused(
     assert hub.secagg_status(second).sent == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("field", ["cipher_key", "mask_key"])
 def test_a_small_order_key_is_refused_and_the_round_goes_on_without_its_site(
     federation: Federation, field: str
@@ -297,6 +298,7 @@ def test_a_small_order_key_is_refused_and_the_round_goes_on_without_its_site(
     )
 
 
+@pytest.mark.slow
 def test_extra_shares_at_unmask_are_refused_and_nothing_is_stored(
     federation: Federation,
 ) -> None:
@@ -348,6 +350,7 @@ def _weight_of(hostile: int) -> Callable[[RoundParams, int], np.ndarray]:
     return units
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("shift", "problem"),
     [
