@@ -73,8 +73,8 @@ def test_an_honest_site_leaves_out_a_neighbour_whose_key_cannot_be_used(
     np.testing.assert_allclose(aggregate.mean(), weighted_mean(updates, honest), atol=2**-12)
 
 
-def _at_unmask(params: RoundParams, gone: str):
-    """A round in its unmask phase where ``gone`` dropped after sharing its keys."""
+def _to_upload(params: RoundParams):
+    """A round whose sites all advertised and shared: the server, the clients, the inboxes."""
     server = SecAggServer(params)
     clients = {s: SecAggClient(s, params) for s in params.clients}
     for client in clients.values():
@@ -83,6 +83,12 @@ def _at_unmask(params: RoundParams, gone: str):
     for client in clients.values():
         server.receive_shares(client.share_keys(directory))
     inboxes = server.close_shares()
+    return server, clients, inboxes
+
+
+def _at_unmask(params: RoundParams, gone: str):
+    """A round in its unmask phase where ``gone`` dropped after sharing its keys."""
+    server, clients, inboxes = _to_upload(params)
     updates = make_updates(params)
     for site, client in clients.items():
         masked = client.masked_input(inboxes[site], *updates[site])
@@ -172,14 +178,7 @@ def test_a_share_message_must_hold_one_share_per_neighbour(
 
 def _bounded_round(params: RoundParams, updates, shift: np.ndarray | None = None):
     """A whole round in which ``site0`` adds ``shift`` (fixed-point units) to its upload."""
-    server = SecAggServer(params)
-    clients = {s: SecAggClient(s, params) for s in params.clients}
-    for client in clients.values():
-        server.receive_advertise(client.advertise())
-    directory = server.close_advertise()
-    for client in clients.values():
-        server.receive_shares(client.share_keys(directory))
-    inboxes = server.close_shares()
+    server, clients, inboxes = _to_upload(params)
     for site, client in clients.items():
         masked = client.masked_input(inboxes[site], *updates[site])
         if site == "site0" and shift is not None:
